@@ -1,0 +1,94 @@
+/**
+ * The agent gRPC contract: the loaded service definition and the generated message types.
+ * The loader options here are the ones `npm run generate` passes to proto-loader-gen-types, so the
+ * generated types describe exactly what the runtime decodes.
+ */
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { ProtoGrpcType } from './generated/agent';
+
+export type { AgentClient, AgentHandlers } from './generated/kubetrust/agent/v1/Agent';
+export type { ApplyRequest, ApplyRequest__Output } from './generated/kubetrust/agent/v1/ApplyRequest';
+export type { ApplyResponse, ApplyResponse__Output } from './generated/kubetrust/agent/v1/ApplyResponse';
+export type { FileChange, FileChange__Output } from './generated/kubetrust/agent/v1/FileChange';
+export type { FileKind } from './generated/kubetrust/agent/v1/FileKind';
+export type { FileQuery, FileQuery__Output } from './generated/kubetrust/agent/v1/FileQuery';
+export type { FileState, FileState__Output } from './generated/kubetrust/agent/v1/FileState';
+export type { GeneratedKey, GeneratedKey__Output } from './generated/kubetrust/agent/v1/GeneratedKey';
+export type { GetStateRequest, GetStateRequest__Output } from './generated/kubetrust/agent/v1/GetStateRequest';
+export type { KeyRequest, KeyRequest__Output } from './generated/kubetrust/agent/v1/KeyRequest';
+export type { KubeconfigContent, KubeconfigContent__Output } from './generated/kubetrust/agent/v1/KubeconfigContent';
+export type { KubeconfigState, KubeconfigState__Output } from './generated/kubetrust/agent/v1/KubeconfigState';
+export type { NodeState, NodeState__Output } from './generated/kubetrust/agent/v1/NodeState';
+export type { PrepareKeysRequest, PrepareKeysRequest__Output } from './generated/kubetrust/agent/v1/PrepareKeysRequest';
+export type { PrepareKeysResponse, PrepareKeysResponse__Output } from './generated/kubetrust/agent/v1/PrepareKeysResponse';
+export type { ServiceResult, ServiceResult__Output } from './generated/kubetrust/agent/v1/ServiceResult';
+
+/** Absolute path of the agent service's .proto file. */
+export const AGENT_PROTO_PATH = path.join(__dirname, '..', 'kubetrust', 'agent', 'v1', 'agent.proto');
+
+/** proto-loader options; keep in step with the `generate` script in this package's package.json. */
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+let loaded: ProtoGrpcType | undefined;
+
+/** Loads the agent service definition once per process. */
+export function loadAgentProto(): ProtoGrpcType {
+  if (loaded === undefined) {
+    const definition = protoLoader.loadSync(AGENT_PROTO_PATH, LOADER_OPTIONS);
+    loaded = grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType;
+  }
+  return loaded;
+}
+
+/**
+ * Why an agent call failed, sent as the `kubetrust-reason` trailer beside the gRPC status so that
+ * callers decide from the reason, never from the message text.
+ */
+export const ErrorReason = {
+  /** The client presented no certificate or one the agent's management CA did not issue. */
+  Unauthenticated: 'UNAUTHENTICATED',
+  /** The client is authenticated but is not the controller identity this agent accepts. */
+  NotController: 'NOT_CONTROLLER',
+  /** The request is malformed: a path outside the install root, an unknown staged key, and so on. */
+  InvalidRequest: 'INVALID_REQUEST',
+  /** Writing the change set failed; nothing of it was installed. */
+  InstallFailed: 'INSTALL_FAILED',
+  /** Files were installed but a service did not restart or did not pass its health check. */
+  ServiceUnhealthy: 'SERVICE_UNHEALTHY',
+  /** Anything else that went wrong on the node. */
+  Internal: 'INTERNAL',
+} as const;
+export type ErrorReason = (typeof ErrorReason)[keyof typeof ErrorReason];
+
+export const REASON_METADATA_KEY = 'kubetrust-reason';
+
+const STATUS_BY_REASON: Record<ErrorReason, grpc.status> = {
+  UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
+  NOT_CONTROLLER: grpc.status.PERMISSION_DENIED,
+  INVALID_REQUEST: grpc.status.INVALID_ARGUMENT,
+  INSTALL_FAILED: grpc.status.ABORTED,
+  SERVICE_UNHEALTHY: grpc.status.UNAVAILABLE,
+  INTERNAL: grpc.status.INTERNAL,
+};
+
+/** Builds the gRPC error an agent handler returns for a typed reason. */
+export function agentError(reason: ErrorReason, message: string): Partial<grpc.StatusObject> {
+  const metadata = new grpc.Metadata();
+  metadata.set(REASON_METADATA_KEY, reason);
+  return { code: STATUS_BY_REASON[reason], details: message, metadata };
+}
+
+/** Reads the typed reason from a failed call, or undefined when the failure did not come from an agent handler. */
+export function reasonOf(error: grpc.ServiceError): ErrorReason | undefined {
+  const value = error.metadata?.get(REASON_METADATA_KEY)[0];
+  const reasons = Object.values(ErrorReason) as string[];
+  return typeof value === 'string' && reasons.includes(value) ? (value as ErrorReason) : undefined;
+}

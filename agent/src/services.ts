@@ -1,0 +1,121 @@
+/**
+ * Restarts services through their configured hooks and waits for their health checks. systemd is
+ * the default restart hook; a service with no health check counts as healthy once its restart
+ * command succeeds.
+ */
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as https from 'node:https';
+import * as net from 'node:net';
+import type { ServiceResult } from '@kubetrust/proto';
+import type { Logger } from '@kubetrust/shared/dist/log';
+import type { HealthCheck, RestartHook, ServiceHooks } from './config';
+import { DEFAULT_HEALTH_TIMEOUT_SECONDS } from './config';
+
+const RESTART_TIMEOUT_MS = 120_000;
+const CHECK_ATTEMPT_TIMEOUT_MS = 5_000;
+const CHECK_INTERVAL_MS = 1_000;
+const MAX_OUTPUT = 2_000;
+
+interface Outcome {
+  readonly ok: boolean;
+  readonly output: string;
+}
+
+function trim(text: string): string {
+  const clean = text.trim();
+  return clean.length > MAX_OUTPUT ? `${clean.slice(0, MAX_OUTPUT)}…` : clean;
+}
+
+function run(argv: readonly string[], timeoutMs: number): Promise<Outcome> {
+  const [command, ...args] = argv;
+  return new Promise((resolve) => {
+    execFile(command ?? '', args, { timeout: timeoutMs }, (error, stdout, stderr) => {
+      const output = trim(`${stdout}${stderr}`);
+      resolve(error === null ? { ok: true, output } : { ok: false, output: trim(`${error.message}\n${output}`) });
+    });
+  });
+}
+
+function restartArgv(hook: RestartHook): readonly string[] {
+  return 'command' in hook ? hook.command : ['systemctl', 'restart', hook.systemd];
+}
+
+export function describeCheck(check: HealthCheck): string {
+  if ('https' in check) return `https ${check.https.url}`;
+  if ('tcp' in check) return `tcp ${check.tcp.address}`;
+  return `command ${check.command.join(' ')}`;
+}
+
+async function checkHttps(check: Extract<HealthCheck, { https: unknown }>['https']): Promise<Outcome> {
+  const [ca, cert, key] = await Promise.all([
+    fs.readFile(check.caFile),
+    check.certFile === undefined ? undefined : fs.readFile(check.certFile),
+    check.keyFile === undefined ? undefined : fs.readFile(check.keyFile),
+  ]);
+  return new Promise((resolve) => {
+    const request = https.get(check.url, { ca, cert, key, timeout: CHECK_ATTEMPT_TIMEOUT_MS }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (body += chunk));
+      response.on('end', () => {
+        const status = response.statusCode ?? 0;
+        resolve({ ok: status >= 200 && status < 300, output: trim(`HTTP ${status} ${body}`) });
+      });
+    });
+    request.on('timeout', () => request.destroy(new Error('timed out')));
+    request.on('error', (error) => resolve({ ok: false, output: error.message }));
+  });
+}
+
+function checkTcp(address: string): Promise<Outcome> {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(address);
+  const host = match?.[1] ?? match?.[2] ?? address;
+  const port = Number(match?.[3]);
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port, timeout: CHECK_ATTEMPT_TIMEOUT_MS });
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve({ ok: true, output: `connected to ${address}` });
+    });
+    socket.on('timeout', () => socket.destroy(new Error('timed out')));
+    socket.on('error', (error) => resolve({ ok: false, output: error.message }));
+  });
+}
+
+async function checkOnce(check: HealthCheck): Promise<Outcome> {
+  try {
+    if ('https' in check) return await checkHttps(check.https);
+    if ('tcp' in check) return await checkTcp(check.tcp.address);
+    return await run(check.command, CHECK_ATTEMPT_TIMEOUT_MS * 2);
+  } catch (error) {
+    return { ok: false, output: (error as Error).message };
+  }
+}
+
+/** Polls a health check until it passes or the timeout runs out; returns the last outcome. */
+export async function waitHealthy(check: HealthCheck, timeoutSeconds: number): Promise<Outcome> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  for (;;) {
+    const outcome = await checkOnce(check);
+    if (outcome.ok || Date.now() + CHECK_INTERVAL_MS > deadline) return outcome;
+    await new Promise((resolve) => setTimeout(resolve, CHECK_INTERVAL_MS));
+  }
+}
+
+/** Restarts one service and waits for its health check. */
+export async function restartService(name: string, hooks: ServiceHooks | undefined, logger: Logger): Promise<ServiceResult> {
+  const restart = hooks?.restart ?? { systemd: name };
+  logger.info('restarting service', { service: name });
+  const restarted = await run(restartArgv(restart), RESTART_TIMEOUT_MS);
+  if (!restarted.ok) {
+    logger.error('service restart failed', { service: name, output: restarted.output });
+    return { name, restarted: false, healthy: false, check: 'restart', output: restarted.output };
+  }
+  if (hooks?.health === undefined) return { name, restarted: true, healthy: true, check: 'none configured', output: '' };
+  const check = describeCheck(hooks.health);
+  const outcome = await waitHealthy(hooks.health, hooks.timeoutSeconds ?? DEFAULT_HEALTH_TIMEOUT_SECONDS);
+  if (!outcome.ok) logger.error('service health check failed', { service: name, check, output: outcome.output });
+  else logger.info('service healthy', { service: name, check });
+  return { name, restarted: true, healthy: outcome.ok, check, output: outcome.ok ? '' : outcome.output };
+}

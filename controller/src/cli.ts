@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+/**
+ * The `controller` command line. Exit codes: 0 success, 1 a node or an operation failed,
+ * 2 invalid input (inventory, arguments, state directory).
+ */
+import * as path from 'node:path';
+import { Command, Option } from 'commander';
+import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
+import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
+import { distribute } from './distribute';
+import { enrollNode } from './enroll';
+import { initState } from './init';
+import { distributeJson, renderDistribute, renderInit } from './report';
+import { StateError } from './state-dir';
+
+export const EXIT_FAILED = 1;
+export const EXIT_INVALID = 2;
+
+interface GlobalOptions {
+  logLevel: LogLevel;
+  logFormat: 'text' | 'json';
+}
+
+class UsageError extends Error {}
+
+function loggerFor(command: Command): Logger {
+  const options = command.optsWithGlobals<GlobalOptions>();
+  return createLogger({ level: options.logLevel, format: options.logFormat, fields: { component: 'controller' } });
+}
+
+function readInventory(file: string, logger: Logger): Inventory {
+  const parsed = loadInventory(file);
+  for (const warning of parsed.warnings) logger.warn('inventory warning', { field: warning.path, message: warning.message, fix: warning.fix });
+  return parsed.inventory;
+}
+
+function outputOption(): Option {
+  return new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text');
+}
+
+function buildProgram(): Command {
+  const program = new Command('controller')
+    .description('kubetrust controller: issues the certificates of a Kubernetes cluster and pushes them to the agent on each node')
+    .version('0.1.0')
+    .addOption(new Option('--log-level <level>', 'log verbosity on stderr').choices(LOG_LEVELS as LogLevel[]).default('info'))
+    .addOption(new Option('--log-format <format>', 'log format on stderr').choices(['text', 'json']).default('text'))
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('init')
+    .description('create the cluster CAs, the service-account key pair, the management CA and the controller identity')
+    .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
+    .requiredOption('-s, --state-dir <dir>', 'controller state directory (CA keys live here; keep it private and backed up)')
+    .option('--force', 'move existing CAs aside to replaced-<time>/ and create new ones (every node then needs a distribute)', false)
+    .addOption(outputOption())
+    .action(async (options: { inventory: string; stateDir: string; force: boolean; output: string }, command: Command) => {
+      const logger = loggerFor(command);
+      const inventory = readInventory(options.inventory, logger);
+      const result = await initState(inventory, path.resolve(options.stateDir), logger, { force: options.force });
+      process.stdout.write(options.output === 'json' ? JSON.stringify(result, null, 2) + '\n' : renderInit(result));
+    });
+
+  program
+    .command('enroll')
+    .description('write a ready-to-run agent configuration and identity for one node (manual agent install)')
+    .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
+    .requiredOption('-s, --state-dir <dir>', 'controller state directory')
+    .requiredOption('-n, --node <name>', 'node name from the inventory')
+    .requiredOption('--out <dir>', 'directory to write agent.yaml, agent.crt, agent.key and management-ca.crt to')
+    .option('--install-root <path>', 'directory the agent installs files below (default /; tests and demos use a temporary root)')
+    .option('--agent-state-dir <path>', 'agent state directory on the node for staged keys and backups', '/var/lib/kubetrust/agent')
+    .action(async (options: { inventory: string; stateDir: string; node: string; out: string; installRoot?: string; agentStateDir: string }, command: Command) => {
+      const logger = loggerFor(command);
+      const inventory = readInventory(options.inventory, logger);
+      const result = await enrollNode(inventory, path.resolve(options.stateDir), options.node, options.out, logger, {
+        ...(options.installRoot !== undefined ? { installRoot: path.resolve(options.installRoot) } : {}),
+        stateDirOnNode: options.agentStateDir,
+      });
+      process.stdout.write(`Wrote ${result.configFile} for node ${result.node} (identity ${result.identity}).\nStart the agent with: agent --config ${result.configFile}\n`);
+    });
+
+  program
+    .command('distribute')
+    .description('issue what each node is missing and push it to the node agents; unchanged nodes are left alone')
+    .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
+    .requiredOption('-s, --state-dir <dir>', 'controller state directory')
+    .option('--dry-run', 'print the plan and change nothing: no certificate is issued, no file written, no service restarted', false)
+    .option('--concurrency <n>', 'nodes handled at the same time', (value) => {
+      const parsed = Number(value);
+      if (!Number.isInteger(parsed) || parsed < 1) throw new UsageError(`--concurrency: "${value}" is not a positive integer; pass a number such as 16`);
+      return parsed;
+    }, 16)
+    .addOption(outputOption())
+    .action(async (options: { inventory: string; stateDir: string; dryRun: boolean; concurrency: number; output: string }, command: Command) => {
+      const logger = loggerFor(command);
+      const inventory = readInventory(options.inventory, logger);
+      const total = inventory.nodes.length;
+      let done = 0;
+      const report = await distribute(inventory, path.resolve(options.stateDir), logger, {
+        dryRun: options.dryRun,
+        concurrency: options.concurrency,
+        onProgress: (event) => {
+          if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${++done}/${total}` });
+        },
+      });
+      process.stdout.write(options.output === 'json' ? JSON.stringify(distributeJson(report), null, 2) + '\n' : renderDistribute(report));
+      if (report.nodes.some((node) => node.status === 'failed')) process.exitCode = EXIT_FAILED;
+    });
+
+  return program;
+}
+
+export async function runController(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv as string[]);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (error) {
+    const commanderCode = (error as { code?: string }).code;
+    if (commanderCode === 'commander.helpDisplayed' || commanderCode === 'commander.version' || commanderCode === 'commander.help') return 0;
+    if (commanderCode?.startsWith('commander.')) return EXIT_INVALID;
+    if (error instanceof InventoryError || error instanceof StateError || error instanceof UsageError) {
+      process.stderr.write(`error: ${error.message}\n`);
+      return EXIT_INVALID;
+    }
+    process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
+    return EXIT_FAILED;
+  }
+}
+
+if (require.main === module) {
+  void runController(process.argv).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -1,0 +1,157 @@
+/**
+ * Compares what the catalogue says a node must hold with what its agent reports, item by item,
+ * and says for each item whether it is unchanged, to be added or to be changed, and why.
+ * Pure: no I/O, time passed in.
+ */
+import type { FileKind, FileQuery, FileState__Output } from '@kubetrust/proto';
+import type { CaName, NodeItem, SanSet, SubjectSpec } from '@kubetrust/shared/dist/catalogue';
+import { itemPaths } from '@kubetrust/shared/dist/catalogue';
+import { sha256Hex } from '@kubetrust/shared/dist/files';
+import { inspectCertificate, isSignedBy, type CertificateInfo, type ExtKeyUsage } from '@kubetrust/shared/dist/pki';
+import { renewalDue } from '@kubetrust/shared/dist/rotation';
+
+/** Owner of every installed file. */
+export const FILE_OWNER = { uid: 0, gid: 0 } as const;
+
+export type PlanAction = 'unchanged' | 'add' | 'change';
+
+export interface PlannedItem {
+  readonly item: NodeItem;
+  readonly action: PlanAction;
+  readonly reasons: readonly string[];
+  /** For certificates the node already holds: what it holds now. */
+  readonly current?: { readonly serialNumber: string; readonly notAfter: string; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[] };
+}
+
+/** The content the controller holds for static items, and the CA certificates that leaves must chain to. */
+export interface DesiredMaterial {
+  staticContent(item: Extract<NodeItem, { type: 'static' }>): string;
+  caCertificate(ca: CaName): string;
+}
+
+export function queriesFor(items: readonly NodeItem[]): FileQuery[] {
+  const queries: FileQuery[] = [];
+  const add = (path: string, kind: FileKind): void => void queries.push({ path, kind });
+  for (const item of items) {
+    switch (item.type) {
+      case 'static':
+        add(item.file.path, item.source.part === 'privateKey' ? 'FILE_KIND_PRIVATE_KEY' : item.source.part === 'publicKey' ? 'FILE_KIND_PUBLIC_KEY' : 'FILE_KIND_CERTIFICATE');
+        break;
+      case 'leaf':
+        add(item.certificate.path, 'FILE_KIND_CERTIFICATE');
+        add(item.privateKey.path, 'FILE_KIND_PRIVATE_KEY');
+        break;
+      case 'kubeconfig':
+        add(item.file.path, 'FILE_KIND_KUBECONFIG');
+        break;
+    }
+  }
+  return queries;
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  const left = new Set(a);
+  return left.size === new Set(b).size && b.every((value) => left.has(value));
+}
+
+function fileProblems(state: FileState__Output, mode: number): string[] {
+  const problems: string[] = [];
+  if (state.mode !== mode) problems.push(`${state.path}: mode ${state.mode.toString(8)}, expected ${mode.toString(8)}`);
+  if (state.uid !== FILE_OWNER.uid || state.gid !== FILE_OWNER.gid) problems.push(`${state.path}: owner ${state.uid}:${state.gid}, expected ${FILE_OWNER.uid}:${FILE_OWNER.gid}`);
+  return problems;
+}
+
+interface CertificateExpectation {
+  readonly caPem: string;
+  readonly subject: SubjectSpec;
+  readonly sans: SanSet;
+  readonly extKeyUsage: readonly ExtKeyUsage[];
+  readonly keySha256: string;
+}
+
+/** Why a held certificate does not satisfy the catalogue; empty when it does. */
+export function certificateProblems(info: CertificateInfo, expected: CertificateExpectation, now: Date): string[] {
+  const problems: string[] = [];
+  if (!isSignedBy(info.pem, expected.caPem)) problems.push('issuer changed: not signed by the current CA');
+  if (info.subject.commonName !== expected.subject.commonName || !sameSet(info.subject.organizations ?? [], expected.subject.organizations)) {
+    problems.push(`subject differs: CN "${info.subject.commonName}" O [${(info.subject.organizations ?? []).join(', ')}]`);
+  }
+  const missing = [...expected.sans.dnsNames.filter((name) => !info.dnsNames.includes(name)), ...expected.sans.ipAddresses.filter((ip) => !info.ipAddresses.includes(ip))];
+  if (missing.length > 0) problems.push(`SAN missing: ${missing.join(', ')}`);
+  const extra = [...info.dnsNames.filter((name) => !expected.sans.dnsNames.includes(name)), ...info.ipAddresses.filter((ip) => !expected.sans.ipAddresses.includes(ip))];
+  if (extra.length > 0) problems.push(`SAN not in the inventory: ${extra.join(', ')}`);
+  if (!sameSet(info.extKeyUsage, expected.extKeyUsage)) problems.push(`usages differ: [${info.extKeyUsage.join(', ')}]`);
+  if (info.publicKeySha256 !== expected.keySha256) problems.push('key does not match certificate');
+  if (info.notAfter.getTime() <= now.getTime()) problems.push(`expired at ${info.notAfter.toISOString()}`);
+  else if (renewalDue(info, now)) problems.push(`expiring at ${info.notAfter.toISOString()}`);
+  return problems;
+}
+
+function currentOf(info: CertificateInfo): NonNullable<PlannedItem['current']> {
+  return { serialNumber: info.serialNumber, notAfter: info.notAfter.toISOString(), dnsNames: info.dnsNames, ipAddresses: info.ipAddresses };
+}
+
+function parseHeld(pem: Buffer | undefined): CertificateInfo | undefined {
+  try {
+    return pem === undefined || pem.length === 0 ? undefined : inspectCertificate(pem);
+  } catch {
+    return undefined;
+  }
+}
+
+function planStatic(item: Extract<NodeItem, { type: 'static' }>, state: FileState__Output, material: DesiredMaterial): PlannedItem {
+  if (!state.exists) return { item, action: 'add', reasons: ['new'] };
+  const reasons = fileProblems(state, item.file.mode);
+  if (state.sha256 !== sha256Hex(material.staticContent(item))) reasons.unshift('content differs');
+  return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons };
+}
+
+function planLeaf(item: Extract<NodeItem, { type: 'leaf' }>, certificate: FileState__Output, key: FileState__Output, material: DesiredMaterial, now: Date): PlannedItem {
+  if (!certificate.exists && !key.exists) return { item, action: 'add', reasons: ['new'] };
+  if (!certificate.exists || !key.exists) return { item, action: 'change', reasons: [`${certificate.exists ? key.path : certificate.path} missing`] };
+  const info = parseHeld(certificate.content);
+  if (info === undefined || certificate.error || key.error) {
+    return { item, action: 'change', reasons: [certificate.error || key.error || `${certificate.path} is not a certificate`] };
+  }
+  const reasons = [
+    ...certificateProblems(info, { caPem: material.caCertificate(item.parent), subject: item.subject, sans: item.sans, extKeyUsage: item.extKeyUsage, keySha256: key.public_key_sha256 }, now),
+    ...fileProblems(certificate, item.certificate.mode),
+    ...fileProblems(key, item.privateKey.mode),
+  ];
+  return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons, current: currentOf(info) };
+}
+
+function planKubeconfig(item: Extract<NodeItem, { type: 'kubeconfig' }>, state: FileState__Output, material: DesiredMaterial, now: Date): PlannedItem {
+  if (!state.exists) return { item, action: 'add', reasons: ['new'] };
+  const kubeconfig = state.kubeconfig;
+  const info = parseHeld(kubeconfig?.client_certificate_pem);
+  if (state.error || kubeconfig === null || kubeconfig === undefined || info === undefined) {
+    return { item, action: 'change', reasons: [state.error || 'no embedded client certificate'] };
+  }
+  const caPem = material.caCertificate(item.parent);
+  const reasons: string[] = [];
+  if (kubeconfig.server !== item.server) reasons.push(`server is ${kubeconfig.server}, expected ${item.server}`);
+  if (kubeconfig.certificate_authority_pem.toString('utf8').trim() !== caPem.trim()) reasons.push('embedded CA differs from the current CA');
+  reasons.push(
+    ...certificateProblems(info, { caPem, subject: item.subject, sans: { dnsNames: [], ipAddresses: [] }, extKeyUsage: ['clientAuth'], keySha256: kubeconfig.client_key_public_sha256 }, now),
+    ...fileProblems(state, item.file.mode),
+  );
+  return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons, current: currentOf(info) };
+}
+
+/** Plans every item of a node against the files its agent reported. */
+export function planNode(items: readonly NodeItem[], files: readonly FileState__Output[], material: DesiredMaterial, now: Date): PlannedItem[] {
+  const byPath = new Map(files.map((file) => [file.path, file]));
+  const stateOf = (path: string): FileState__Output => byPath.get(path) ?? ({ path, exists: false } as FileState__Output);
+  return items.map((item) => {
+    const [first, second] = itemPaths(item).map(stateOf);
+    switch (item.type) {
+      case 'static':
+        return planStatic(item, first!, material);
+      case 'leaf':
+        return planLeaf(item, first!, second!, material, now);
+      case 'kubeconfig':
+        return planKubeconfig(item, first!, material, now);
+    }
+  });
+}

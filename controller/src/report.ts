@@ -1,0 +1,67 @@
+/**
+ * Human-readable and JSON renderings of command results. JSON goes to stdout as one document so
+ * automation can parse it; logs stay on stderr.
+ */
+import type { DistributeReport, NodeReport } from './distribute';
+import type { InitResult } from './init';
+
+export function renderInit(result: InitResult): string {
+  const lines = [`State directory: ${result.stateDir}`];
+  for (const item of result.items) {
+    lines.push(`  ${item.status === 'created' ? 'created' : 'reused '}  ${item.name.padEnd(26)} ${item.path}${item.notAfter ? `  (expires ${item.notAfter})` : ''}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function renderPlan(node: NodeReport): string[] {
+  const lines: string[] = [];
+  for (const entry of node.plan) {
+    if (entry.action === 'unchanged') continue;
+    lines.push(`    ${entry.action.padEnd(6)} ${entry.name}: ${entry.paths.join(', ')}`);
+    lines.push(`           why: ${entry.reasons.join('; ')}`);
+    if (entry.current !== undefined) lines.push(`           now: serial ${entry.current.serialNumber}, expires ${entry.current.notAfter}`);
+    if (entry.restarts.length > 0) lines.push(`           restarts: ${entry.restarts.join(', ')}`);
+  }
+  return lines;
+}
+
+export function renderDistribute(report: DistributeReport): string {
+  const lines: string[] = [];
+  lines.push(report.dryRun ? `Plan for cluster ${report.cluster} (dry run: nothing is issued, written or restarted)` : `Distribute to cluster ${report.cluster}`);
+  for (const node of report.nodes) {
+    const unchanged = node.plan.filter((entry) => entry.action === 'unchanged').length;
+    lines.push(`  ${node.name}: ${node.status}`);
+    if (report.dryRun) {
+      lines.push(...renderPlan(node));
+      lines.push(`    ${unchanged} item(s) unchanged`);
+    } else if (node.status !== 'failed' || node.changedFiles.length > 0) {
+      if (node.changedFiles.length > 0) lines.push(`    files: ${node.changedFiles.join(', ')}`);
+      if (node.restartedServices.length > 0) lines.push(`    restarted: ${node.restartedServices.join(', ')}`);
+    }
+    if (node.error !== undefined) lines.push(`    error: ${node.error}`);
+  }
+  const count = (status: string): number => report.nodes.filter((node) => node.status === status).length;
+  lines.push(
+    report.dryRun
+      ? `${count('planned')} node(s) would change, ${count('unchanged')} unchanged, ${count('failed')} failed`
+      : `${count('changed')} node(s) changed, ${count('unchanged')} unchanged, ${count('failed')} failed`,
+  );
+  return lines.join('\n') + '\n';
+}
+
+/** The JSON document of `distribute --output json`. */
+export function distributeJson(report: DistributeReport): unknown {
+  return {
+    cluster: report.cluster,
+    dryRun: report.dryRun,
+    nodes: report.nodes.map((node) => ({
+      name: node.name,
+      status: node.status,
+      changedFiles: node.changedFiles,
+      restartedServices: node.restartedServices,
+      ...(node.error !== undefined ? { error: node.error } : {}),
+      services: node.services,
+      plan: node.plan,
+    })),
+  };
+}

@@ -1,0 +1,103 @@
+/**
+ * Shapes of the certificate catalogue. The catalogue itself (`./catalogue.ts`) is the single place
+ * where certificate facts live: subjects, usages, SANs, validity, parents, receiving roles, paths,
+ * modes and consuming services.
+ */
+import type { ExtKeyUsage } from '../pki/certificate';
+import type { Inventory, NodeSpec, PkiLayout, Role } from '../inventory/types';
+
+/** Services kubetrust restarts after changing a file they read. */
+export const SERVICES = [
+  'etcd',
+  'kube-apiserver',
+  'kube-controller-manager',
+  'kube-scheduler',
+  'kubelet',
+  'kube-proxy',
+] as const;
+export type Service = (typeof SERVICES)[number];
+
+export const CA_NAMES = ['cluster-ca', 'etcd-ca', 'front-proxy-ca'] as const;
+export type CaName = (typeof CA_NAMES)[number];
+
+/** Where files live on a node. Only the kubeadm layout exists so far. */
+export type PathLayout = 'kubeadm';
+
+/** One file a node receives. */
+export interface FileSpec {
+  readonly path: Readonly<Record<PathLayout, string>>;
+  readonly mode: number;
+  /** Roles whose nodes receive the file. */
+  readonly roles: readonly Role[];
+  /** Services that read the file; a node restarts those of them it runs when the file changes. */
+  readonly consumers: readonly Service[];
+}
+
+export interface SubjectSpec {
+  readonly commonName: string;
+  readonly organizations: readonly string[];
+}
+
+export interface SanSet {
+  readonly dnsNames: readonly string[];
+  readonly ipAddresses: readonly string[];
+}
+
+/** What a builder needs to compute per-node values. */
+export interface NodeContext {
+  readonly inventory: Inventory;
+  readonly node: NodeSpec;
+}
+
+/** A ClusterRoleBinding the identity needs before the cluster accepts it. */
+export interface RequiredBinding {
+  readonly clusterRole: string;
+  readonly subjectKind: 'User' | 'Group';
+}
+
+export interface CaEntry {
+  readonly kind: 'ca';
+  readonly name: CaName;
+  readonly description: string;
+  readonly commonName: string;
+  /** In these layouts the CA has no key of its own and its files carry another CA's certificate. */
+  readonly sharedWith?: { readonly layouts: readonly PkiLayout[]; readonly ca: CaName };
+  readonly certificate: FileSpec;
+  /** Present only when some role must hold the CA key (the controller-manager's CSR signer). */
+  readonly privateKey?: FileSpec;
+}
+
+export interface KeyPairEntry {
+  readonly kind: 'keypair';
+  readonly name: 'service-account';
+  readonly description: string;
+  readonly privateKey: FileSpec;
+  readonly publicKey: FileSpec;
+}
+
+export interface LeafEntry {
+  readonly kind: 'leaf';
+  readonly name: string;
+  readonly description: string;
+  readonly parent: CaName;
+  readonly subject: (context: NodeContext) => SubjectSpec;
+  readonly extKeyUsage: readonly ExtKeyUsage[];
+  readonly sans: (context: NodeContext) => SanSet;
+  readonly certificate: FileSpec;
+  readonly privateKey: FileSpec;
+  readonly requiredBindings?: readonly RequiredBinding[];
+}
+
+export interface KubeconfigEntry {
+  readonly kind: 'kubeconfig';
+  readonly name: string;
+  readonly description: string;
+  readonly parent: CaName;
+  readonly subject: (context: NodeContext) => SubjectSpec;
+  /** The API server URL written into the kubeconfig. */
+  readonly server: (context: NodeContext) => string;
+  readonly file: FileSpec;
+  readonly requiredBindings?: readonly RequiredBinding[];
+}
+
+export type CatalogueEntry = CaEntry | KeyPairEntry | LeafEntry | KubeconfigEntry;

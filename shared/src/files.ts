@@ -1,0 +1,73 @@
+/**
+ * Crash-safe file writes: content goes to a temporary name in the same directory, is fsynced,
+ * then renamed over the target, and the directory is fsynced, so a reader sees the old file or
+ * the new one, never a mix.
+ */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+
+export interface WriteOptions {
+  readonly mode: number;
+  /** Owner to set; skipped when undefined. */
+  readonly uid?: number;
+  readonly gid?: number;
+}
+
+/** Writes `data` to a fresh temporary file beside `target` and returns its path; nothing is renamed yet. */
+export async function stageFile(target: string, data: Buffer | string, options: WriteOptions): Promise<string> {
+  const dir = path.dirname(target);
+  await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+  const temporary = path.join(dir, `.${path.basename(target)}.tmp-${crypto.randomBytes(6).toString('hex')}`);
+  // Created with the final mode so a private key is never readable by others, not even briefly.
+  const handle = await fs.open(temporary, 'wx', options.mode);
+  try {
+    await handle.writeFile(data);
+    await handle.chmod(options.mode);
+    if (options.uid !== undefined && options.gid !== undefined) {
+      await handle.chown(options.uid, options.gid);
+    }
+    await handle.sync();
+  } catch (error) {
+    await handle.close();
+    await fs.rm(temporary, { force: true });
+    throw error;
+  }
+  await handle.close();
+  return temporary;
+}
+
+/** Renames a staged file over its target and fsyncs the directory. */
+export async function commitStagedFile(temporary: string, target: string): Promise<void> {
+  await fs.rename(temporary, target);
+  await syncDirectory(path.dirname(target));
+}
+
+export async function syncDirectory(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Writes one file atomically. */
+export async function writeFileAtomic(target: string, data: Buffer | string, options: WriteOptions): Promise<void> {
+  const temporary = await stageFile(target, data, options);
+  await commitStagedFile(temporary, target);
+}
+
+/** Reads a file, or returns undefined when it does not exist. Other errors propagate. */
+export async function readFileIfExists(file: string): Promise<Buffer | undefined> {
+  try {
+    return await fs.readFile(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
+export function sha256Hex(data: Buffer | string): string {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}

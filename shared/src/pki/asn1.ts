@@ -1,0 +1,679 @@
+// DER encoding and decoding shared by certificates and certification requests, built on
+// node-forge's ASN.1 primitives. forge keeps primitive values as binary strings, one character
+// per byte, so values cross to Buffer with the 'binary' (latin1) encoding.
+import * as crypto from 'node:crypto';
+import * as net from 'node:net';
+import * as forge from 'node-forge';
+
+export type Asn1 = forge.asn1.Asn1;
+
+const { Class, Type } = forge.asn1;
+
+/** ASN.1 universal tags that forge.asn1.Type does not name. */
+const NUMERIC_STRING = 18;
+const TELETEX_STRING = 20;
+
+export const OID = {
+  commonName: '2.5.4.3',
+  organizationName: '2.5.4.10',
+  subjectKeyIdentifier: '2.5.29.14',
+  keyUsage: '2.5.29.15',
+  subjectAltName: '2.5.29.17',
+  basicConstraints: '2.5.29.19',
+  authorityKeyIdentifier: '2.5.29.35',
+  extKeyUsage: '2.5.29.37',
+  serverAuth: '1.3.6.1.5.5.7.3.1',
+  clientAuth: '1.3.6.1.5.5.7.3.2',
+  extensionRequest: '1.2.840.113549.1.9.14',
+  sha256WithRSAEncryption: '1.2.840.113549.1.1.11',
+  sha384WithRSAEncryption: '1.2.840.113549.1.1.12',
+  sha512WithRSAEncryption: '1.2.840.113549.1.1.13',
+  ecdsaWithSHA256: '1.2.840.10045.4.3.2',
+  ecdsaWithSHA384: '1.2.840.10045.4.3.3',
+  ecdsaWithSHA512: '1.2.840.10045.4.3.4',
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Encoding and decoding whole structures
+
+export function toDer(node: Asn1): Buffer {
+  return Buffer.from(forge.asn1.toDer(node).getBytes(), 'binary');
+}
+
+interface FromDerOptions {
+  readonly strict: boolean;
+  readonly parseAllBytes: boolean;
+  readonly decodeBitStrings: boolean;
+}
+
+// The typings declare only the boolean form of the second argument.
+const forgeFromDer = forge.asn1.fromDer as unknown as (
+  bytes: forge.util.ByteBuffer,
+  options: FromDerOptions,
+) => Asn1;
+
+/**
+ * Parses DER into a forge tree whose re-encoding is byte-identical to the input.
+ *
+ * forge also accepts BER (indefinite and non-minimal lengths), so the input is re-encoded and
+ * compared. Signature checks over a parsed part and the copy of an issuer name rely on that byte
+ * identity. BIT STRING contents stay undecoded because forge would otherwise guess at nested
+ * ASN.1 inside signatures and keys.
+ */
+export function parseDer(der: Buffer, context: string): Asn1 {
+  let node: Asn1;
+  try {
+    const bytes = forge.util.createBuffer(der.toString('binary'));
+    node = forgeFromDer(bytes, { strict: true, parseAllBytes: true, decodeBitStrings: false });
+  } catch (err) {
+    throw new Error(`${context} is not valid DER: ${errorMessage(err)}`, { cause: err });
+  }
+  if (!toDer(node).equals(der)) {
+    throw new Error(`${context} is BER but not DER: it uses indefinite or non-minimal lengths`);
+  }
+  return node;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building nodes
+
+export function sequence(children: Asn1[]): Asn1 {
+  return forge.asn1.create(Class.UNIVERSAL, Type.SEQUENCE, true, children);
+}
+
+export function setOf(children: Asn1[]): Asn1 {
+  return forge.asn1.create(Class.UNIVERSAL, Type.SET, true, children);
+}
+
+export function objectIdentifier(oid: string): Asn1 {
+  return forge.asn1.create(Class.UNIVERSAL, Type.OID, false, forge.asn1.oidToDer(oid).getBytes());
+}
+
+/** Encodes a non-negative INTEGER in the minimal number of octets. */
+export function integer(value: bigint): Asn1 {
+  if (value < 0n) {
+    throw new RangeError(`negative INTEGER ${value} is not supported`);
+  }
+  let hex = value.toString(16);
+  if (hex.length % 2 === 1) {
+    hex = `0${hex}`;
+  }
+  // A set top bit would read as a negative two's complement value, so one zero octet goes first.
+  if (Number.parseInt(hex.slice(0, 2), 16) >= 0x80) {
+    hex = `00${hex}`;
+  }
+  return forge.asn1.create(Class.UNIVERSAL, Type.INTEGER, false, Buffer.from(hex, 'hex').toString('binary'));
+}
+
+export function booleanTrue(): Asn1 {
+  return forge.asn1.create(Class.UNIVERSAL, Type.BOOLEAN, false, '\xff');
+}
+
+export function nullValue(): Asn1 {
+  return forge.asn1.create(Class.UNIVERSAL, Type.NULL, false, '');
+}
+
+export function utf8String(text: string): Asn1 {
+  return forge.asn1.create(Class.UNIVERSAL, Type.UTF8, false, Buffer.from(text, 'utf8').toString('binary'));
+}
+
+export function octetString(bytes: Buffer): Asn1 {
+  return forge.asn1.create(Class.UNIVERSAL, Type.OCTETSTRING, false, bytes.toString('binary'));
+}
+
+export function bitString(bytes: Buffer, unusedBits = 0): Asn1 {
+  const contents = String.fromCharCode(unusedBits) + bytes.toString('binary');
+  return forge.asn1.create(Class.UNIVERSAL, Type.BITSTRING, false, contents);
+}
+
+/** Builds a constructed context-specific node: an EXPLICIT tag, or an IMPLICIT tag on a SEQUENCE or SET. */
+export function contextConstructed(tagNumber: number, children: Asn1[]): Asn1 {
+  return forge.asn1.create(Class.CONTEXT_SPECIFIC, tagNumber, true, children);
+}
+
+/** Builds a primitive context-specific node, as an IMPLICIT tag on a string type gives. */
+export function contextPrimitive(tagNumber: number, bytes: Buffer): Asn1 {
+  return forge.asn1.create(Class.CONTEXT_SPECIFIC, tagNumber, false, bytes.toString('binary'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading nodes. `context` names the position in the structure for error messages.
+
+export function childrenOf(node: Asn1, context: string): Asn1[] {
+  if (!Array.isArray(node.value)) {
+    throw new Error(`${context}: expected a constructed value`);
+  }
+  return node.value;
+}
+
+export function childAt(node: Asn1, index: number, context: string): Asn1 {
+  const child = childrenOf(node, context)[index];
+  if (child === undefined) {
+    throw new Error(`${context}: missing element ${index}`);
+  }
+  return child;
+}
+
+export function isContextTag(node: Asn1 | undefined, tagNumber: number): node is Asn1 {
+  return node !== undefined && node.tagClass === Class.CONTEXT_SPECIFIC && node.type === tagNumber;
+}
+
+export function expectUniversal(node: Asn1, type: number, typeName: string, context: string): void {
+  if (node.tagClass !== Class.UNIVERSAL || node.type !== type) {
+    throw new Error(`${context}: expected ${typeName}, got tag class ${node.tagClass} number ${node.type}`);
+  }
+}
+
+export function primitiveBytes(node: Asn1, context: string): Buffer {
+  if (typeof node.value !== 'string') {
+    throw new Error(`${context}: expected a primitive value`);
+  }
+  return Buffer.from(node.value, 'binary');
+}
+
+export function readOid(node: Asn1, context: string): string {
+  expectUniversal(node, Type.OID, 'OBJECT IDENTIFIER', context);
+  return forge.asn1.derToOid(primitiveBytes(node, context).toString('binary'));
+}
+
+/** Decodes a two's complement INTEGER of any size. */
+export function readInteger(node: Asn1, context: string): bigint {
+  expectUniversal(node, Type.INTEGER, 'INTEGER', context);
+  const bytes = primitiveBytes(node, context);
+  if (bytes.length === 0) {
+    throw new Error(`${context}: empty INTEGER`);
+  }
+  const unsigned = BigInt(`0x${bytes.toString('hex')}`);
+  const isNegative = ((bytes[0] ?? 0) & 0x80) !== 0;
+  return isNegative ? unsigned - (1n << BigInt(bytes.length * 8)) : unsigned;
+}
+
+export function readBoolean(node: Asn1, context: string): boolean {
+  expectUniversal(node, Type.BOOLEAN, 'BOOLEAN', context);
+  const bytes = primitiveBytes(node, context);
+  if (bytes.length !== 1) {
+    throw new Error(`${context}: BOOLEAN must be one octet`);
+  }
+  return bytes[0] !== 0;
+}
+
+export function readOctetString(node: Asn1, context: string): Buffer {
+  expectUniversal(node, Type.OCTETSTRING, 'OCTET STRING', context);
+  return primitiveBytes(node, context);
+}
+
+/** Returns the contents of a BIT STRING of whole octets, which keys and signatures use. */
+export function readOctetAlignedBitString(node: Asn1, context: string): Buffer {
+  expectUniversal(node, Type.BITSTRING, 'BIT STRING', context);
+  const bytes = primitiveBytes(node, context);
+  if (bytes.length === 0 || bytes[0] !== 0) {
+    throw new Error(`${context}: expected a BIT STRING of whole octets`);
+  }
+  return bytes.subarray(1);
+}
+
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** Decodes the string types that X.509 names use in practice. */
+export function readString(node: Asn1, context: string): string {
+  if (node.tagClass !== Class.UNIVERSAL || typeof node.value !== 'string') {
+    throw new Error(`${context}: expected a string`);
+  }
+  switch (node.type as number) {
+    case Type.UTF8:
+      return utf8Decoder.decode(primitiveBytes(node, context));
+    case Type.PRINTABLESTRING:
+    case Type.IA5STRING:
+    case NUMERIC_STRING:
+    case TELETEX_STRING:
+      return primitiveBytes(node, context).toString('latin1');
+    case Type.BMPSTRING:
+      // forge decodes UCS-2 to a JavaScript string while parsing.
+      return node.value;
+    default:
+      throw new Error(`${context}: unsupported string type with tag number ${node.type}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+function pad(value: number, width: number): string {
+  return String(value).padStart(width, '0');
+}
+
+/** Encodes a Date to whole seconds. RFC 5280 requires UTCTime for 1950 to 2049 and GeneralizedTime otherwise. */
+export function encodeTime(date: Date): Asn1 {
+  const year = date.getUTCFullYear();
+  const rest =
+    pad(date.getUTCMonth() + 1, 2) +
+    pad(date.getUTCDate(), 2) +
+    pad(date.getUTCHours(), 2) +
+    pad(date.getUTCMinutes(), 2) +
+    pad(date.getUTCSeconds(), 2) +
+    'Z';
+  if (year >= 1950 && year <= 2049) {
+    return forge.asn1.create(Class.UNIVERSAL, Type.UTCTIME, false, pad(year % 100, 2) + rest);
+  }
+  return forge.asn1.create(Class.UNIVERSAL, Type.GENERALIZEDTIME, false, pad(year, 4) + rest);
+}
+
+const UTC_TIME = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
+const GENERALIZED_TIME = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
+
+/** Decodes UTCTime or GeneralizedTime in the DER form that RFC 5280 requires: seconds, "Z", no fraction. */
+export function readTime(node: Asn1, context: string): Date {
+  const text = primitiveBytes(node, context).toString('latin1');
+  const isUtcTime = node.tagClass === Class.UNIVERSAL && node.type === Type.UTCTIME;
+  const isGeneralizedTime = node.tagClass === Class.UNIVERSAL && node.type === Type.GENERALIZEDTIME;
+  let match: RegExpExecArray | null = null;
+  if (isUtcTime) {
+    match = UTC_TIME.exec(text);
+  } else if (isGeneralizedTime) {
+    match = GENERALIZED_TIME.exec(text);
+  }
+  if (match === null) {
+    throw new Error(`${context}: invalid time "${text}"`);
+  }
+
+  const [year, month, day, hours, minutes, seconds] = match.slice(1).map(Number) as [
+    number, number, number, number, number, number,
+  ];
+  let fullYear = year;
+  if (isUtcTime) {
+    // RFC 5280 maps two-digit UTCTime years 50-99 to 19xx and 00-49 to 20xx.
+    fullYear = year >= 50 ? 1900 + year : 2000 + year;
+  }
+  const date = new Date(0);
+  date.setUTCFullYear(fullYear, month - 1, day);
+  date.setUTCHours(hours, minutes, seconds, 0);
+  if (date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day || hours > 23 || minutes > 59 || seconds > 59) {
+    throw new Error(`${context}: invalid time "${text}"`);
+  }
+  return date;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+export interface NameFields {
+  readonly commonName: string;
+  readonly organizations: readonly string[];
+}
+
+/** Checks name input. `prefix` is the field path of the name in error messages, such as "subject.". */
+export function validateName(name: NameFields, prefix: string): void {
+  if (typeof name.commonName !== 'string' || name.commonName.trim() === '') {
+    throw new Error(`invalid ${prefix}commonName "${String(name.commonName)}": must not be empty`);
+  }
+  name.organizations.forEach((organization, index) => {
+    if (typeof organization !== 'string' || organization.trim() === '') {
+      throw new Error(`invalid ${prefix}organizations[${index}] "${String(organization)}": must not be empty`);
+    }
+  });
+}
+
+function attributeTypeAndValue(oid: string, value: string): Asn1 {
+  return sequence([objectIdentifier(oid), utf8String(value)]);
+}
+
+/** Encodes CN, then each O, one attribute per RDN, as UTF8String. */
+export function encodeName(name: NameFields): Asn1 {
+  const attributes = [
+    attributeTypeAndValue(OID.commonName, name.commonName),
+    ...name.organizations.map((organization) => attributeTypeAndValue(OID.organizationName, organization)),
+  ];
+  return sequence(attributes.map((attribute) => setOf([attribute])));
+}
+
+/**
+ * Reads CN and O from a Name and ignores other attributes. With several CN attributes the last
+ * one wins, as in Go's pkix.Name, from which Kubernetes takes the user name of a client
+ * certificate.
+ */
+export function decodeName(node: Asn1, context: string): { commonName: string; organizations: string[] } {
+  expectUniversal(node, Type.SEQUENCE, 'Name', context);
+  let commonName = '';
+  const organizations: string[] = [];
+  for (const rdn of childrenOf(node, context)) {
+    for (const attribute of childrenOf(rdn, context)) {
+      const type = readOid(childAt(attribute, 0, context), context);
+      if (type === OID.commonName) {
+        commonName = readString(childAt(attribute, 1, context), `${context} CN`);
+      } else if (type === OID.organizationName) {
+        organizations.push(readString(childAt(attribute, 1, context), `${context} O`));
+      }
+    }
+  }
+  return { commonName, organizations };
+}
+
+// ---------------------------------------------------------------------------------------------
+// IP addresses
+
+/** Returns the 4 or 16 octets of an IPv4 or IPv6 address, or undefined for invalid text or an IPv6 zone index. */
+export function ipToBytes(text: string): Buffer | undefined {
+  if (net.isIPv4(text)) {
+    return Buffer.from(text.split('.').map(Number));
+  }
+  if (net.isIPv6(text) && !text.includes('%')) {
+    return ipv6ToBytes(text);
+  }
+  return undefined;
+}
+
+/** Expands IPv6 text that net.isIPv6 accepted. */
+function ipv6ToBytes(text: string): Buffer {
+  const gap = text.indexOf('::');
+  const head = hextets(gap === -1 ? text : text.slice(0, gap));
+  const tail = gap === -1 ? [] : hextets(text.slice(gap + 2));
+  const zeros: number[] = gap === -1 ? [] : new Array<number>(8 - head.length - tail.length).fill(0);
+  const groups = [...head, ...zeros, ...tail];
+
+  const bytes = Buffer.alloc(16);
+  groups.forEach((group, index) => bytes.writeUInt16BE(group, index * 2));
+  return bytes;
+}
+
+function hextets(part: string): number[] {
+  if (part === '') {
+    return [];
+  }
+  return part.split(':').flatMap((piece) => {
+    if (piece.includes('.')) {
+      const [a = 0, b = 0, c = 0, d = 0] = piece.split('.').map(Number);
+      return [(a << 8) | b, (c << 8) | d];
+    }
+    return [Number.parseInt(piece, 16)];
+  });
+}
+
+/**
+ * Formats 4 octets as dotted decimal and 16 octets as the WHATWG URL standard serialises IPv6:
+ * lowercase, no leading zeros, the first longest run of two or more zero groups as "::", and
+ * IPv4-mapped addresses in hex ("::ffff:102:304").
+ */
+export function formatIp(bytes: Buffer): string {
+  if (bytes.length === 4) {
+    return [...bytes].join('.');
+  }
+  if (bytes.length !== 16) {
+    throw new Error(`invalid IP address of ${bytes.length} octets: expected 4 or 16`);
+  }
+
+  const groups = Array.from({ length: 8 }, (_, index) => bytes.readUInt16BE(index * 2));
+  const run = longestZeroRun(groups);
+  if (run === undefined) {
+    return groups.map((group) => group.toString(16)).join(':');
+  }
+  const before = groups.slice(0, run.start).map((group) => group.toString(16));
+  const after = groups.slice(run.start + run.length).map((group) => group.toString(16));
+  return `${before.join(':')}::${after.join(':')}`;
+}
+
+function longestZeroRun(groups: readonly number[]): { start: number; length: number } | undefined {
+  let best: { start: number; length: number } | undefined;
+  let start = 0;
+  while (start < groups.length) {
+    if (groups[start] !== 0) {
+      start += 1;
+      continue;
+    }
+    let end = start;
+    while (end < groups.length && groups[end] === 0) {
+      end += 1;
+    }
+    if (end - start >= 2 && (best === undefined || end - start > best.length)) {
+      best = { start, length: end - start };
+    }
+    start = end;
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subject alternative names
+
+export interface SubjectAltNames {
+  readonly dnsNames: readonly string[];
+  readonly ipAddresses: readonly string[];
+  readonly uris: readonly string[];
+}
+
+/** GeneralName tag numbers from RFC 5280, section 4.2.1.6. */
+const GENERAL_NAME = { dnsName: 2, uri: 6, ipAddress: 7 } as const;
+
+/** Printable ASCII without space, which fits IA5String and the host names that TLS clients match. */
+const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
+
+/** Checks SAN input and names the failing field, such as "ipAddresses[1]". */
+export function validateSubjectAltNames(names: SubjectAltNames): void {
+  names.dnsNames.forEach((name, index) => {
+    if (typeof name !== 'string' || !PRINTABLE_ASCII.test(name)) {
+      throw new Error(`invalid dnsNames[${index}] "${String(name)}": expected non-empty ASCII without spaces`);
+    }
+  });
+  names.ipAddresses.forEach((address, index) => {
+    if (typeof address !== 'string' || ipToBytes(address) === undefined) {
+      throw new Error(
+        `invalid ipAddresses[${index}] "${String(address)}": expected an IPv4 or IPv6 address without a zone index`,
+      );
+    }
+  });
+  names.uris.forEach((uri, index) => {
+    if (typeof uri !== 'string' || !PRINTABLE_ASCII.test(uri) || !URL.canParse(uri)) {
+      throw new Error(`invalid uris[${index}] "${String(uri)}": expected an absolute ASCII URI`);
+    }
+  });
+}
+
+/** Encodes GeneralNames in the order DNS, IP, URI, or returns undefined when there are none. Validates first. */
+export function encodeSubjectAltNames(names: SubjectAltNames): Asn1 | undefined {
+  validateSubjectAltNames(names);
+  const generalNames = [
+    ...names.dnsNames.map((name) => contextPrimitive(GENERAL_NAME.dnsName, Buffer.from(name, 'ascii'))),
+    ...names.ipAddresses.map((address) => contextPrimitive(GENERAL_NAME.ipAddress, ipToBytes(address) ?? Buffer.alloc(0))),
+    ...names.uris.map((uri) => contextPrimitive(GENERAL_NAME.uri, Buffer.from(uri, 'ascii'))),
+  ];
+  return generalNames.length === 0 ? undefined : sequence(generalNames);
+}
+
+/** Reads DNS, IP and URI names from the extnValue of subjectAltName and ignores other name types. */
+export function decodeSubjectAltNames(extensionValue: Buffer): {
+  dnsNames: string[];
+  ipAddresses: string[];
+  uris: string[];
+} {
+  const context = 'subjectAltName';
+  const names = { dnsNames: [] as string[], ipAddresses: [] as string[], uris: [] as string[] };
+  for (const generalName of childrenOf(parseDer(extensionValue, context), context)) {
+    if (isContextTag(generalName, GENERAL_NAME.dnsName)) {
+      names.dnsNames.push(primitiveBytes(generalName, context).toString('latin1'));
+    } else if (isContextTag(generalName, GENERAL_NAME.ipAddress)) {
+      names.ipAddresses.push(formatIp(primitiveBytes(generalName, context)));
+    } else if (isContextTag(generalName, GENERAL_NAME.uri)) {
+      names.uris.push(primitiveBytes(generalName, context).toString('latin1'));
+    }
+  }
+  return names;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extensions
+
+export interface Extension {
+  readonly oid: string;
+  readonly critical: boolean;
+  /** Contents of extnValue: the DER of the extension's own structure. */
+  readonly value: Buffer;
+}
+
+export function encodeExtension(oid: string, critical: boolean, value: Asn1): Asn1 {
+  const fields = [objectIdentifier(oid)];
+  // DER leaves out a value equal to its DEFAULT, and "critical" defaults to FALSE.
+  if (critical) {
+    fields.push(booleanTrue());
+  }
+  fields.push(octetString(toDer(value)));
+  return sequence(fields);
+}
+
+/** Reads a SEQUENCE OF Extension. */
+export function readExtensions(node: Asn1, context: string): Extension[] {
+  return childrenOf(node, context).map((extension) => {
+    const fields = childrenOf(extension, context);
+    const oid = readOid(childAt(extension, 0, context), context);
+    const critical = fields.length === 3 ? readBoolean(childAt(extension, 1, context), context) : false;
+    const value = readOctetString(childAt(extension, fields.length - 1, context), `${context} ${oid}`);
+    return { oid, critical, value };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed structures. Certificate and CertificationRequest share the shape
+// SEQUENCE { data, AlgorithmIdentifier, BIT STRING signature }.
+
+type HashName = 'sha256' | 'sha384' | 'sha512';
+
+interface SignatureAlgorithm {
+  readonly oid: string;
+  readonly hash: HashName;
+  readonly keyType: 'rsa' | 'ec';
+}
+
+const SIGNATURE_ALGORITHMS: readonly SignatureAlgorithm[] = [
+  { oid: OID.sha256WithRSAEncryption, hash: 'sha256', keyType: 'rsa' },
+  { oid: OID.sha384WithRSAEncryption, hash: 'sha384', keyType: 'rsa' },
+  { oid: OID.sha512WithRSAEncryption, hash: 'sha512', keyType: 'rsa' },
+  { oid: OID.ecdsaWithSHA256, hash: 'sha256', keyType: 'ec' },
+  { oid: OID.ecdsaWithSHA384, hash: 'sha384', keyType: 'ec' },
+  { oid: OID.ecdsaWithSHA512, hash: 'sha512', keyType: 'ec' },
+];
+
+/** Hash for signing with each ECDSA curve, of the same strength as the curve. */
+const ECDSA_HASHES: Readonly<Record<string, HashName>> = { prime256v1: 'sha256', secp384r1: 'sha384' };
+
+function signatureAlgorithmFor(key: crypto.KeyObject): SignatureAlgorithm {
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  let hash: HashName | undefined;
+  if (key.asymmetricKeyType === 'rsa') {
+    hash = 'sha256';
+  } else if (curve !== undefined) {
+    hash = ECDSA_HASHES[curve];
+  }
+  const algorithm = SIGNATURE_ALGORITHMS.find(
+    (candidate) => candidate.keyType === key.asymmetricKeyType && candidate.hash === hash,
+  );
+  if (algorithm === undefined) {
+    const description = [key.asymmetricKeyType, curve].filter((part) => part !== undefined).join(' ');
+    throw new Error(`unsupported signing key "${description}": expected RSA, ECDSA P-256 or ECDSA P-384`);
+  }
+  return algorithm;
+}
+
+/**
+ * Returns the AlgorithmIdentifier that signStructure uses with this key. A certificate repeats
+ * it inside the TBSCertificate. RFC 4055 requires NULL parameters for RSA PKCS#1 v1.5 and
+ * RFC 5758 requires absent parameters for ECDSA.
+ */
+export function signatureAlgorithmIdentifier(key: crypto.KeyObject): Asn1 {
+  const algorithm = signatureAlgorithmFor(key);
+  const parameters = algorithm.keyType === 'rsa' ? [nullValue()] : [];
+  return sequence([objectIdentifier(algorithm.oid), ...parameters]);
+}
+
+/** RSA keys sign with PKCS#1 v1.5 padding and ECDSA signatures are DER-encoded, as X.509 requires. */
+function signingOptions(key: crypto.KeyObject): crypto.SignKeyObjectInput {
+  return key.asymmetricKeyType === 'rsa'
+    ? { key, padding: crypto.constants.RSA_PKCS1_PADDING }
+    : { key, dsaEncoding: 'der' };
+}
+
+/** Signs the DER of `data` natively and returns the DER of the signed structure. */
+export function signStructure(data: Asn1, privateKey: crypto.KeyObject): Buffer {
+  if (privateKey.type !== 'private') {
+    throw new Error(`invalid signing key: expected a private key, got a ${privateKey.type} key`);
+  }
+  const algorithm = signatureAlgorithmFor(privateKey);
+  const signature = crypto.sign(algorithm.hash, toDer(data), signingOptions(privateKey));
+  return toDer(sequence([data, signatureAlgorithmIdentifier(privateKey), bitString(signature)]));
+}
+
+/**
+ * Checks the signature of a parsed signed structure with `publicKey`. Returns false for a wrong
+ * signature and throws for an unsupported algorithm or one that does not fit the key type.
+ */
+export function verifyStructure(signed: Asn1, publicKey: crypto.KeyObject, context: string): boolean {
+  const data = toDer(childAt(signed, 0, context));
+  const algorithmOid = readOid(childAt(childAt(signed, 1, context), 0, `${context} signatureAlgorithm`), context);
+  const signature = readOctetAlignedBitString(childAt(signed, 2, context), `${context} signature`);
+
+  const algorithm = SIGNATURE_ALGORITHMS.find((candidate) => candidate.oid === algorithmOid);
+  if (algorithm === undefined) {
+    throw new Error(`${context}: unsupported signature algorithm ${algorithmOid}`);
+  }
+  if (algorithm.keyType !== publicKey.asymmetricKeyType) {
+    throw new Error(
+      `${context}: signature algorithm ${algorithmOid} does not fit a ${String(publicKey.asymmetricKeyType)} key`,
+    );
+  }
+  return crypto.verify(algorithm.hash, data, signingOptions(publicKey), signature);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PEM (RFC 7468)
+
+export interface PemBlock {
+  readonly label: string;
+  /** RFC 1421 headers such as "Proc-Type: 4,ENCRYPTED", which some legacy keys carry. */
+  readonly headers: readonly string[];
+  /** Base64 body without whitespace. */
+  readonly base64: string;
+}
+
+const PEM_BLOCK = /-----BEGIN ([^\r\n-]+)-----([\s\S]*?)-----END \1-----/g;
+
+export function readPemBlocks(input: string | Buffer): PemBlock[] {
+  const text = typeof input === 'string' ? input : input.toString('utf8');
+  return [...text.matchAll(PEM_BLOCK)].map((match) => {
+    const label = match[1] ?? '';
+    const lines = (match[2] ?? '').split(/\r?\n/).map((line) => line.trim());
+    const headerCount = lines.findIndex((line, index) => index > 0 && line === '' && lines[index - 1]?.includes(':'));
+    const headers = headerCount === -1 ? [] : lines.slice(0, headerCount).filter((line) => line !== '');
+    const bodyLines = headerCount === -1 ? lines : lines.slice(headerCount + 1);
+    return { label, headers, base64: bodyLines.join('').replace(/\s+/g, '') };
+  });
+}
+
+/** Formats a block with LF line ends, 64-character base64 lines and a trailing newline. */
+export function formatPem(block: PemBlock): string {
+  const lines = [`-----BEGIN ${block.label}-----`];
+  if (block.headers.length > 0) {
+    lines.push(...block.headers, '');
+  }
+  for (let offset = 0; offset < block.base64.length; offset += 64) {
+    lines.push(block.base64.slice(offset, offset + 64));
+  }
+  lines.push(`-----END ${block.label}-----`);
+  return `${lines.join('\n')}\n`;
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+export function pemBlockToDer(block: PemBlock): Buffer {
+  if (block.headers.length > 0) {
+    throw new Error(`unsupported PEM block "${block.label}": it has headers (${block.headers.join('; ')})`);
+  }
+  if (!BASE64.test(block.base64)) {
+    throw new Error(`invalid PEM block "${block.label}": the body is not base64`);
+  }
+  return Buffer.from(block.base64, 'base64');
+}
+
+export function derToPem(label: string, der: Buffer): string {
+  return formatPem({ label, headers: [], base64: der.toString('base64') });
+}

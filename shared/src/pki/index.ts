@@ -1,0 +1,24 @@
+// The public X.509 API. Helpers that the modules share through ./asn1 stay internal.
+export {
+  KEY_ALGORITHMS,
+  type KeyAlgorithm,
+  type KeyPair,
+  generateKeyPair,
+  keyAlgorithmOf,
+  loadPrivateKey,
+  privateKeyToPem,
+  publicKeySha256,
+  publicKeyToDer,
+  publicKeyToPem,
+} from './keys';
+export {
+  type CertificateTemplate,
+  type DistinguishedName,
+  type ExtKeyUsage,
+  type Issuer,
+  type KeyUsage,
+  createCertificate,
+  randomSerialNumber,
+} from './certificate';
+export { type CsrSubject, type ParsedCsr, createCsr, parseCsr } from './csr';
+export { type CertificateInfo, inspectCertificate, isSignedBy, normalizeIp, splitPem } from './inspect';

@@ -1,0 +1,241 @@
+/**
+ * End to end: the real controller CLI, one real agent process per node on its own loopback
+ * address, and a real three-member etcd (Debian etcd-server) started by the agents' restart hooks
+ * on the files they installed. kube-apiserver and the kubelet cannot run here; their restart hooks
+ * append to a per-node log that the tests read.
+ */
+import { strict as assert } from 'node:assert';
+import { execFile } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { itemPaths, itemsForNode } from '@kubetrust/shared/dist/catalogue';
+import { LocalCluster, which } from '../harness/local-cluster';
+
+const INVENTORY = `
+apiVersion: kubetrust/v1
+kind: Cluster
+metadata: {name: e2e}
+spec:
+  apiServer: {endpoint: "https://127.0.20.100:6443", extraSANs: [api.e2e.example]}
+  pki: {keyAlgorithm: ECDSA-P256}
+  nodes:
+    - {name: etcd-1, addresses: [127.0.20.11], roles: [etcd]}
+    - {name: etcd-2, addresses: [127.0.20.12], roles: [etcd]}
+    - {name: etcd-3, addresses: [127.0.20.13], roles: [etcd]}
+    - {name: master-1, addresses: [127.0.20.21], hostnames: [master-1.e2e.example], roles: [master]}
+    - {name: worker-1, addresses: [127.0.20.31], roles: [worker]}
+    - {name: worker-2, addresses: [127.0.20.32], roles: [worker]}
+`;
+
+interface Exec {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function exec(command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Exec> {
+  return new Promise((resolve) => {
+    execFile(command, args, { env, timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : 1, stdout, stderr });
+    });
+  });
+}
+
+/** SHA-256 of every file below a directory, keyed by relative path. */
+function treeDigest(root: string): Map<string, string> {
+  const digest = new Map<string, string>();
+  const walk = (dir: string): void => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else digest.set(path.relative(root, full), crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex'));
+    }
+  };
+  walk(root);
+  return digest;
+}
+
+describe('controller distribute end to end', function () {
+  this.timeout(300_000);
+  let workdir: string;
+  let cluster: LocalCluster;
+
+  before(async () => {
+    assert.ok(which('etcd'), 'etcd is not installed: `.ci/run` installs the Debian package etcd-server');
+    assert.ok(which('etcdctl'), 'etcdctl is not installed: `.ci/run` installs the Debian package etcd-client');
+    workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-e2e-'));
+    const inventoryFile = path.join(workdir, 'cluster.yaml');
+    fs.writeFileSync(inventoryFile, INVENTORY);
+    cluster = await LocalCluster.create({ inventoryFile, workdir, etcd: true });
+    const init = await cluster.init();
+    assert.equal(init.code, 0, init.stderr);
+    await cluster.enrollAll();
+    await cluster.startAgents();
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    if (workdir !== undefined) fs.rmSync(workdir, { recursive: true, force: true });
+  });
+
+  it('installs exactly what each role needs and restarts its services', async () => {
+    const { result, report } = await cluster.distributeJson();
+    assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    for (const node of report.nodes) {
+      assert.equal(node.status, 'changed', `${node.name}: ${node.error ?? ''}`);
+      const spec = cluster.node(node.name).spec;
+      const expected = itemsForNode(cluster.inventory, spec).flatMap(itemPaths).sort();
+      assert.deepEqual([...node.changedFiles].sort(), expected, `${node.name} changed files`);
+      for (const file of expected) assert.ok(fs.existsSync(cluster.file(node.name, file)), `${node.name}: ${file} is not on disk`);
+    }
+    const byName = new Map(report.nodes.map((node) => [node.name, node]));
+    assert.deepEqual(byName.get('etcd-1')?.restartedServices, ['etcd']);
+    assert.deepEqual(byName.get('master-1')?.restartedServices, ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
+    assert.deepEqual(byName.get('worker-1')?.restartedServices, ['kubelet', 'kube-proxy']);
+    assert.deepEqual(cluster.restarts('master-1'), ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
+  });
+
+  it('keeps private files private and gives workers no cluster secrets', () => {
+    const key = fs.statSync(cluster.file('master-1', '/etc/kubernetes/pki/apiserver.key'));
+    assert.equal(key.mode & 0o777, 0o600);
+    assert.equal(fs.statSync(cluster.file('master-1', '/etc/kubernetes/admin.conf')).mode & 0o777, 0o600);
+    assert.equal(fs.statSync(cluster.file('master-1', '/etc/kubernetes/pki/apiserver.crt')).mode & 0o777, 0o644);
+    for (const forbidden of ['/etc/kubernetes/pki/ca.key', '/etc/kubernetes/pki/sa.key', '/etc/kubernetes/pki/etcd', '/etc/kubernetes/admin.conf']) {
+      assert.ok(!fs.existsSync(cluster.file('worker-1', forbidden)), `worker-1 received ${forbidden}`);
+    }
+  });
+
+  it('issues certificates that openssl verifies against their CA', async () => {
+    const ca = (name: string): string => path.join(cluster.stateDir, 'pki', `${name}.crt`);
+    const checks: [string, string, string][] = [
+      ['master-1', '/etc/kubernetes/pki/apiserver.crt', 'cluster-ca'],
+      ['master-1', '/etc/kubernetes/pki/apiserver-kubelet-client.crt', 'cluster-ca'],
+      ['master-1', '/etc/kubernetes/pki/front-proxy-client.crt', 'front-proxy-ca'],
+      ['master-1', '/etc/kubernetes/pki/apiserver-etcd-client.crt', 'etcd-ca'],
+      ['etcd-1', '/etc/kubernetes/pki/etcd/server.crt', 'etcd-ca'],
+      ['etcd-2', '/etc/kubernetes/pki/etcd/peer.crt', 'etcd-ca'],
+      ['etcd-3', '/etc/kubernetes/pki/etcd/healthcheck-client.crt', 'etcd-ca'],
+      ['worker-1', '/var/lib/kubelet/pki/kubelet.crt', 'cluster-ca'],
+    ];
+    for (const [node, file, issuer] of checks) {
+      const verify = await exec('openssl', ['verify', '-CAfile', ca(issuer), cluster.file(node, file)]);
+      assert.equal(verify.code, 0, `${node}:${file} against ${issuer}: ${verify.stdout}${verify.stderr}`);
+    }
+    const text = (await exec('openssl', ['x509', '-noout', '-text', '-in', cluster.file('master-1', '/etc/kubernetes/pki/apiserver.crt')])).stdout;
+    assert.match(text, /Subject: CN\s?=\s?kube-apiserver/);
+    assert.match(text, /TLS Web Server Authentication/);
+    assert.doesNotMatch(text, /TLS Web Client Authentication/);
+    for (const san of ['DNS:kubernetes.default.svc.cluster.local', 'DNS:master-1.e2e.example', 'DNS:api.e2e.example', 'IP Address:10.96.0.1', 'IP Address:127.0.20.21', 'IP Address:127.0.20.100']) {
+      assert.ok(text.includes(san), `apiserver certificate lacks ${san}`);
+    }
+    const etcdText = (await exec('openssl', ['x509', '-noout', '-text', '-in', cluster.file('etcd-1', '/etc/kubernetes/pki/etcd/server.crt')])).stdout;
+    assert.match(etcdText, /TLS Web Server Authentication, TLS Web Client Authentication|TLS Web Client Authentication, TLS Web Server Authentication/);
+    assert.ok(etcdText.includes('IP Address:127.0.20.11'), 'etcd server certificate lacks its member address');
+  });
+
+  it('embeds the cluster CA and a matching key in kubeconfigs', async () => {
+    const YAML = await import('yaml');
+    const config = YAML.parse(fs.readFileSync(cluster.file('worker-1', '/etc/kubernetes/kube-proxy.conf'), 'utf8')) as {
+      clusters: { cluster: { server: string; 'certificate-authority-data': string } }[];
+      users: { user: { 'client-certificate-data': string; 'client-key-data': string } }[];
+    };
+    assert.equal(config.clusters[0]?.cluster.server, 'https://127.0.20.100:6443');
+    const caPem = Buffer.from(config.clusters[0]!.cluster['certificate-authority-data'], 'base64').toString();
+    assert.equal(caPem.trim(), fs.readFileSync(path.join(cluster.stateDir, 'pki', 'cluster-ca.crt'), 'utf8').trim());
+    const certificate = new crypto.X509Certificate(Buffer.from(config.users[0]!.user['client-certificate-data'], 'base64'));
+    const key = crypto.createPrivateKey(Buffer.from(config.users[0]!.user['client-key-data'], 'base64'));
+    assert.ok(certificate.checkPrivateKey(key), 'client key does not match client certificate');
+    assert.match(certificate.subject, /CN=system:kube-proxy/);
+  });
+
+  it('runs a three-member etcd on the installed files', async () => {
+    const pki = cluster.file('master-1', '/etc/kubernetes/pki');
+    const endpoints = ['127.0.20.11', '127.0.20.12', '127.0.20.13'].map((ip) => `https://${ip}:2379`).join(',');
+    const env = { ...process.env, ETCDCTL_API: '3' };
+    const healthy = await exec(
+      'etcdctl',
+      [`--endpoints=${endpoints}`, `--cacert=${pki}/etcd/ca.crt`, `--cert=${pki}/apiserver-etcd-client.crt`, `--key=${pki}/apiserver-etcd-client.key`, 'endpoint', 'health'],
+      env,
+    );
+    assert.equal(healthy.code, 0, healthy.stdout + healthy.stderr);
+    assert.equal((healthy.stdout + healthy.stderr).match(/is healthy/g)?.length, 3, healthy.stdout + healthy.stderr);
+    const members = await exec('etcdctl', [`--endpoints=${endpoints}`, `--cacert=${pki}/etcd/ca.crt`, `--cert=${pki}/apiserver-etcd-client.crt`, `--key=${pki}/apiserver-etcd-client.key`, 'member', 'list'], env);
+    assert.equal(members.stdout.trim().split('\n').length, 3, members.stdout);
+
+    const anonymous = await exec('etcdctl', ['--endpoints=https://127.0.20.11:2379', `--cacert=${pki}/etcd/ca.crt`, '--dial-timeout=3s', '--command-timeout=5s', 'endpoint', 'health'], env);
+    assert.notEqual(anonymous.code, 0, 'etcd accepted a client without a certificate');
+  });
+
+  it('changes nothing on a second run', async () => {
+    const pids = ['etcd-1', 'etcd-2', 'etcd-3'].map((name) => fs.readFileSync(cluster.node(name).etcd!.pidFile, 'utf8'));
+    const before = cluster.nodes.map((node) => treeDigest(node.installRoot));
+    const restartsBefore = cluster.nodes.map((node) => cluster.restarts(node.spec.name).length);
+    const { result, report } = await cluster.distributeJson();
+    assert.equal(result.code, 0, result.stderr);
+    for (const node of report.nodes) {
+      assert.equal(node.status, 'unchanged', `${node.name}: ${JSON.stringify(node.plan.filter((entry) => entry.action !== 'unchanged'))}`);
+      assert.deepEqual(node.changedFiles, []);
+      assert.deepEqual(node.restartedServices, []);
+    }
+    assert.deepEqual(cluster.nodes.map((node) => treeDigest(node.installRoot)), before);
+    assert.deepEqual(cluster.nodes.map((node) => cluster.restarts(node.spec.name).length), restartsBefore);
+    assert.deepEqual(['etcd-1', 'etcd-2', 'etcd-3'].map((name) => fs.readFileSync(cluster.node(name).etcd!.pidFile, 'utf8')), pids, 'etcd was restarted');
+  });
+
+  it('changes no byte on any node in a dry run', async () => {
+    const missing = cluster.file('worker-2', '/etc/kubernetes/kube-proxy.conf');
+    fs.rmSync(missing);
+    const before = cluster.nodes.map((node) => treeDigest(node.installRoot));
+    const { result, report } = await cluster.distributeJson(['--dry-run']);
+    assert.equal(result.code, 0, result.stderr);
+    const worker = report.nodes.find((node) => node.name === 'worker-2');
+    assert.equal(worker?.status, 'planned');
+    const entry = worker?.plan.find((item) => item.name === 'kube-proxy.conf');
+    assert.equal(entry?.action, 'add');
+    assert.deepEqual(entry?.reasons, ['new']);
+    assert.deepEqual(cluster.nodes.map((node) => treeDigest(node.installRoot)), before);
+    assert.ok(!fs.existsSync(missing), 'dry run wrote the missing file');
+  });
+
+  it('reports an unreachable agent and converges once it is back', async () => {
+    await cluster.stopAgents(['worker-2']);
+    const { result, report } = await cluster.distributeJson();
+    assert.notEqual(result.code, 0, 'distribute succeeded with an agent down');
+    const byName = new Map(report.nodes.map((node) => [node.name, node]));
+    assert.equal(byName.get('worker-2')?.status, 'failed');
+    assert.match(byName.get('worker-2')?.error ?? '', /unreachable at 127\.0\.20\.32:7443/);
+    for (const name of ['etcd-1', 'etcd-2', 'etcd-3', 'master-1', 'worker-1']) assert.equal(byName.get(name)?.status, 'unchanged', name);
+
+    await cluster.startAgents(['worker-2']);
+    const again = await cluster.distributeJson();
+    assert.equal(again.result.code, 0, again.result.stderr);
+    const worker = again.report.nodes.find((node) => node.name === 'worker-2');
+    assert.equal(worker?.status, 'changed');
+    assert.deepEqual(worker?.changedFiles, ['/etc/kubernetes/kube-proxy.conf']);
+    assert.deepEqual(worker?.restartedServices, ['kube-proxy']);
+  });
+
+  it('reissues a certificate whose SAN no longer matches the inventory', async () => {
+    const certificateFile = cluster.file('etcd-2', '/etc/kubernetes/pki/etcd/server.crt');
+    const serialBefore = new crypto.X509Certificate(fs.readFileSync(certificateFile)).serialNumber;
+    // Swap in a peer certificate of another member: a valid chain, but the wrong names and key.
+    fs.copyFileSync(cluster.file('etcd-3', '/etc/kubernetes/pki/etcd/server.crt'), certificateFile);
+    const plan = await cluster.distributeJson(['--dry-run']);
+    const entry = plan.report.nodes.find((node) => node.name === 'etcd-2')?.plan.find((item) => item.name === 'etcd-server');
+    assert.equal(entry?.action, 'change');
+    assert.ok(entry?.reasons.some((reason) => reason.startsWith('SAN missing: etcd-2')), JSON.stringify(entry?.reasons));
+    assert.ok(entry?.reasons.includes('key does not match certificate'), JSON.stringify(entry?.reasons));
+
+    const { result, report } = await cluster.distributeJson();
+    assert.equal(result.code, 0, result.stderr);
+    const node = report.nodes.find((candidate) => candidate.name === 'etcd-2');
+    assert.equal(node?.status, 'changed', node?.error);
+    assert.deepEqual([...(node?.changedFiles ?? [])].sort(), ['/etc/kubernetes/pki/etcd/server.crt', '/etc/kubernetes/pki/etcd/server.key']);
+    assert.deepEqual(node?.restartedServices, ['etcd']);
+    const installed = new crypto.X509Certificate(fs.readFileSync(certificateFile));
+    assert.notEqual(installed.serialNumber, serialBefore);
+    assert.ok(installed.checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(cluster.file('etcd-2', '/etc/kubernetes/pki/etcd/server.key')))));
+  });
+});

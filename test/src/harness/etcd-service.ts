@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+/**
+ * Stand-in for `systemctl restart etcd` on a simulated node: stops the member started earlier (by
+ * the PID in its pid file) and starts a new one on the certificates installed below the node's
+ * install root. Used as the agent's restart hook in tests and the demo.
+ *
+ *   node etcd-service.js restart SPEC.json
+ *   node etcd-service.js stop SPEC.json
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export interface EtcdMemberSpec {
+  readonly name: string;
+  readonly address: string;
+  readonly installRoot: string;
+  readonly dataDir: string;
+  readonly pidFile: string;
+  readonly logFile: string;
+  /** `name=https://address:2380` for every member. */
+  readonly initialCluster: string;
+  readonly etcdBinary: string;
+}
+
+export const ETCD_CLIENT_PORT = 2379;
+export const ETCD_PEER_PORT = 2380;
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function stop(spec: EtcdMemberSpec): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(spec.pidFile, 'utf8'));
+  } catch {
+    return;
+  }
+  if (Number.isInteger(pid) && pid > 0 && isRunning(pid)) {
+    process.kill(pid, 'SIGTERM');
+    for (let waited = 0; waited < 100 && isRunning(pid); waited++) await new Promise((resolve) => setTimeout(resolve, 100));
+    if (isRunning(pid)) process.kill(pid, 'SIGKILL');
+  }
+  fs.rmSync(spec.pidFile, { force: true });
+}
+
+function etcdArguments(spec: EtcdMemberSpec): string[] {
+  const pki = (file: string): string => path.join(spec.installRoot, 'etc/kubernetes/pki/etcd', file);
+  const client = `https://${spec.address}:${ETCD_CLIENT_PORT}`;
+  const peer = `https://${spec.address}:${ETCD_PEER_PORT}`;
+  return [
+    `--name=${spec.name}`,
+    `--data-dir=${spec.dataDir}`,
+    `--listen-client-urls=${client}`,
+    `--advertise-client-urls=${client}`,
+    `--listen-peer-urls=${peer}`,
+    `--initial-advertise-peer-urls=${peer}`,
+    `--initial-cluster=${spec.initialCluster}`,
+    '--initial-cluster-state=new',
+    '--initial-cluster-token=kubetrust-test',
+    `--cert-file=${pki('server.crt')}`,
+    `--key-file=${pki('server.key')}`,
+    `--trusted-ca-file=${pki('ca.crt')}`,
+    '--client-cert-auth=true',
+    `--peer-cert-file=${pki('peer.crt')}`,
+    `--peer-key-file=${pki('peer.key')}`,
+    `--peer-trusted-ca-file=${pki('ca.crt')}`,
+    '--peer-client-cert-auth=true',
+  ];
+}
+
+async function restart(spec: EtcdMemberSpec): Promise<void> {
+  await stop(spec);
+  fs.mkdirSync(spec.dataDir, { recursive: true, mode: 0o700 });
+  const log = fs.openSync(spec.logFile, 'a');
+  const child = spawn(spec.etcdBinary, etcdArguments(spec), { detached: true, stdio: ['ignore', log, log] });
+  if (child.pid === undefined) throw new Error(`cannot start ${spec.etcdBinary}`);
+  fs.writeFileSync(spec.pidFile, String(child.pid));
+  child.unref();
+}
+
+async function main(): Promise<void> {
+  const [command, specFile] = process.argv.slice(2);
+  if ((command !== 'restart' && command !== 'stop') || specFile === undefined) {
+    process.stderr.write('usage: etcd-service.js restart|stop SPEC.json\n');
+    process.exit(2);
+  }
+  const spec = JSON.parse(fs.readFileSync(specFile, 'utf8')) as EtcdMemberSpec;
+  await (command === 'restart' ? restart(spec) : stop(spec));
+}
+
+if (require.main === module) {
+  main().catch((error: unknown) => {
+    process.stderr.write(`etcd-service: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  });
+}

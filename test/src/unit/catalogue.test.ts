@@ -1,0 +1,183 @@
+import { strict as assert } from 'node:assert';
+import {
+  CATALOGUE,
+  CA_NAMES,
+  SERVICES,
+  casForLayout,
+  itemsForNode,
+  itemPaths,
+  signingCa,
+  type CatalogueEntry,
+  type FileSpec,
+} from '@kubetrust/shared/dist/catalogue';
+import { parseInventory, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
+
+const INVENTORY = `
+apiVersion: kubetrust/v1
+kind: Cluster
+metadata: {name: unit}
+spec:
+  serviceCIDR: 10.96.0.0/12,fd00:10:96::/112
+  apiServer: {endpoint: "https://192.0.2.100:6443", extraSANs: [api.unit.example, 198.51.100.7]}
+  nodes:
+    - {name: etcd-1, addresses: [192.0.2.11], roles: [etcd]}
+    - {name: cp-1, addresses: [192.0.2.21], hostnames: [cp-1.unit.example], roles: [master]}
+    - {name: stacked-1, addresses: [192.0.2.22], roles: [etcd, master, worker]}
+    - {name: wk-1, addresses: [192.0.2.31, "2001:db8::31"], roles: [worker]}
+`;
+
+function inventory(layout = 'kubeadm'): Inventory {
+  return parseInventory(INVENTORY.replace('spec:\n', `spec:\n  pki: {layout: ${layout}}\n`), 'unit.yaml').inventory;
+}
+
+function node(inv: Inventory, name: string): NodeSpec {
+  const found = inv.nodes.find((candidate) => candidate.name === name);
+  assert.ok(found, `node ${name}`);
+  return found;
+}
+
+function filesOf(entry: CatalogueEntry): FileSpec[] {
+  switch (entry.kind) {
+    case 'ca':
+      return entry.privateKey === undefined ? [entry.certificate] : [entry.certificate, entry.privateKey];
+    case 'keypair':
+      return [entry.privateKey, entry.publicKey];
+    case 'leaf':
+      return [entry.certificate, entry.privateKey];
+    case 'kubeconfig':
+      return [entry.file];
+  }
+}
+
+describe('certificate catalogue as data', () => {
+  it('lists CAs before every other entry', () => {
+    const firstNonCa = CATALOGUE.findIndex((entry) => entry.kind !== 'ca');
+    const lastCa = CATALOGUE.map((entry) => entry.kind).lastIndexOf('ca');
+    assert.ok(lastCa < firstNonCa, 'a CA appears after a non-CA entry');
+  });
+
+  it('has unique entry names and unique paths', () => {
+    const names = CATALOGUE.map((entry) => entry.name);
+    assert.equal(new Set(names).size, names.length);
+    const paths = CATALOGUE.flatMap(filesOf).map((spec) => spec.path.kubeadm);
+    assert.equal(new Set(paths).size, paths.length, `duplicate path in ${paths.join(', ')}`);
+  });
+
+  it('resolves every parent to a CA in both layouts', () => {
+    for (const layout of ['kubeadm', 'single-ca'] as const) {
+      const cas = casForLayout(layout);
+      for (const entry of CATALOGUE) {
+        if (entry.kind !== 'leaf' && entry.kind !== 'kubeconfig') continue;
+        assert.ok(CA_NAMES.includes(entry.parent), `${entry.name}: unknown parent ${entry.parent}`);
+        assert.ok(cas.includes(signingCa(entry.parent, layout)), `${entry.name}: parent ${entry.parent} has no key in ${layout}`);
+      }
+    }
+  });
+
+  it('uses one cluster CA for etcd in single-ca and keeps front-proxy separate', () => {
+    assert.deepEqual(casForLayout('kubeadm'), ['cluster-ca', 'etcd-ca', 'front-proxy-ca']);
+    assert.deepEqual(casForLayout('single-ca'), ['cluster-ca', 'front-proxy-ca']);
+    assert.equal(signingCa('etcd-ca', 'single-ca'), 'cluster-ca');
+    assert.equal(signingCa('front-proxy-ca', 'single-ca'), 'front-proxy-ca');
+  });
+
+  it('gives every leaf an extended key usage', () => {
+    for (const entry of CATALOGUE) {
+      if (entry.kind === 'leaf') assert.ok(entry.extKeyUsage.length > 0, `${entry.name} has no extended key usage`);
+    }
+  });
+
+  it('names only known services and private modes for keys', () => {
+    for (const entry of CATALOGUE) {
+      for (const spec of filesOf(entry)) {
+        for (const consumer of spec.consumers) assert.ok(SERVICES.includes(consumer), `${entry.name}: unknown service ${consumer}`);
+        if (/\.key$|\.conf$/.test(spec.path.kubeadm)) assert.equal(spec.mode, 0o600, `${spec.path.kubeadm} must be 0600`);
+      }
+    }
+  });
+});
+
+describe('catalogue per node role', () => {
+  const inv = inventory();
+
+  it('gives workers no CA key, service-account key, etcd material or admin kubeconfig', () => {
+    const paths = itemsForNode(inv, node(inv, 'wk-1')).flatMap(itemPaths);
+    assert.deepEqual(paths.filter((p) => /ca\.key$|sa\.key$|sa\.pub$|\/etcd\/|admin\.conf$/.test(p)), []);
+    assert.ok(paths.includes('/etc/kubernetes/pki/ca.crt'));
+    assert.ok(paths.includes('/etc/kubernetes/kube-proxy.conf'));
+  });
+
+  it('gives an etcd-only node its member certificates and no Kubernetes material', () => {
+    const paths = itemsForNode(inv, node(inv, 'etcd-1')).flatMap(itemPaths).sort();
+    assert.deepEqual(paths, [
+      '/etc/kubernetes/pki/etcd/ca.crt',
+      '/etc/kubernetes/pki/etcd/healthcheck-client.crt',
+      '/etc/kubernetes/pki/etcd/healthcheck-client.key',
+      '/etc/kubernetes/pki/etcd/peer.crt',
+      '/etc/kubernetes/pki/etcd/peer.key',
+      '/etc/kubernetes/pki/etcd/server.crt',
+      '/etc/kubernetes/pki/etcd/server.key',
+    ]);
+  });
+
+  it('gives a master the shared keys and its own serving certificate', () => {
+    const paths = itemsForNode(inv, node(inv, 'cp-1')).flatMap(itemPaths);
+    for (const expected of ['ca.key', 'sa.key', 'sa.pub', 'front-proxy-ca.crt', 'apiserver.crt', 'apiserver-etcd-client.key', 'etcd/ca.crt']) {
+      assert.ok(paths.includes(`/etc/kubernetes/pki/${expected}`), `master lacks ${expected}`);
+    }
+    assert.ok(!paths.includes('/etc/kubernetes/pki/etcd/server.crt'), 'a master without the etcd role got an etcd member certificate');
+  });
+
+  it('gives a stacked node the union of its roles', () => {
+    const paths = itemsForNode(inv, node(inv, 'stacked-1')).flatMap(itemPaths);
+    for (const expected of ['/etc/kubernetes/pki/etcd/server.crt', '/etc/kubernetes/pki/apiserver.crt', '/etc/kubernetes/kubelet.conf']) {
+      assert.ok(paths.includes(expected), `stacked node lacks ${expected}`);
+    }
+    assert.equal(new Set(paths).size, paths.length, 'a path is listed twice');
+  });
+
+  it('puts every required name into the apiserver serving certificate', () => {
+    const apiserver = itemsForNode(inv, node(inv, 'cp-1')).find((item) => item.name === 'apiserver');
+    assert.ok(apiserver?.type === 'leaf');
+    assert.deepEqual(apiserver.sans.dnsNames, [
+      'api.unit.example',
+      'cp-1',
+      'cp-1.unit.example',
+      'kubernetes',
+      'kubernetes.default',
+      'kubernetes.default.svc',
+      'kubernetes.default.svc.cluster.local',
+    ]);
+    assert.deepEqual(apiserver.sans.ipAddresses, ['10.96.0.1', 'fd00:10:96::1', '192.0.2.21', '192.0.2.100', '198.51.100.7']);
+    assert.deepEqual(apiserver.extKeyUsage, ['serverAuth']);
+  });
+
+  it('gives etcd member certificates both usages and every member address', () => {
+    const server = itemsForNode(inv, node(inv, 'etcd-1')).find((item) => item.name === 'etcd-server');
+    assert.ok(server?.type === 'leaf');
+    assert.deepEqual([...server.extKeyUsage].sort(), ['clientAuth', 'serverAuth']);
+    assert.deepEqual(server.sans.ipAddresses, ['192.0.2.11', '127.0.0.1', '::1']);
+    assert.deepEqual(server.sans.dnsNames, ['etcd-1', 'localhost']);
+    assert.equal(server.subject.commonName, 'etcd-1');
+  });
+
+  it('signs etcd material with the cluster CA in single-ca', () => {
+    const single = inventory('single-ca');
+    const items = itemsForNode(single, node(single, 'etcd-1'));
+    const server = items.find((item) => item.name === 'etcd-server');
+    assert.ok(server?.type === 'leaf');
+    assert.equal(server.parent, 'cluster-ca');
+    const trust = items.find((item) => item.name === 'etcd-ca.crt');
+    assert.ok(trust?.type === 'static' && 'ca' in trust.source);
+    assert.equal(trust.source.ca, 'cluster-ca');
+  });
+
+  it('restarts only services the node runs', () => {
+    const workerCa = itemsForNode(inv, node(inv, 'wk-1')).find((item) => item.name === 'cluster-ca.crt');
+    assert.ok(workerCa?.type === 'static');
+    assert.deepEqual(workerCa.file.consumers, ['kubelet']);
+    const masterCa = itemsForNode(inv, node(inv, 'cp-1')).find((item) => item.name === 'cluster-ca.crt');
+    assert.ok(masterCa?.type === 'static');
+    assert.deepEqual(masterCa.file.consumers, ['kube-apiserver', 'kube-controller-manager']);
+  });
+});

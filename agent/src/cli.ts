@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /**
  * `agent --config FILE`: runs the node agent until SIGINT or SIGTERM.
  */
@@ -10,7 +9,7 @@ import { AGENT_VERSION } from './version';
 
 const EXIT_USAGE = 2;
 
-async function main(argv: readonly string[]): Promise<void> {
+export async function runAgent(argv: readonly string[]): Promise<void> {
   const program = new Command('agent')
     .description('kubetrust node agent: installs the certificates, keys and kubeconfigs the controller pushes, and restarts the services that use them')
     .version(AGENT_VERSION)
@@ -18,7 +17,7 @@ async function main(argv: readonly string[]): Promise<void> {
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS as LogLevel[]).default('info'))
     .addOption(new Option('--log-format <format>', 'log format on stderr').choices(['text', 'json']).default('text'))
     .showHelpAfterError();
-  program.parse(argv);
+  program.parse(argv as string[]);
   const options = program.opts<{ config: string; logLevel: LogLevel; logFormat: 'text' | 'json' }>();
 
   let config;
@@ -41,7 +40,9 @@ async function main(argv: readonly string[]): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
-main(process.argv).catch((error: unknown) => {
-  process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
-  process.exit(1);
-});
+if (require.main === module) {
+  runAgent(process.argv).catch((error: unknown) => {
+    process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  });
+}

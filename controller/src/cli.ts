@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /**
  * The `controller` command line. Exit codes: 0 success, 1 a node or an operation failed,
  * 2 invalid input (inventory, arguments, state directory).

@@ -287,6 +287,10 @@ async function mapConcurrent<T, R>(items: readonly T[], limit: number, task: (it
 
 export async function distribute(inventory: Inventory, stateDir: string, logger: Logger, options: DistributeOptions = {}): Promise<DistributeReport> {
   const state = new StateDir(stateDir);
+  // Checked before locking, so that a mistyped --state-dir is reported without creating it.
+  if ((await state.readCluster()) === undefined) {
+    throw new StateError(`state directory ${stateDir} is not initialised; run \`controller init --inventory FILE --state-dir ${stateDir}\` first`);
+  }
   const unlock = await state.lock();
   try {
     const material = await ClusterMaterial.load(state, inventory);

@@ -60,7 +60,7 @@ async function main(): Promise<number> {
   let failed = false;
   try {
     step('controller init');
-    const init = await cluster.init();
+    const init = await cluster.init(['--log-level', 'warn']);
     process.stdout.write(init.stdout + init.stderr);
     if (init.code !== 0) return init.code;
 

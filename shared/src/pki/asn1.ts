@@ -450,34 +450,38 @@ const GENERAL_NAME = { dnsName: 2, uri: 6, ipAddress: 7 } as const;
 /** Printable ASCII without space, which fits IA5String and the host names that TLS clients match. */
 const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
 
-/** Checks SAN input and names the failing field, such as "ipAddresses[1]". */
-export function validateSubjectAltNames(names: SubjectAltNames): void {
-  names.dnsNames.forEach((name, index) => {
-    if (typeof name !== 'string' || !PRINTABLE_ASCII.test(name)) {
-      throw new Error(`invalid dnsNames[${index}] "${String(name)}": expected non-empty ASCII without spaces`);
-    }
-  });
-  names.ipAddresses.forEach((address, index) => {
-    if (typeof address !== 'string' || ipToBytes(address) === undefined) {
-      throw new Error(
-        `invalid ipAddresses[${index}] "${String(address)}": expected an IPv4 or IPv6 address without a zone index`,
-      );
-    }
-  });
-  names.uris.forEach((uri, index) => {
-    if (typeof uri !== 'string' || !PRINTABLE_ASCII.test(uri) || !URL.canParse(uri)) {
-      throw new Error(`invalid uris[${index}] "${String(uri)}": expected an absolute ASCII URI`);
-    }
-  });
+// Each check names the failing field, such as "ipAddresses[1]", and its value.
+
+function dnsNameBytes(name: string, index: number): Buffer {
+  if (typeof name !== 'string' || !PRINTABLE_ASCII.test(name)) {
+    throw new Error(`invalid dnsNames[${index}] "${String(name)}": expected non-empty ASCII without spaces`);
+  }
+  return Buffer.from(name, 'ascii');
 }
 
-/** Encodes GeneralNames in the order DNS, IP, URI, or returns undefined when there are none. Validates first. */
+function ipAddressBytes(address: string, index: number): Buffer {
+  const bytes = typeof address === 'string' ? ipToBytes(address) : undefined;
+  if (bytes === undefined) {
+    throw new Error(
+      `invalid ipAddresses[${index}] "${String(address)}": expected an IPv4 or IPv6 address without a zone index`,
+    );
+  }
+  return bytes;
+}
+
+function uriBytes(uri: string, index: number): Buffer {
+  if (typeof uri !== 'string' || !PRINTABLE_ASCII.test(uri) || !URL.canParse(uri)) {
+    throw new Error(`invalid uris[${index}] "${String(uri)}": expected an absolute ASCII URI`);
+  }
+  return Buffer.from(uri, 'ascii');
+}
+
+/** Checks and encodes GeneralNames in the order DNS, IP, URI. Returns undefined when there are none. */
 export function encodeSubjectAltNames(names: SubjectAltNames): Asn1 | undefined {
-  validateSubjectAltNames(names);
   const generalNames = [
-    ...names.dnsNames.map((name) => contextPrimitive(GENERAL_NAME.dnsName, Buffer.from(name, 'ascii'))),
-    ...names.ipAddresses.map((address) => contextPrimitive(GENERAL_NAME.ipAddress, ipToBytes(address) ?? Buffer.alloc(0))),
-    ...names.uris.map((uri) => contextPrimitive(GENERAL_NAME.uri, Buffer.from(uri, 'ascii'))),
+    ...names.dnsNames.map((name, index) => contextPrimitive(GENERAL_NAME.dnsName, dnsNameBytes(name, index))),
+    ...names.ipAddresses.map((address, index) => contextPrimitive(GENERAL_NAME.ipAddress, ipAddressBytes(address, index))),
+    ...names.uris.map((uri, index) => contextPrimitive(GENERAL_NAME.uri, uriBytes(uri, index))),
   ];
   return generalNames.length === 0 ? undefined : sequence(generalNames);
 }

@@ -286,7 +286,7 @@ export function createCertificate(
     contextConstructed(0, [integer(version3)]),
     integer(serialNumber),
     signatureAlgorithmIdentifier(signer.privateKey),
-    // Go matches a certificate to its issuer by comparing the raw Name bytes.
+    // Go finds the issuer by authority key identifier or, without one, by these raw Name bytes.
     issuer?.subject ?? subject,
     sequence([encodeTime(template.notBefore), encodeTime(template.notAfter)]),
     subject,

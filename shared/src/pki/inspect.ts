@@ -27,7 +27,7 @@ export interface CertificateInfo {
   readonly pem: string;
   readonly subject: DistinguishedName;
   readonly issuer: DistinguishedName;
-  /** Lowercase hex without leading zeros, with a "-" for the negative serials that some old tools wrote. */
+  /** Lowercase hex without leading zeros. A negative serial, which RFC 5280 forbids, gets a leading "-". */
   readonly serialNumber: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
@@ -112,7 +112,7 @@ function formatSerialNumber(serial: bigint): string {
 export function inspectCertificate(pem: string | Buffer): CertificateInfo {
   const block = firstCertificateBlock(pem, 'the input');
   const der = pemBlockToDer(block);
-  // The X509Certificate constructor parses the whole certificate with OpenSSL, which rejects context forge might let through.
+  // OpenSSL parses the whole certificate here and provides the CA flag, the extended key usages and the public key.
   const certificate = new crypto.X509Certificate(der);
   const tbs = readTbsCertificate(der);
   const subjectAltName = tbs.extensions.find((extension) => extension.oid === OID.subjectAltName);
@@ -129,7 +129,7 @@ export function inspectCertificate(pem: string | Buffer): CertificateInfo {
     notAfter: tbs.notAfter,
     isCA: certificate.ca,
     ...names,
-    // Node names the extended key usage OIDs "keyUsage"; it returns undefined without the extension.
+    // Node returns the extended key usage OIDs as "keyUsage", and undefined when the extension is absent.
     extKeyUsage: (certificate.keyUsage ?? []).map((oid) => EXTENDED_KEY_USAGE_NAMES[oid] ?? oid),
     publicKeySha256: publicKeySha256(certificate.publicKey),
   };
@@ -137,9 +137,9 @@ export function inspectCertificate(pem: string | Buffer): CertificateInfo {
 
 /**
  * Checks that `certificatePem` names the subject of `issuerPem` as its issuer and that its
- * signature verifies with the issuer's public key. OpenSSL's issuer check also compares the
- * authority and subject key identifiers when both are present, and requires keyCertSign when
- * the issuer has a key usage extension.
+ * signature verifies with the issuer's public key. The issuer check is OpenSSL's
+ * X509_check_issued, which also compares the authority and subject key identifiers when both are
+ * present and requires keyCertSign when the issuer has a key usage extension.
  */
 export function isSignedBy(certificatePem: string, issuerPem: string): boolean {
   const certificate = new crypto.X509Certificate(firstCertificateDer(certificatePem, 'the certificate'));

@@ -101,6 +101,7 @@ async function main(): Promise<number> {
   const reason = await stopped;
   logger.info('stopping fleet', { reason, agents: agents.length });
   await stopFleet(agents);
+  logger.info('fleet stopped', { agents: agents.length });
   return 0;
 }
 

@@ -58,6 +58,7 @@ class BenchError extends Error {}
 // Child processes. Every process the bench starts is tracked here, so a signal stops them all.
 
 const children = new Set<ChildProcess>();
+let receivedSignal: NodeJS.Signals | undefined;
 
 function track(child: ChildProcess): ChildProcess {
   children.add(child);
@@ -516,7 +517,8 @@ async function main(): Promise<number> {
   progress(`work directory ${workdir}, controller resource usage from ${options.resourceUsage}`);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
-      progress(`${signal} received: stopping ${children.size} child process(es); the work directory ${workdir} is kept`);
+      receivedSignal = signal;
+      progress(`${signal} received: stopping ${children.size} child process(es)`);
       for (const child of children) {
         signalChild(child, 'SIGTERM', child.spawnfile === TIME_BINARY);
       }
@@ -528,7 +530,8 @@ async function main(): Promise<number> {
     const result = await runBench(options, workdir);
     process.stdout.write(report(options, result) + '\n');
   } catch (error) {
-    process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\nThe work directory ${workdir} is kept for inspection.\n`);
+    const message = receivedSignal !== undefined ? `stopped by ${receivedSignal}` : error instanceof Error ? error.message : String(error);
+    process.stderr.write(`error: ${message}\nThe work directory ${workdir} is kept for inspection.\n`);
     return 1;
   }
   if (options.keep) progress(`work directory kept: ${workdir}`);

@@ -14,8 +14,8 @@ import { loadInventory, type Inventory, type NodeSpec } from '@kubetrust/shared/
 import { ETCD_CLIENT_PORT, ETCD_PEER_PORT, type EtcdMemberSpec } from './etcd-service';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
-export const CONTROLLER_CLI = path.join(REPO_ROOT, 'controller', 'dist', 'cli.js');
-export const AGENT_CLI = path.join(REPO_ROOT, 'agent', 'dist', 'cli.js');
+export const CONTROLLER_CLI = path.join(REPO_ROOT, 'controller', 'bin', 'controller.js');
+export const AGENT_CLI = path.join(REPO_ROOT, 'agent', 'bin', 'agent.js');
 const ETCD_SERVICE = path.join(__dirname, 'etcd-service.js');
 
 export interface CommandResult {

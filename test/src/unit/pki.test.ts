@@ -349,7 +349,8 @@ describe('serial numbers', () => {
       const octets = serial.contents;
 
       assert.equal(serial.tag, TAG.integer);
-      assert.ok(octets.length >= 1 && octets.length <= 20, `serial has ${octets.length} octets`);
+      assert.ok(octets.length >= 1, 'serial has no octets');
+      assert.ok(octets.length <= 20, `serial has ${octets.length} octets`);
       assert.equal((octets[0] ?? 0) & 0x80, 0, `serial ${octets.toString('hex')} is negative`);
       const redundantZero = octets.length > 1 && octets[0] === 0 && ((octets[1] ?? 0) & 0x80) === 0;
       assert.equal(redundantZero, false, `serial ${octets.toString('hex')} has a redundant leading zero`);
@@ -645,7 +646,7 @@ describe('private key encoding', () => {
     for (const algorithm of ['RSA-2048', 'ECDSA-P256'] as const) {
       const keyPair = await sharedKeyPair(algorithm);
       const keyFile = writeFile(directory.path, `load-${algorithm}.key`, privateKeyToPem(keyPair.privateKey));
-      // OpenSSL 3 writes PKCS#8 unless told otherwise.
+      // OpenSSL 3 writes PKCS#8 unless another format is requested.
       const pkcs8 = (await openssl(directory.path, 'pkey', '-in', keyFile)).stdout;
       assert.match(pkcs8, /^-----BEGIN PRIVATE KEY-----\n/);
 

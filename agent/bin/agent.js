@@ -1,0 +1,7 @@
+#!/usr/bin/env node
+const { runAgent } = require('../dist/cli.js');
+
+runAgent(process.argv).catch((error) => {
+  process.stderr.write(`error: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 1;
+});

@@ -50,6 +50,7 @@ SCRATCH=""
 ANCHOR_OUT=""
 CREATED_ANCHOR_ROOT=""
 STEP_PID=""
+RESULT_LINES=""
 
 cleanup() {
   if [[ -n "$STEP_PID" ]] && kill -0 "$STEP_PID" 2>/dev/null; then
@@ -65,8 +66,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # run_step NAME COMMAND... : runs one step under `timeout` in the background, so that a signal to
-# this script can stop it by PID, and saves its output to $LOGS/NAME.log. Prints the step's RESULT
-# line, or "FAILED <name> exit=<code>".
+# this script can stop it by PID, and saves its output to $LOGS/NAME.log. Appends the step's RESULT
+# line, or "FAILED <name> exit=<code>", to $RESULT_LINES.
 run_step() {
   local name=$1; shift
   local log="$LOGS/$name.log" code=0
@@ -80,10 +81,10 @@ run_step() {
   if (( code != 0 )) || [[ -z "$result" ]]; then
     echo "[run] $name failed with exit code $code; last lines of $log:" >&2
     tail -n 5 "$log" >&2
-    echo "FAILED $name exit=$code"
+    echo "FAILED $name exit=$code" >>"$RESULT_LINES"
   else
     echo "[run] $result" >&2
-    echo "$result"
+    echo "$result" >>"$RESULT_LINES"
   fi
 }
 
@@ -130,8 +131,10 @@ main() {
   [[ -d /tmp/anchor-bench ]] || CREATED_ANCHOR_ROOT=yes
   # The anchor accepts only output directories below /tmp/anchor-bench/ and wipes the one it gets.
   ANCHOR_OUT=/tmp/anchor-bench/pki-kubetrust-run.$$
+  RESULT_LINES="$SCRATCH/results.txt"
+  : >"$RESULT_LINES"
 
-  local started results="" n rep jobs algorithm step
+  local started n rep jobs algorithm step
   started=$(date +%s)
   {
     echo "kubetrust distribute benchmark beside the cfssl anchor, run $STAMP"
@@ -143,13 +146,17 @@ main() {
     for ((rep = 1; rep <= REPS; rep++)); do
       for jobs in 1 2; do
         step="anchor-N$n-jobs$jobs-rep$rep"
-        results+=$(ANCHOR_PKI_OUT="$ANCHOR_OUT" ANCHOR_PKI_JOBS=$jobs run_step "$step" bash "$ANCHOR_DIR/anchor-cfssl-pki.sh" "$n")$'\n'
+        ANCHOR_PKI_OUT="$ANCHOR_OUT" ANCHOR_PKI_JOBS=$jobs run_step "$step" bash "$ANCHOR_DIR/anchor-cfssl-pki.sh" "$n"
       done
       for algorithm in RSA-2048 ECDSA-P256; do
         step="kubetrust-N$n-$algorithm-rep$rep"
         mkdir -p "$SCRATCH/$step"
-        results+=$(run_step "$step" node "$REPO/test/dist/bench/distribute-bench.js" \
-          --workers "$n" --algorithm "$algorithm" --workdir "$SCRATCH/$step")$'\n'
+        run_step "$step" node "$REPO/test/dist/bench/distribute-bench.js" \
+          --workers "$n" --algorithm "$algorithm" --workdir "$SCRATCH/$step"
+        # Keep the controller and agent logs of a failed step; the rest (CA keys included) goes.
+        if tail -n 1 "$RESULT_LINES" | grep -q '^FAILED ' && [[ -d "$SCRATCH/$step/logs" ]]; then
+          cp -r "$SCRATCH/$step/logs" "$LOGS/$step.logs"
+        fi
         rm -rf "${SCRATCH:?}/$step"
       done
     done
@@ -163,16 +170,16 @@ main() {
     echo "controller distribute run 1 (agents generate the node keys). 2nd run s = a distribute that"
     echo "changes nothing. ctrl = the controller process (init + run 1 CPU; peak RSS over all runs)."
     echo
-    printf '%s' "$results" | table
+    table <"$RESULT_LINES"
     echo
     echo "RESULT lines:"
-    printf '%s' "$results"
+    cat "$RESULT_LINES"
     echo
     echo "Logs: $LOGS"
   } | tee -a "$SUMMARY"
   echo "Summary written to $SUMMARY" >&2
 
-  ! grep -q '^FAILED ' <<<"$results"
+  ! grep -q '^FAILED ' "$RESULT_LINES"
 }
 
 main "$@"

@@ -1,0 +1,163 @@
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Installer, InvalidChangeError } from '@kubetrust/agent/dist/install';
+import { StagedKeys } from '@kubetrust/agent/dist/staged-keys';
+import { AgentConfigError, parseAgentConfig } from '@kubetrust/agent';
+import type { FileChange__Output } from '@kubetrust/proto';
+import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
+import { silentLogger } from '@kubetrust/shared/dist/log';
+import { loadPrivateKey, parseCsr, publicKeySha256 } from '@kubetrust/shared/dist/pki';
+
+function data(file: string, content: string, mode = 0o644): FileChange__Output {
+  return { path: file, mode, uid: 0, gid: 0, data: Buffer.from(content), content: 'data' };
+}
+
+describe('agent installer', () => {
+  let dir: string;
+  let root: string;
+  let state: string;
+  let keys: StagedKeys;
+  let installer: Installer;
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-install-'));
+    root = path.join(dir, 'root');
+    state = path.join(dir, 'state');
+    keys = new StagedKeys(state);
+    installer = new Installer(root, state, keys, silentLogger());
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('writes files with their modes and leaves no temporary files', async () => {
+    const result = await installer.install('c1', [data('/etc/kubernetes/pki/ca.crt', 'CA'), data('/etc/kubernetes/admin.conf', 'secret', 0o600)]);
+    assert.deepEqual(result.changedPaths, ['/etc/kubernetes/pki/ca.crt', '/etc/kubernetes/admin.conf']);
+    assert.equal(fs.readFileSync(path.join(root, 'etc/kubernetes/pki/ca.crt'), 'utf8'), 'CA');
+    assert.equal(fs.statSync(path.join(root, 'etc/kubernetes/admin.conf')).mode & 0o777, 0o600);
+    assert.deepEqual(fs.readdirSync(path.join(root, 'etc/kubernetes/pki')), ['ca.crt']);
+    assert.ok(!fs.existsSync(path.join(state, 'journal.json')));
+  });
+
+  it('skips identical files and backs up replaced ones', async () => {
+    await installer.install('c1', [data('/etc/a.crt', 'one'), data('/etc/b.crt', 'two')]);
+    const second = await installer.install('c2', [data('/etc/a.crt', 'one'), data('/etc/b.crt', 'three')]);
+    assert.deepEqual(second.changedPaths, ['/etc/b.crt']);
+    assert.equal(fs.readFileSync(path.join(state, 'backups/c2/etc/b.crt'), 'utf8'), 'two');
+    const third = await installer.install('c3', [data('/etc/a.crt', 'one'), data('/etc/b.crt', 'three')]);
+    assert.deepEqual(third.changedPaths, []);
+  });
+
+  it('rewrites a file whose mode drifted', async () => {
+    await installer.install('c1', [data('/etc/key.pem', 'k', 0o600)]);
+    fs.chmodSync(path.join(root, 'etc/key.pem'), 0o644);
+    const result = await installer.install('c2', [data('/etc/key.pem', 'k', 0o600)]);
+    assert.deepEqual(result.changedPaths, ['/etc/key.pem']);
+    assert.equal(fs.statSync(path.join(root, 'etc/key.pem')).mode & 0o777, 0o600);
+  });
+
+  it('rejects paths outside the install root and writes nothing', async () => {
+    for (const bad of ['/etc/../../escape', 'relative/path']) {
+      await assert.rejects(installer.install('c1', [data('/etc/ok.crt', 'ok'), data(bad, 'x')]), InvalidChangeError);
+    }
+    assert.ok(!fs.existsSync(path.join(root, 'etc/ok.crt')), 'a valid file of a rejected change was written');
+    assert.ok(!fs.existsSync(path.join(dir, 'escape')));
+  });
+
+  it('rejects a path named twice in one change', async () => {
+    await assert.rejects(installer.install('c1', [data('/etc/a', '1'), data('/etc/a', '2')]), /appears twice/);
+  });
+
+  it('installs a staged key and a kubeconfig that embeds it', async () => {
+    const csrPem = await keys.prepare({ key_id: 'proxy-1', algorithm: 'ECDSA-P256', common_name: 'system:kube-proxy', organizations: [], dns_names: [], ip_addresses: [] });
+    const csr = parseCsr(csrPem);
+    assert.equal(csr.commonName, 'system:kube-proxy');
+    const kubeconfig: FileChange__Output = {
+      path: '/etc/kubernetes/kube-proxy.conf',
+      mode: 0o600,
+      uid: 0,
+      gid: 0,
+      content: 'kubeconfig',
+      kubeconfig: {
+        cluster_name: 'unit',
+        server: 'https://192.0.2.100:6443',
+        certificate_authority_pem: Buffer.from('CA PEM'),
+        user: 'system:kube-proxy',
+        client_certificate_pem: Buffer.from('CERT PEM'),
+        client_key_id: 'proxy-1',
+      },
+    };
+    await installer.install('c1', [kubeconfig]);
+    const summary = parseKubeconfig(fs.readFileSync(path.join(root, 'etc/kubernetes/kube-proxy.conf'), 'utf8'));
+    assert.equal(summary.server, 'https://192.0.2.100:6443');
+    assert.equal(summary.certificateAuthorityPem, 'CA PEM');
+    assert.equal(publicKeySha256(loadPrivateKey(summary.clientKeyPem!)), publicKeySha256(csr.publicKey));
+    assert.ok(!fs.existsSync(path.join(state, 'staged-keys/proxy-1.key')), 'the staged key was not removed after install');
+  });
+
+  it('fails on an unknown staged key without touching the installed key', async () => {
+    await installer.install('c1', [data('/etc/server.key', 'old key', 0o600)]);
+    const change: FileChange__Output = { path: '/etc/server.key', mode: 0o600, uid: 0, gid: 0, content: 'staged_key_id', staged_key_id: 'never-prepared' };
+    await assert.rejects(installer.install('c2', [change]), /staged key "never-prepared" not found/);
+    assert.equal(fs.readFileSync(path.join(root, 'etc/server.key'), 'utf8'), 'old key');
+  });
+
+  it('finishes a change interrupted after its journal was written', async () => {
+    // Simulate a crash between the journal and the renames: staged files exist, targets are old.
+    fs.mkdirSync(path.join(root, 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'etc/a.crt'), 'old cert');
+    fs.writeFileSync(path.join(root, 'etc/a.key'), 'old key');
+    fs.writeFileSync(path.join(root, 'etc/.a.crt.tmp-1'), 'new cert');
+    fs.writeFileSync(path.join(root, 'etc/.a.key.tmp-1'), 'new key');
+    fs.mkdirSync(state, { recursive: true });
+    fs.writeFileSync(
+      path.join(state, 'journal.json'),
+      JSON.stringify({
+        changeId: 'crashed',
+        entries: [
+          { target: path.join(root, 'etc/a.key'), staged: path.join(root, 'etc/.a.key.tmp-1') },
+          { target: path.join(root, 'etc/a.crt'), staged: path.join(root, 'etc/.a.crt.tmp-1') },
+        ],
+      }),
+    );
+    // The key was already renamed before the crash.
+    fs.renameSync(path.join(root, 'etc/.a.key.tmp-1'), path.join(root, 'etc/a.key'));
+    await installer.recoverInterruptedChange();
+    assert.equal(fs.readFileSync(path.join(root, 'etc/a.crt'), 'utf8'), 'new cert');
+    assert.equal(fs.readFileSync(path.join(root, 'etc/a.key'), 'utf8'), 'new key');
+    assert.ok(!fs.existsSync(path.join(state, 'journal.json')));
+  });
+});
+
+describe('agent configuration', () => {
+  const base = {
+    apiVersion: 'kubetrust/v1',
+    kind: 'AgentConfig',
+    nodeName: 'wk-1',
+    cluster: 'unit',
+    listen: '127.0.0.1:7443',
+    tls: { certFile: 'agent.crt', keyFile: 'agent.key', caFile: 'ca.crt' },
+    controllerIdentity: 'kubetrust://unit/controller',
+  };
+
+  it('resolves relative files against the configuration directory', () => {
+    const config = parseAgentConfig({ ...base, services: { etcd: { restart: { systemd: 'etcd.service' }, health: { tcp: { address: '127.0.0.1:2379' } } } } }, '/etc/kubetrust/agent.yaml');
+    assert.equal(config.tls.certFile, '/etc/kubetrust/agent.crt');
+    assert.equal(config.installRoot, '/');
+    assert.equal(config.services.etcd?.timeoutSeconds, 60);
+  });
+
+  const invalid: [string, Record<string, unknown>, RegExp][] = [
+    ['unknown field', { ...base, colour: 'blue' }, /colour: unknown field/],
+    ['bad listen address', { ...base, listen: 'localhost' }, /listen: "localhost" is not host:port/],
+    ['missing identity', { ...base, controllerIdentity: undefined }, /controllerIdentity: expected a non-empty string/],
+    ['two health checks', { ...base, services: { etcd: { restart: { systemd: 'etcd' }, health: { tcp: { address: 'a:1' }, command: ['true'] } } } }, /exactly one of https, tcp or command/],
+    ['plain http health check', { ...base, services: { etcd: { restart: { systemd: 'etcd' }, health: { https: { url: 'http://x/health', caFile: 'ca' } } } } }, /is not an https URL/],
+    ['empty restart command', { ...base, services: { etcd: { restart: { command: [] } } } }, /restart\.command: expected a non-empty list/],
+  ];
+  for (const [name, document, message] of invalid) {
+    it(`rejects ${name}`, () => {
+      assert.throws(() => parseAgentConfig(document, '/tmp/agent.yaml'), (error: Error) => error instanceof AgentConfigError && message.test(error.message));
+    });
+  }
+});

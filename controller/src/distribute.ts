@@ -1,5 +1,5 @@
 /**
- * `controller distribute`: brings every node to what the catalogue says it must hold.
+ * `controller distribute`: brings every node to what the catalogue requires it to hold.
  *
  * Per node: GetState for every catalogue path, plan, then (unless dry run) PrepareKeys for the
  * certificates to issue, sign each returned CSR after checking its names against the request,
@@ -16,7 +16,7 @@ import type { Logger } from '@kubetrust/shared/dist/log';
 import { inspectCertificate, parseCsr, type ParsedCsr } from '@kubetrust/shared/dist/pki';
 import { signLeaf } from './authority';
 import { AgentConnection, type ControllerCredentials } from './agent-client';
-import { FILE_OWNER, planNode, queriesFor, type DesiredMaterial, type PlannedItem } from './plan';
+import { planNode, queriesFor, type DesiredMaterial, type PlannedItem } from './plan';
 import { StateDir, StateError, type KeyMaterial, type LedgerEntry } from './state-dir';
 
 export interface DistributeOptions {
@@ -120,7 +120,7 @@ function keyIdFor(item: NodeItem): string {
   return `${item.name.replace(/[^a-z0-9.-]/g, '-')}-${crypto.randomBytes(6).toString('hex')}`;
 }
 
-/** Checks that a CSR returned by an agent asks for exactly the names the controller requested. */
+/** Checks that a CSR returned by an agent requests exactly the names the controller requested. */
 export function checkCsr(csr: ParsedCsr, request: KeyRequest): void {
   const same = (a: readonly string[], b: readonly string[] | undefined): boolean => a.length === (b ?? []).length && a.every((value) => (b ?? []).includes(value));
   const problems: string[] = [];
@@ -170,9 +170,11 @@ class NodeRollout {
       });
       await this.state.appendLedger([...issued.values()].map((entry) => entry.ledger));
       const unhealthy = response.services.filter((service) => !service.healthy);
+      let status: NodeStatus = response.changed_paths.length > 0 ? 'changed' : 'unchanged';
+      if (unhealthy.length > 0) status = 'failed';
       const report: NodeReport = {
         name: this.node.name,
-        status: unhealthy.length > 0 ? 'failed' : response.changed_paths.length > 0 ? 'changed' : 'unchanged',
+        status,
         changedFiles: response.changed_paths,
         restartedServices: response.services.filter((service) => service.restarted).map((service) => service.name),
         plan,
@@ -240,24 +242,24 @@ class NodeRollout {
 
   private fileChanges(planned: PlannedItem, issued: ReadonlyMap<string, Issued>): FileChange[] {
     const item = planned.item;
-    const owner = { uid: FILE_OWNER.uid, gid: FILE_OWNER.gid };
     if (item.type === 'static') {
-      return [{ path: item.file.path, mode: item.file.mode, ...owner, data: Buffer.from(this.material.staticContent(item)) }];
+      return [{ path: item.file.path, mode: item.file.mode, uid: item.file.uid, gid: item.file.gid, data: Buffer.from(this.material.staticContent(item)) }];
     }
     const certificate = issued.get(item.name);
     if (certificate === undefined) throw new Error(`no certificate was issued for ${item.name}`);
     if (item.type === 'leaf') {
       // Key and certificate travel in one change set, so the node installs both or neither.
       return [
-        { path: item.privateKey.path, mode: item.privateKey.mode, ...owner, staged_key_id: certificate.keyId },
-        { path: item.certificate.path, mode: item.certificate.mode, ...owner, data: Buffer.from(certificate.certificatePem) },
+        { path: item.privateKey.path, mode: item.privateKey.mode, uid: item.privateKey.uid, gid: item.privateKey.gid, staged_key_id: certificate.keyId },
+        { path: item.certificate.path, mode: item.certificate.mode, uid: item.certificate.uid, gid: item.certificate.gid, data: Buffer.from(certificate.certificatePem) },
       ];
     }
     return [
       {
         path: item.file.path,
         mode: item.file.mode,
-        ...owner,
+        uid: item.file.uid,
+        gid: item.file.gid,
         kubeconfig: {
           cluster_name: this.inventory.name,
           server: item.server,

@@ -46,8 +46,8 @@ export async function enrollNode(inventory: Inventory, stateDir: string, nodeNam
   const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
   const identity = agentIdentity(inventory.name, node.name);
   const host = node.agent.host;
-  // TODO: the agent's key is generated here, on the admin host, and copied with the config; the
-  // SSH installer should let the agent generate it on the node and send only a CSR.
+  // TODO: the agent's key is generated here on the admin host and copied with the configuration.
+  // Installing agents over SSH should let the agent generate it on the node and send only a CSR.
   const keyPair = await generateKeyPair(MANAGEMENT_KEY_ALGORITHM);
   const certificatePem = signLeaf(
     management,

@@ -1,17 +1,14 @@
 /**
- * Compares what the catalogue says a node must hold with what its agent reports, item by item,
- * and says for each item whether it is unchanged, to be added or to be changed, and why.
- * Pure: no I/O, time passed in.
+ * Compares what the catalogue requires a node to hold with what its agent reports, item by item,
+ * and decides for each item whether it is unchanged, to be added or to be changed, and why.
+ * Pure: no I/O, and the time is a parameter.
  */
 import type { FileKind, FileQuery, FileState__Output } from '@kubetrust/proto';
-import type { CaName, NodeItem, SanSet, SubjectSpec } from '@kubetrust/shared/dist/catalogue';
+import type { CaName, NodeItem, ResolvedFile, SanSet, SubjectSpec } from '@kubetrust/shared/dist/catalogue';
 import { itemPaths } from '@kubetrust/shared/dist/catalogue';
 import { sha256Hex } from '@kubetrust/shared/dist/files';
 import { inspectCertificate, isSignedBy, type CertificateInfo, type ExtKeyUsage } from '@kubetrust/shared/dist/pki';
 import { renewalDue } from '@kubetrust/shared/dist/rotation';
-
-/** Owner of every installed file. */
-export const FILE_OWNER = { uid: 0, gid: 0 } as const;
 
 export type PlanAction = 'unchanged' | 'add' | 'change';
 
@@ -19,7 +16,7 @@ export interface PlannedItem {
   readonly item: NodeItem;
   readonly action: PlanAction;
   readonly reasons: readonly string[];
-  /** For certificates the node already holds: what it holds now. */
+  /** The certificate installed now, when there is one. */
   readonly current?: { readonly serialNumber: string; readonly notAfter: string; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[] };
 }
 
@@ -29,13 +26,20 @@ export interface DesiredMaterial {
   caCertificate(ca: CaName): string;
 }
 
+const STATIC_KINDS: Record<'certificate' | 'privateKey' | 'publicKey', FileKind> = {
+  certificate: 'FILE_KIND_CERTIFICATE',
+  privateKey: 'FILE_KIND_PRIVATE_KEY',
+  publicKey: 'FILE_KIND_PUBLIC_KEY',
+};
+
+/** Lists the files to ask an agent about, each with the kind to read it as. */
 export function queriesFor(items: readonly NodeItem[]): FileQuery[] {
   const queries: FileQuery[] = [];
   const add = (path: string, kind: FileKind): void => void queries.push({ path, kind });
   for (const item of items) {
     switch (item.type) {
       case 'static':
-        add(item.file.path, item.source.part === 'privateKey' ? 'FILE_KIND_PRIVATE_KEY' : item.source.part === 'publicKey' ? 'FILE_KIND_PUBLIC_KEY' : 'FILE_KIND_CERTIFICATE');
+        add(item.file.path, STATIC_KINDS[item.source.part]);
         break;
       case 'leaf':
         add(item.certificate.path, 'FILE_KIND_CERTIFICATE');
@@ -54,10 +58,10 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
   return left.size === new Set(b).size && b.every((value) => left.has(value));
 }
 
-function fileProblems(state: FileState__Output, mode: number): string[] {
+function fileProblems(state: FileState__Output, expected: ResolvedFile): string[] {
   const problems: string[] = [];
-  if (state.mode !== mode) problems.push(`${state.path}: mode ${state.mode.toString(8)}, expected ${mode.toString(8)}`);
-  if (state.uid !== FILE_OWNER.uid || state.gid !== FILE_OWNER.gid) problems.push(`${state.path}: owner ${state.uid}:${state.gid}, expected ${FILE_OWNER.uid}:${FILE_OWNER.gid}`);
+  if (state.mode !== expected.mode) problems.push(`${state.path}: mode ${state.mode.toString(8)}, expected ${expected.mode.toString(8)}`);
+  if (state.uid !== expected.uid || state.gid !== expected.gid) problems.push(`${state.path}: owner ${state.uid}:${state.gid}, expected ${expected.uid}:${expected.gid}`);
   return problems;
 }
 
@@ -69,7 +73,7 @@ interface CertificateExpectation {
   readonly keySha256: string;
 }
 
-/** Why a held certificate does not satisfy the catalogue; empty when it does. */
+/** Lists why an installed certificate does not satisfy the catalogue; empty when it does. */
 export function certificateProblems(info: CertificateInfo, expected: CertificateExpectation, now: Date): string[] {
   const problems: string[] = [];
   if (!isSignedBy(info.pem, expected.caPem)) problems.push('issuer changed: not signed by the current CA');
@@ -101,7 +105,7 @@ function parseHeld(pem: Buffer | undefined): CertificateInfo | undefined {
 
 function planStatic(item: Extract<NodeItem, { type: 'static' }>, state: FileState__Output, material: DesiredMaterial): PlannedItem {
   if (!state.exists) return { item, action: 'add', reasons: ['new'] };
-  const reasons = fileProblems(state, item.file.mode);
+  const reasons = fileProblems(state, item.file);
   if (state.sha256 !== sha256Hex(material.staticContent(item))) reasons.unshift('content differs');
   return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons };
 }
@@ -115,8 +119,8 @@ function planLeaf(item: Extract<NodeItem, { type: 'leaf' }>, certificate: FileSt
   }
   const reasons = [
     ...certificateProblems(info, { caPem: material.caCertificate(item.parent), subject: item.subject, sans: item.sans, extKeyUsage: item.extKeyUsage, keySha256: key.public_key_sha256 }, now),
-    ...fileProblems(certificate, item.certificate.mode),
-    ...fileProblems(key, item.privateKey.mode),
+    ...fileProblems(certificate, item.certificate),
+    ...fileProblems(key, item.privateKey),
   ];
   return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons, current: currentOf(info) };
 }
@@ -134,7 +138,7 @@ function planKubeconfig(item: Extract<NodeItem, { type: 'kubeconfig' }>, state: 
   if (kubeconfig.certificate_authority_pem.toString('utf8').trim() !== caPem.trim()) reasons.push('embedded CA differs from the current CA');
   reasons.push(
     ...certificateProblems(info, { caPem, subject: item.subject, sans: { dnsNames: [], ipAddresses: [] }, extKeyUsage: ['clientAuth'], keySha256: kubeconfig.client_key_public_sha256 }, now),
-    ...fileProblems(state, item.file.mode),
+    ...fileProblems(state, item.file),
   );
   return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons, current: currentOf(info) };
 }

@@ -17,10 +17,8 @@ function renderPlan(node: NodeReport): string[] {
   const lines: string[] = [];
   for (const entry of node.plan) {
     if (entry.action === 'unchanged') continue;
-    lines.push(`    ${entry.action.padEnd(6)} ${entry.name}: ${entry.paths.join(', ')}`);
-    lines.push(`           why: ${entry.reasons.join('; ')}`);
-    if (entry.current !== undefined) lines.push(`           now: serial ${entry.current.serialNumber}, expires ${entry.current.notAfter}`);
-    if (entry.restarts.length > 0) lines.push(`           restarts: ${entry.restarts.join(', ')}`);
+    lines.push(`    ${entry.action.padEnd(6)} ${entry.name} (${entry.reasons.join('; ')})`);
+    if (entry.current !== undefined) lines.push(`           installed now: serial ${entry.current.serialNumber}, expires ${entry.current.notAfter}`);
   }
   return lines;
 }
@@ -30,13 +28,17 @@ export function renderDistribute(report: DistributeReport): string {
   lines.push(report.dryRun ? `Plan for cluster ${report.cluster} (dry run: nothing is issued, written or restarted)` : `Distribute to cluster ${report.cluster}`);
   for (const node of report.nodes) {
     const unchanged = node.plan.filter((entry) => entry.action === 'unchanged').length;
-    lines.push(`  ${node.name}: ${node.status}`);
+    lines.push(`  ${node.name}: ${node.status}${node.plan.length > 0 ? ` (${unchanged} of ${node.plan.length} items unchanged)` : ''}`);
+    lines.push(...renderPlan(node));
     if (report.dryRun) {
-      lines.push(...renderPlan(node));
-      lines.push(`    ${unchanged} item(s) unchanged`);
-    } else if (node.status !== 'failed' || node.changedFiles.length > 0) {
-      if (node.changedFiles.length > 0) lines.push(`    files: ${node.changedFiles.join(', ')}`);
+      const restarts = [...new Set(node.plan.flatMap((entry) => entry.restarts))];
+      if (restarts.length > 0) lines.push(`    would restart: ${restarts.join(', ')}`);
+    } else {
+      if (node.changedFiles.length > 0) lines.push(`    files written: ${node.changedFiles.join(', ')}`);
       if (node.restartedServices.length > 0) lines.push(`    restarted: ${node.restartedServices.join(', ')}`);
+    }
+    for (const service of node.services.filter((result) => !result.healthy)) {
+      lines.push(`    unhealthy: ${service.name} (${service.check}): ${service.output}`);
     }
     if (node.error !== undefined) lines.push(`    error: ${node.error}`);
   }
@@ -49,7 +51,7 @@ export function renderDistribute(report: DistributeReport): string {
   return lines.join('\n') + '\n';
 }
 
-/** The JSON document of `distribute --output json`. */
+/** Builds the JSON document that `distribute --output json` prints. */
 export function distributeJson(report: DistributeReport): unknown {
   return {
     cluster: report.cluster,

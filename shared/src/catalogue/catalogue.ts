@@ -27,12 +27,13 @@ import type {
 const PKI = '/etc/kubernetes/pki';
 const CERT_MODE = 0o644;
 const PRIVATE_MODE = 0o600;
+const ROOT = { uid: 0, gid: 0 } as const;
 
 /** Port of each master's own kube-apiserver, used in the kubeconfigs of its local components. */
 export const APISERVER_SECURE_PORT = 6443;
 
 function file(path: string, mode: number, roles: readonly Role[], consumers: readonly Service[]): FileSpec {
-  return { path: { kubeadm: path }, mode, roles, consumers };
+  return { path: { kubeadm: path }, mode, owner: ROOT, roles, consumers };
 }
 
 /** Removes duplicates, keeping the first occurrence. */

@@ -11,6 +11,8 @@ import { SERVICES } from './types';
 export interface ResolvedFile {
   readonly path: string;
   readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
   /** Services on this node that read the file. */
   readonly consumers: readonly Service[];
 }
@@ -64,6 +66,8 @@ function resolve(node: NodeSpec, spec: FileSpec, layout: PathLayout): ResolvedFi
   return {
     path: spec.path[layout],
     mode: spec.mode,
+    uid: spec.owner.uid,
+    gid: spec.owner.gid,
     consumers: services.filter((service) => spec.consumers.includes(service)),
   };
 }

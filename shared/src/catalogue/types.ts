@@ -27,6 +27,8 @@ export type PathLayout = 'kubeadm';
 export interface FileSpec {
   readonly path: Readonly<Record<PathLayout, string>>;
   readonly mode: number;
+  /** Numeric owner; every file belongs to root today because the control-plane services run as root. */
+  readonly owner: { readonly uid: number; readonly gid: number };
   /** Roles whose nodes receive the file. */
   readonly roles: readonly Role[];
   /** Services that read the file; a node restarts those of them it runs when the file changes. */

@@ -238,4 +238,32 @@ describe('controller distribute end to end', function () {
     assert.notEqual(installed.serialNumber, serialBefore);
     assert.ok(installed.checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(cluster.file('etcd-2', '/etc/kubernetes/pki/etcd/server.key')))));
   });
+
+  it('reports a failed health check with its output', async () => {
+    const node = cluster.node('worker-1');
+    const original = fs.readFileSync(node.configFile, 'utf8');
+    const config = (await import('yaml')).parse(original) as { services: Record<string, unknown> };
+    config.services['kube-proxy'] = {
+      restart: { command: ['/bin/true'] },
+      health: { command: ['/bin/sh', '-c', 'echo kube-proxy is not serving >&2; exit 1'] },
+      timeoutSeconds: 2,
+    };
+    fs.writeFileSync(node.configFile, (await import('yaml')).stringify(config));
+    await cluster.stopAgents(['worker-1']);
+    await cluster.startAgents(['worker-1']);
+    fs.rmSync(cluster.file('worker-1', '/etc/kubernetes/kube-proxy.conf'));
+    try {
+      const { result, report } = await cluster.distributeJson();
+      assert.equal(result.code, 1, result.stdout);
+      const worker = report.nodes.find((candidate) => candidate.name === 'worker-1');
+      assert.equal(worker?.status, 'failed');
+      assert.deepEqual(worker?.changedFiles, ['/etc/kubernetes/kube-proxy.conf']);
+      assert.match(worker?.error ?? '', /kube-proxy unhealthy after restart \(command \/bin\/sh -c .*\): .*kube-proxy is not serving/);
+      for (const other of report.nodes.filter((candidate) => candidate.name !== 'worker-1')) assert.equal(other.status, 'unchanged', other.name);
+    } finally {
+      fs.writeFileSync(node.configFile, original);
+      await cluster.stopAgents(['worker-1']);
+      await cluster.startAgents(['worker-1']);
+    }
+  });
 });

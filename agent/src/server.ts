@@ -26,33 +26,79 @@ import { AGENT_VERSION } from './version';
 
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown>;
 
+const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
+
+/**
+ * Returns why a verified peer certificate does not authenticate a management-plane client, or
+ * undefined when it does. TLS has checked the chain already; this repeats the check so that the
+ * agent stays closed even if the transport reported an unverified certificate.
+ */
+function certificateProblem(raw: Buffer, managementCa: crypto.X509Certificate, now: number): string | undefined {
+  const certificate = new crypto.X509Certificate(raw);
+  if (!certificate.checkIssued(managementCa) || !certificate.verify(managementCa.publicKey)) {
+    return "the client certificate is not signed by this agent's management CA";
+  }
+  if (now < Date.parse(certificate.validFrom) || now > Date.parse(certificate.validTo)) {
+    return `the client certificate is outside its validity period (${certificate.validFrom} to ${certificate.validTo})`;
+  }
+  const usages = certificate.keyUsage;
+  if (usages !== undefined && !usages.includes(CLIENT_AUTH_OID)) return 'the client certificate does not allow clientAuth';
+  return undefined;
+}
+
 /**
  * Checks the caller's identity; returns the gRPC error to send, or undefined when the caller is the
- * controller. TLS has already rejected any client certificate that the management CA did not sign,
- * that is outside its validity period or that does not allow clientAuth, so the handshake of such a
- * client fails before any handler runs. grpc-js exposes the peer certificate only on such verified
- * connections; what remains to check here is which identity the certificate names.
+ * controller. TLS requests a client certificate but lets the handshake finish without one, so that a
+ * rejected client receives UNAUTHENTICATED or PERMISSION_DENIED instead of a broken connection.
+ * grpc-js reports a peer certificate only when TLS verified it against the management CA.
  */
-function authorize(call: AnyCall, config: AgentConfig): Partial<grpc.StatusObject> | undefined {
+function authorize(call: AnyCall, config: AgentConfig, managementCa: crypto.X509Certificate): Partial<grpc.StatusObject> | undefined {
   const certificate = call.getAuthContext().sslPeerCertificate;
   if (certificate?.raw === undefined) {
-    return agentError(ErrorReason.Unauthenticated, 'a client certificate issued by the management CA is required');
+    return agentError(ErrorReason.Unauthenticated, "no verified client certificate: present a certificate issued by this agent's management CA");
   }
+  const problem = certificateProblem(certificate.raw, managementCa, Date.now());
+  if (problem !== undefined) return agentError(ErrorReason.Unauthenticated, problem);
   if (!peerUris(certificate).includes(config.controllerIdentity)) {
     return agentError(ErrorReason.NotController, `client is not ${config.controllerIdentity}; only the controller may call this agent`);
   }
   return undefined;
 }
 
+/**
+ * Hands fixed PEM material to grpc-js. Delivery waits for a microtask because grpc-js registers its
+ * own watcher only after adding these listeners, and would miss an update sent synchronously.
+ */
+class StaticCertificateProvider implements grpc.experimental.CertificateProvider {
+  constructor(
+    private readonly caCertificate: Buffer,
+    private readonly certificate: Buffer,
+    private readonly privateKey: Buffer,
+  ) {}
+
+  addCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener): void {
+    queueMicrotask(() => listener({ caCertificate: this.caCertificate }));
+  }
+
+  removeCaCertificateListener(): void {}
+
+  addIdentityCertificateListener(listener: grpc.experimental.IdentityCertificateUpdateListener): void {
+    queueMicrotask(() => listener({ certificate: this.certificate, privateKey: this.privateKey }));
+  }
+
+  removeIdentityCertificateListener(): void {}
+}
+
 /** Wraps a handler with the identity check, error mapping and one serialised change at a time. */
 function unary<Req, Res>(
   config: AgentConfig,
+  managementCa: crypto.X509Certificate,
   logger: Logger,
   method: string,
   handle: (request: Req) => Promise<Res>,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    const denied = authorize(call as AnyCall, config);
+    const denied = authorize(call as AnyCall, config, managementCa);
     if (denied !== undefined) {
       logger.warn('rejected call', { method, peer: call.getPeer(), reason: denied.details });
       callback(denied);
@@ -87,8 +133,9 @@ export interface RunningAgent {
 
 export async function startAgent(config: AgentConfig, logger: Logger): Promise<RunningAgent> {
   // Fail closed at start-up: a missing or mismatched identity stops the agent with a named error.
-  const ownCertificate = new crypto.X509Certificate(fs.readFileSync(config.tls.certFile));
-  if (!ownCertificate.checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(config.tls.keyFile)))) {
+  const [caPem, certificatePem, keyPem] = [config.tls.caFile, config.tls.certFile, config.tls.keyFile].map((file) => fs.readFileSync(file)) as [Buffer, Buffer, Buffer];
+  const managementCa = new crypto.X509Certificate(caPem);
+  if (!new crypto.X509Certificate(certificatePem).checkPrivateKey(crypto.createPrivateKey(keyPem))) {
     throw new Error(`tls.keyFile ${config.tls.keyFile} does not match tls.certFile ${config.tls.certFile}`);
   }
   const keys = new StagedKeys(config.stateDir);
@@ -97,13 +144,13 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
   const mutex = new Mutex();
 
   const handlers: AgentHandlers = {
-    GetState: unary(config, logger, 'GetState', async (request: import('@kubetrust/proto').GetStateRequest__Output) => ({
+    GetState: unary(config, managementCa, logger, 'GetState', async (request: import('@kubetrust/proto').GetStateRequest__Output) => ({
       node_name: config.nodeName,
       agent_version: AGENT_VERSION,
       clock_unix_ms: String(Date.now()),
       files: await Promise.all(request.files.map((query) => readFileState(config.installRoot, query))),
     })),
-    PrepareKeys: unary(config, logger, 'PrepareKeys', (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>
+    PrepareKeys: unary(config, managementCa, logger, 'PrepareKeys', (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>
       mutex.run(async () => {
         const keysOut = await Promise.all(
           request.keys.map(async (key) => ({ key_id: key.key_id, csr_pem: Buffer.from(await keys.prepare(key)) })),
@@ -112,7 +159,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
         return { keys: keysOut };
       }),
     ),
-    Apply: unary(config, logger, 'Apply', (request: import('@kubetrust/proto').ApplyRequest__Output) =>
+    Apply: unary(config, managementCa, logger, 'Apply', (request: import('@kubetrust/proto').ApplyRequest__Output) =>
       mutex.run(async () => {
         const installed = await installer.install(request.change_id, request.files);
         const services: ServiceResult[] = [];
@@ -127,13 +174,10 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
   const proto = loadAgentProto();
   const server = new grpc.Server();
   server.addService(proto.kubetrust.agent.v1.Agent.service, handlers);
-  // requestCert with rejectUnauthorized: a client without a valid management-plane certificate
-  // fails the TLS handshake.
-  const credentials = grpc.ServerCredentials.createSsl(
-    fs.readFileSync(config.tls.caFile),
-    [{ cert_chain: fs.readFileSync(config.tls.certFile), private_key: fs.readFileSync(config.tls.keyFile) }],
-    true,
-  );
+  // One provider serves both the CA and the agent's identity, so the order of the two provider
+  // arguments does not matter.
+  const provider = new StaticCertificateProvider(caPem, certificatePem, keyPem);
+  const credentials = grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${config.listen.port}`, credentials, (error, bound) => (error ? reject(error) : resolve(bound)));

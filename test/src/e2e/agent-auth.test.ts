@@ -36,7 +36,7 @@ function client(caPem: string, identity: Identity | undefined): AgentClient {
     identity === undefined
       ? grpc.credentials.createSsl(Buffer.from(caPem))
       : grpc.credentials.createSsl(Buffer.from(caPem), Buffer.from(identity.privateKeyPem), Buffer.from(identity.certificatePem));
-  return new (loadAgentProto().kubetrust.agent.v1.Agent)('127.0.21.11:7443', credentials);
+  return new (loadAgentProto().kubetrust.agent.v1.Agent)('127.0.21.11:7443', credentials, { 'grpc.ssl_target_name_override': 'node-a' });
 }
 
 function getState(agentClient: AgentClient): Promise<{ error: grpc.ServiceError | null; state?: NodeState__Output }> {
@@ -112,22 +112,25 @@ describe('agent authorisation over mutual TLS', function () {
     assert.equal(state?.node_name, 'node-a');
   });
 
-  it('fails the handshake of a certificate from another CA', async () => {
+  it('rejects a certificate from another CA', async () => {
     const { error, state } = await getState(client(managementCaPem, await foreignControllerIdentity()));
     assert.equal(state, undefined);
-    assert.equal(error?.code, grpc.status.UNAVAILABLE, error?.details);
+    assert.equal(error?.code, grpc.status.UNAUTHENTICATED, error?.details);
+    assert.equal(reasonOf(error!), ErrorReason.Unauthenticated);
+    assert.match(error?.details ?? '', /management CA/);
   });
 
-  it('fails the handshake of an agent certificate used as a client', async () => {
+  it('rejects an agent certificate used as a client', async () => {
     const { error, state } = await getState(client(managementCaPem, agentOwn));
     assert.equal(state, undefined);
-    assert.equal(error?.code, grpc.status.UNAVAILABLE, error?.details);
+    assert.equal(error?.code, grpc.status.UNAUTHENTICATED, error?.details);
+    assert.equal(reasonOf(error!), ErrorReason.Unauthenticated);
   });
 
-  it('fails the handshake of a client without a certificate', async () => {
+  it('rejects a client without a certificate', async () => {
     const { error, state } = await getState(client(managementCaPem, undefined));
     assert.equal(state, undefined);
-    assert.equal(error?.code, grpc.status.UNAVAILABLE, error?.details);
+    assert.equal(error?.code, grpc.status.UNAUTHENTICATED, error?.details);
   });
 
   it('denies a management client that is not the controller', async () => {

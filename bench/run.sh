@@ -10,8 +10,8 @@
 # Env:  BENCH_WORKERS     worker counts, each 1..250 (default "10 100")
 #       BENCH_REPS        repetitions of every step, 1..5 (default 1)
 #       BENCH_RESULTS     results directory (default /tmp/kubetrust-bench/results)
-#       BENCH_ANCHOR_DIR  directory of anchor-cfssl-pki.sh (default ../../shared/bench-anchors
-#                         relative to this script, beside the repository)
+#       BENCH_ANCHOR_DIR  directory of anchor-cfssl-pki.sh (default: the anchor directory
+#                         shipped beside the repository)
 # Output: <results>/<UTC time>.txt (the summary, also printed) and <results>/<UTC time>.logs/
 #         (the full output of every step). Exit status 1 when any step failed.
 set -euo pipefail
@@ -22,7 +22,7 @@ ANCHOR_DIR=${BENCH_ANCHOR_DIR:-$SCRIPT_DIR/../../shared/bench-anchors}
 WORKERS=${BENCH_WORKERS:-10 100}
 REPS=${BENCH_REPS:-1}
 RESULTS=${BENCH_RESULTS:-/tmp/kubetrust-bench/results}
-# Upper bound per step; the slowest step here takes a few minutes.
+# Upper bound per step. The slowest step, N=100 with RSA-2048 keys, took about 80 s on a 2-core VM.
 STEP_TIMEOUT_S=1800
 
 die() { echo "error: $*" >&2; exit 2; }
@@ -65,13 +65,28 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Prints the share of all cores busy over one second, in percent, while this script runs no step:
+# work by other programs on the machine. iowait counts as idle.
+busy_percent() {
+  local a b
+  a=$(head -n 1 /proc/stat)
+  sleep 1
+  b=$(head -n 1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN {
+    split(a, x); split(b, y)
+    busy = (y[2] + y[3] + y[4] + y[7] + y[8] + y[9]) - (x[2] + x[3] + x[4] + x[7] + x[8] + x[9])
+    idle = (y[5] + y[6]) - (x[5] + x[6])
+    printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
+}
+
 # run_step NAME COMMAND... : runs one step under `timeout` in the background, so that a signal to
 # this script can stop it by PID, and saves its output to $LOGS/NAME.log. Appends the step's RESULT
 # line, or "FAILED <name> exit=<code>", to $RESULT_LINES.
 run_step() {
   local name=$1; shift
-  local log="$LOGS/$name.log" code=0
-  echo "[run] $name: $*" >&2
+  local log="$LOGS/$name.log" code=0 busy
+  busy=$(busy_percent)
+  echo "[run] $name (machine busy before it: $busy %): $*" >&2
   timeout --kill-after=30 "$STEP_TIMEOUT_S" "$@" >"$log" 2>&1 &
   STEP_PID=$!
   wait "$STEP_PID" || code=$?
@@ -81,10 +96,10 @@ run_step() {
   if (( code != 0 )) || [[ -z "$result" ]]; then
     echo "[run] $name failed with exit code $code; last lines of $log:" >&2
     tail -n 5 "$log" >&2
-    echo "FAILED $name exit=$code" >>"$RESULT_LINES"
+    echo "FAILED $name exit=$code busy_before_pct=$busy" >>"$RESULT_LINES"
   else
     echo "[run] $result" >&2
-    echo "$result" >>"$RESULT_LINES"
+    echo "$result busy_before_pct=$busy" >>"$RESULT_LINES"
   fi
 }
 
@@ -110,17 +125,17 @@ table() {
       return "-"
     }
     BEGIN {
-      printf "| %-4s | %-32s | %6s | %8s | %8s | %12s | %10s | %11s |\n", "N", "tool", "certs", "wall s", "certs/s", "2nd run s", "ctrl CPU s", "ctrl RSS MB"
-      print "| ---- | -------------------------------- | -----: | -------: | -------: | -----------: | ---------: | ----------: |"
+      printf "| %-4s | %-32s | %6s | %8s | %8s | %9s | %10s | %11s | %6s |\n", "N", "tool", "certs", "wall s", "certs/s", "2nd run s", "ctrl CPU s", "ctrl RSS MB", "busy %"
+      print "| ---- | -------------------------------- | -----: | -------: | -------: | --------: | ---------: | ----------: | -----: |"
     }
-    $1 == "FAILED" { printf "| %-4s | %-32s | FAILED (exit %s) |\n", "", $2, substr($3, 6); next }
+    $1 == "FAILED" { printf "| %-4s | %-32s | failed, exit code %s |\n", "", $2, substr($3, 6); next }
     $2 == "anchor-cfssl-pki" {
       tool = "cfssl anchor, " field("jobs") " process(es)"
-      printf "| %-4s | %-32s | %6s | %8s | %8s | %12s | %10s | %11s |\n", field("N"), tool, field("certs"), field("wall_s"), field("certs_per_s"), "-", "-", "-"
+      printf "| %-4s | %-32s | %6s | %8s | %8s | %9s | %10s | %11s | %6s |\n", field("N"), tool, field("certs"), field("wall_s"), field("certs_per_s"), "-", "-", "-", field("busy_before_pct")
     }
     $2 == "kubetrust-distribute" {
       tool = "kubetrust, " field("algorithm")
-      printf "| %-4s | %-32s | %6s | %8s | %8s | %12s | %10s | %11s |\n", field("N"), tool, field("certs"), field("wall_s"), field("certs_per_s"), field("rerun_s"), field("controller_cpu_s"), field("controller_peak_rss_mb")
+      printf "| %-4s | %-32s | %6s | %8s | %8s | %9s | %10s | %11s | %6s |\n", field("N"), tool, field("certs"), field("wall_s"), field("certs_per_s"), field("rerun_s"), field("controller_cpu_s"), field("controller_peak_rss_mb"), field("busy_before_pct")
     }'
 }
 
@@ -169,6 +184,8 @@ main() {
     echo "Wall time: cfssl anchor = generating all keys and certificates; kubetrust = controller init +"
     echo "controller distribute run 1 (agents generate the node keys). 2nd run s = a distribute that"
     echo "changes nothing. ctrl = the controller process (init + run 1 CPU; peak RSS over all runs)."
+    echo "busy % = share of both cores busy during 1 s just before the step, while no step ran"
+    echo "(work by other programs on the machine)."
     echo
     table <"$RESULT_LINES"
     echo

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import { isIP } from 'node:net';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
+import { SERVICES } from '@kubetrust/shared/dist/catalogue';
 
 export type RestartHook = { readonly command: readonly string[] } | { readonly systemd: string };
 
@@ -146,7 +147,7 @@ export function parseAgentConfig(document: unknown, file: string): AgentConfig {
   if (root.kind !== 'AgentConfig') reader.fail('kind', `expected "AgentConfig", found ${JSON.stringify(root.kind)}`, 'write kind: AgentConfig');
   const tls = reader.mapping(root.tls, 'tls', ['certFile', 'keyFile', 'caFile']);
   const services: Record<string, ServiceHooks> = {};
-  const serviceMap = root.services === undefined || root.services === null ? {} : reader.mapping(root.services, 'services', Object.keys(root.services as object));
+  const serviceMap = root.services === undefined || root.services === null ? {} : reader.mapping(root.services, 'services', SERVICES);
   for (const [name, hooks] of Object.entries(serviceMap)) services[name] = parseService(reader, hooks, `services.${name}`);
   const installRoot = root.installRoot === undefined ? '/' : reader.file_(root.installRoot, 'installRoot');
   return {

@@ -11,13 +11,13 @@ import { commitStagedFile, readFileIfExists, syncDirectory, writeFileAtomic } fr
 import { renderKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { stageFile } from '@kubetrust/shared/dist/files';
+import { InvalidRequestError } from './errors';
 import { hostPath } from './paths';
 import type { StagedKeys } from './staged-keys';
 
 const CHANGE_ID = /^[a-z0-9][a-z0-9.-]{0,127}$/;
 const JOURNAL = 'journal.json';
 
-export class InvalidChangeError extends Error {}
 
 interface PlannedWrite {
   readonly nodePath: string;
@@ -49,7 +49,7 @@ async function contentOf(change: FileChange__Output, keys: StagedKeys): Promise<
     }
     case 'kubeconfig': {
       const kubeconfig = change.kubeconfig;
-      if (kubeconfig === null || kubeconfig === undefined) throw new InvalidChangeError(`${change.path}: kubeconfig content is empty`);
+      if (kubeconfig === null || kubeconfig === undefined) throw new InvalidRequestError(`${change.path}: kubeconfig content is empty`);
       const rendered = renderKubeconfig({
         clusterName: kubeconfig.cluster_name,
         server: kubeconfig.server,
@@ -61,7 +61,7 @@ async function contentOf(change: FileChange__Output, keys: StagedKeys): Promise<
       return { data: Buffer.from(rendered), keyIds: [kubeconfig.client_key_id] };
     }
     default:
-      throw new InvalidChangeError(`${change.path}: no content given`);
+      throw new InvalidRequestError(`${change.path}: no content given`);
   }
 }
 
@@ -92,10 +92,10 @@ export class Installer {
       try {
         target = hostPath(this.installRoot, change.path);
       } catch (error) {
-        throw new InvalidChangeError((error as Error).message);
+        throw new InvalidRequestError((error as Error).message);
       }
-      if (seen.has(change.path)) throw new InvalidChangeError(`path "${change.path}" appears twice in one change`);
-      if (change.mode > 0o7777) throw new InvalidChangeError(`${change.path}: mode ${change.mode.toString(8)} is invalid`);
+      if (seen.has(change.path)) throw new InvalidRequestError(`path "${change.path}" appears twice in one change`);
+      if (change.mode > 0o7777) throw new InvalidRequestError(`${change.path}: mode ${change.mode.toString(8)} is invalid`);
       seen.add(change.path);
       const content = await contentOf(change, this.keys);
       keyIds.push(...content.keyIds);
@@ -104,9 +104,12 @@ export class Installer {
     return { writes, keyIds };
   }
 
-  /** Installs the files of one change; unchanged files are left alone. */
-  async install(changeId: string, changes: readonly FileChange__Output[]): Promise<InstallResult> {
-    if (!CHANGE_ID.test(changeId)) throw new InvalidChangeError(`change id "${changeId}" is invalid`);
+  /**
+   * Installs the files of one change; unchanged files are left alone. `beforeRename` runs after every
+   * file is staged and before the first rename, so that the caller can record what must follow.
+   */
+  async install(changeId: string, changes: readonly FileChange__Output[], beforeRename: () => Promise<void> = async () => {}): Promise<InstallResult> {
+    if (!CHANGE_ID.test(changeId)) throw new InvalidRequestError(`change id "${changeId}" is invalid`);
     const { writes, keyIds } = await this.plan(changes);
     const changed: PlannedWrite[] = [];
     for (const write of writes) {
@@ -119,6 +122,7 @@ export class Installer {
     }
     await this.backup(changed, backupDir);
     const journal = await this.stageAll(changed);
+    await beforeRename();
     await writeFileAtomic(path.join(this.stateDir, JOURNAL), JSON.stringify({ changeId, entries: journal }), { mode: 0o600 });
     for (const entry of journal) await commitStagedFile(entry.staged, entry.target);
     await fs.rm(path.join(this.stateDir, JOURNAL), { force: true });

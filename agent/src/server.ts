@@ -18,7 +18,9 @@ import {
 import { peerUris } from '@kubetrust/shared/dist/identity';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import type { AgentConfig } from './config';
-import { InvalidChangeError, Installer } from './install';
+import { InvalidRequestError } from './errors';
+import { Installer } from './install';
+import { PendingRestarts, orderServices } from './pending-restarts';
 import { restartService } from './services';
 import { StagedKeys } from './staged-keys';
 import { readFileState } from './state';
@@ -95,6 +97,7 @@ function unary<Req, Res>(
   managementCa: crypto.X509Certificate,
   logger: Logger,
   method: string,
+  failureReason: ErrorReason,
   handle: (request: Req) => Promise<Res>,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
@@ -107,7 +110,7 @@ function unary<Req, Res>(
     handle(call.request).then(
       (response) => callback(null, response),
       (error: Error) => {
-        const reason = error instanceof InvalidChangeError ? ErrorReason.InvalidRequest : ErrorReason.InstallFailed;
+        const reason = error instanceof InvalidRequestError ? ErrorReason.InvalidRequest : failureReason;
         logger.error('call failed', { method, error: error.message });
         callback(agentError(reason, error.message));
       },
@@ -135,22 +138,28 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
   // Fail closed at start-up: a missing or mismatched identity stops the agent with a named error.
   const [caPem, certificatePem, keyPem] = [config.tls.caFile, config.tls.certFile, config.tls.keyFile].map((file) => fs.readFileSync(file)) as [Buffer, Buffer, Buffer];
   const managementCa = new crypto.X509Certificate(caPem);
-  if (!new crypto.X509Certificate(certificatePem).checkPrivateKey(crypto.createPrivateKey(keyPem))) {
-    throw new Error(`tls.keyFile ${config.tls.keyFile} does not match tls.certFile ${config.tls.certFile}`);
+  const ownCertificate = new crypto.X509Certificate(certificatePem);
+  if (!ownCertificate.checkPrivateKey(crypto.createPrivateKey(keyPem))) {
+    throw new Error(`tls.keyFile ${config.tls.keyFile} does not match tls.certFile ${config.tls.certFile}; enroll the node again`);
+  }
+  if (!ownCertificate.checkIssued(managementCa) || !ownCertificate.verify(managementCa.publicKey)) {
+    throw new Error(`tls.certFile ${config.tls.certFile} is not issued by tls.caFile ${config.tls.caFile}; enroll the node again`);
   }
   const keys = new StagedKeys(config.stateDir);
+  const pending = new PendingRestarts(config.stateDir);
   const installer = new Installer(config.installRoot, config.stateDir, keys, logger);
   await installer.recoverInterruptedChange();
   const mutex = new Mutex();
 
   const handlers: AgentHandlers = {
-    GetState: unary(config, managementCa, logger, 'GetState', async (request: import('@kubetrust/proto').GetStateRequest__Output) => ({
+    GetState: unary(config, managementCa, logger, 'GetState', ErrorReason.Internal, async (request: import('@kubetrust/proto').GetStateRequest__Output) => ({
       node_name: config.nodeName,
       agent_version: AGENT_VERSION,
       clock_unix_ms: String(Date.now()),
       files: await Promise.all(request.files.map((query) => readFileState(config.installRoot, query))),
+      pending_restarts: await pending.list(),
     })),
-    PrepareKeys: unary(config, managementCa, logger, 'PrepareKeys', (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>
+    PrepareKeys: unary(config, managementCa, logger, 'PrepareKeys', ErrorReason.Internal, (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>
       mutex.run(async () => {
         const keysOut = await Promise.all(
           request.keys.map(async (key) => ({ key_id: key.key_id, csr_pem: Buffer.from(await keys.prepare(key)) })),
@@ -159,12 +168,15 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
         return { keys: keysOut };
       }),
     ),
-    Apply: unary(config, managementCa, logger, 'Apply', (request: import('@kubetrust/proto').ApplyRequest__Output) =>
+    Apply: unary(config, managementCa, logger, 'Apply', ErrorReason.InstallFailed, (request: import('@kubetrust/proto').ApplyRequest__Output) =>
       mutex.run(async () => {
-        const installed = await installer.install(request.change_id, request.files);
+        const installed = await installer.install(request.change_id, request.files, () => pending.add(request.restart_services));
+        const restarts = orderServices(await pending.list());
         const services: ServiceResult[] = [];
-        if (installed.changedPaths.length > 0) {
-          for (const name of request.restart_services) services.push(await restartService(name, config.services[name], logger));
+        for (const name of restarts) {
+          const result = await restartService(name, config.services[name], logger);
+          if (result.healthy) await pending.remove(name);
+          services.push(result);
         }
         return { changed_paths: installed.changedPaths, services, backup_dir: installed.backupDir };
       }),

@@ -32,7 +32,13 @@ function run(argv: readonly string[], timeoutMs: number): Promise<Outcome> {
   return new Promise((resolve) => {
     execFile(command ?? '', args, { timeout: timeoutMs }, (error, stdout, stderr) => {
       const output = trim(`${stdout}${stderr}`);
-      resolve(error === null ? { ok: true, output } : { ok: false, output: trim(`${error.message}\n${output}`) });
+      if (error === null) {
+        resolve({ ok: true, output });
+        return;
+      }
+      // error.message repeats the command's stderr, so only the exit status is taken from it.
+      const status = error.killed ? `timed out after ${timeoutMs} ms` : `exit status ${String(error.code ?? error.signal)}`;
+      resolve({ ok: false, output: trim(`${command ?? ''} failed: ${status}\n${output}`) });
     });
   });
 }

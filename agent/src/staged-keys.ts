@@ -7,6 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { KeyRequest__Output } from '@kubetrust/proto';
 import { readFileIfExists, writeFileAtomic } from '@kubetrust/shared/dist/files';
+import { InvalidRequestError } from './errors';
 import { KEY_ALGORITHMS, createCsr, generateKeyPair, privateKeyToPem, type KeyAlgorithm } from '@kubetrust/shared/dist/pki';
 
 const KEY_ID = /^[a-z0-9][a-z0-9.-]{0,127}$/;
@@ -15,14 +16,14 @@ export class StagedKeys {
   constructor(private readonly stateDir: string) {}
 
   private file(keyId: string): string {
-    if (!KEY_ID.test(keyId)) throw new Error(`key id "${keyId}" is invalid: use 1-128 lowercase letters, digits, dots and dashes`);
+    if (!KEY_ID.test(keyId)) throw new InvalidRequestError(`key id "${keyId}" is invalid: use 1-128 lowercase letters, digits, dots and dashes`);
     return path.join(this.stateDir, 'staged-keys', `${keyId}.key`);
   }
 
   /** Generates the key, stores it staged and returns a CSR for it. */
   async prepare(request: KeyRequest__Output): Promise<string> {
     if (!(KEY_ALGORITHMS as readonly string[]).includes(request.algorithm)) {
-      throw new Error(`key algorithm "${request.algorithm}" is not supported: use one of ${KEY_ALGORITHMS.join(', ')}`);
+      throw new InvalidRequestError(`key algorithm "${request.algorithm}" is not supported: use one of ${KEY_ALGORITHMS.join(', ')}`);
     }
     const target = this.file(request.key_id);
     const keyPair = await generateKeyPair(request.algorithm as KeyAlgorithm);
@@ -41,7 +42,7 @@ export class StagedKeys {
   /** The staged key's PEM; throws when the id is unknown. */
   async read(keyId: string): Promise<string> {
     const data = await readFileIfExists(this.file(keyId));
-    if (data === undefined) throw new Error(`staged key "${keyId}" not found: request it with PrepareKeys first`);
+    if (data === undefined) throw new InvalidRequestError(`staged key "${keyId}" not found: request it with PrepareKeys first`);
     return data.toString('utf8');
   }
 

@@ -42,7 +42,9 @@ export class AgentCallError extends Error {
 function describe(node: NodeSpec, method: string, error: grpc.ServiceError): AgentCallError {
   const reason = reasonOf(error);
   let message: string;
-  if (error.code === grpc.status.UNAVAILABLE || error.code === grpc.status.DEADLINE_EXCEEDED) {
+  if (error.code === grpc.status.UNAVAILABLE && /certificate|TLS|SSL|agent certificate does not carry/i.test(error.details)) {
+    message = `TLS handshake with the agent at ${node.agent.endpoint} failed (${error.details}); the agent must present the identity \`controller enroll --node ${node.name}\` issued with this state directory`;
+  } else if (error.code === grpc.status.UNAVAILABLE || error.code === grpc.status.DEADLINE_EXCEEDED) {
     message = `agent unreachable at ${node.agent.endpoint} (${error.details}); check that the agent runs there with the configuration from \`controller enroll\``;
   } else if (error.code === grpc.status.UNAUTHENTICATED || error.code === grpc.status.PERMISSION_DENIED) {
     message = `agent at ${node.agent.endpoint} rejected the controller (${error.details}); re-enrol the node so it trusts this controller's management CA`;

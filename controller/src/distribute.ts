@@ -36,6 +36,8 @@ export interface NodeReport {
   readonly changedFiles: readonly string[];
   readonly restartedServices: readonly string[];
   readonly plan: readonly PlanEntry[];
+  /** Services the agent still has to restart after an earlier failed or interrupted restart. */
+  readonly pendingRestarts: readonly string[];
   readonly services: readonly { name: string; healthy: boolean; check: string; output: string }[];
   readonly error?: string;
 }
@@ -158,8 +160,11 @@ class NodeRollout {
       const planned = planNode(items, held.files, this.material, this.now());
       const plan = planned.map((entry) => toPlanEntry(entry, this.node));
       const pending = planned.filter((entry) => entry.action !== 'unchanged');
-      if (dryRun || pending.length === 0) {
-        return { name: this.node.name, status: dryRun && pending.length > 0 ? 'planned' : 'unchanged', changedFiles: [], restartedServices: [], plan, services: [] };
+      const pendingRestarts = held.pending_restarts;
+      const nothingToDo = pending.length === 0 && pendingRestarts.length === 0;
+      if (dryRun || nothingToDo) {
+        const status: NodeStatus = nothingToDo ? 'unchanged' : 'planned';
+        return { name: this.node.name, status, changedFiles: [], restartedServices: [], plan, pendingRestarts, services: [] };
       }
       const issued = await this.issue(connection, pending);
       const restarts = servicesForNode(this.node).filter((service) => plan.some((entry) => entry.restarts.includes(service)));
@@ -170,14 +175,16 @@ class NodeRollout {
       });
       await this.state.appendLedger([...issued.values()].map((entry) => entry.ledger));
       const unhealthy = response.services.filter((service) => !service.healthy);
-      let status: NodeStatus = response.changed_paths.length > 0 ? 'changed' : 'unchanged';
+      const restarted = response.services.filter((service) => service.restarted);
+      let status: NodeStatus = response.changed_paths.length > 0 || restarted.length > 0 ? 'changed' : 'unchanged';
       if (unhealthy.length > 0) status = 'failed';
       const report: NodeReport = {
         name: this.node.name,
         status,
         changedFiles: response.changed_paths,
-        restartedServices: response.services.filter((service) => service.restarted).map((service) => service.name),
+        restartedServices: restarted.map((service) => service.name),
         plan,
+        pendingRestarts,
         services: response.services.map((service) => ({ name: service.name, healthy: service.healthy, check: service.check, output: service.output })),
       };
       if (unhealthy.length === 0) return report;
@@ -306,7 +313,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
       } catch (error) {
         const message = error instanceof Error ? error.message : String(error);
         logger.error('node failed', { node: node.name, error: message });
-        report = { name: node.name, status: 'failed', changedFiles: [], restartedServices: [], plan: [], services: [], error: message };
+        report = { name: node.name, status: 'failed', changedFiles: [], restartedServices: [], plan: [], pendingRestarts: [], services: [], error: message };
       }
       options.onProgress?.({ node: node.name, phase: 'done', status: report.status });
       return report;

@@ -2,6 +2,7 @@
  * Human-readable and JSON renderings of command results. JSON goes to stdout as one document so
  * automation can parse it; logs stay on stderr.
  */
+import { SERVICES } from '@kubetrust/shared/dist/catalogue';
 import type { DistributeReport, NodeReport } from './distribute';
 import type { InitResult } from './init';
 
@@ -30,8 +31,9 @@ export function renderDistribute(report: DistributeReport): string {
     const unchanged = node.plan.filter((entry) => entry.action === 'unchanged').length;
     lines.push(`  ${node.name}: ${node.status}${node.plan.length > 0 ? ` (${unchanged} of ${node.plan.length} items unchanged)` : ''}`);
     lines.push(...renderPlan(node));
+    if (node.pendingRestarts.length > 0) lines.push(`    restart pending after an earlier failure: ${node.pendingRestarts.join(', ')}`);
     if (report.dryRun) {
-      const restarts = [...new Set(node.plan.flatMap((entry) => entry.restarts))];
+      const restarts = SERVICES.filter((service) => node.plan.some((entry) => entry.restarts.includes(service)) || node.pendingRestarts.includes(service));
       if (restarts.length > 0) lines.push(`    would restart: ${restarts.join(', ')}`);
     } else {
       if (node.changedFiles.length > 0) lines.push(`    files written: ${node.changedFiles.join(', ')}`);
@@ -61,6 +63,7 @@ export function distributeJson(report: DistributeReport): unknown {
       status: node.status,
       changedFiles: node.changedFiles,
       restartedServices: node.restartedServices,
+      pendingRestarts: node.pendingRestarts,
       ...(node.error !== undefined ? { error: node.error } : {}),
       services: node.services,
       plan: node.plan,

@@ -57,12 +57,11 @@ export const ErrorReason = {
   Unauthenticated: 'UNAUTHENTICATED',
   /** The client is authenticated but is not the controller identity this agent accepts. */
   NotController: 'NOT_CONTROLLER',
-  /** The request is malformed: a path outside the install root, an unknown staged key, and so on. */
+  /** The request is malformed: a path outside the install root, an unknown staged key or key algorithm, and so on. */
   InvalidRequest: 'INVALID_REQUEST',
-  /** Writing the change set failed; nothing of it was installed. */
+  /** Writing the change set failed; nothing of it was installed. A service that fails after a
+   * successful install is reported in ApplyResponse.services instead. */
   InstallFailed: 'INSTALL_FAILED',
-  /** Files were installed but a service did not restart or did not pass its health check. */
-  ServiceUnhealthy: 'SERVICE_UNHEALTHY',
   /** Anything else that went wrong on the node. */
   Internal: 'INTERNAL',
 } as const;
@@ -75,7 +74,6 @@ const STATUS_BY_REASON: Record<ErrorReason, grpc.status> = {
   NOT_CONTROLLER: grpc.status.PERMISSION_DENIED,
   INVALID_REQUEST: grpc.status.INVALID_ARGUMENT,
   INSTALL_FAILED: grpc.status.ABORTED,
-  SERVICE_UNHEALTHY: grpc.status.UNAVAILABLE,
   INTERNAL: grpc.status.INTERNAL,
 };
 

@@ -6,7 +6,7 @@
  *   npm run bench -- [--workers N] [--algorithm RSA-2048|ECDSA-P256] [--concurrency N]
  *                    [--workdir DIR] [--keep] [--resource-usage auto|time|proc|off]
  *
- * Both commands run as the real CLI (`node controller/dist/cli.js`). The agents run in one
+ * Both commands run as the real CLI (`controller/bin/controller.js`). The agents run in one
  * agent-fleet process on loopback addresses 127.0.30.x (etcd, masters) and 127.0.31.x (workers),
  * with restart hooks that run /bin/true. Enrolment and agent start-up happen between init and
  * distribute and are not timed. The last line of output is
@@ -29,8 +29,8 @@ import type { FleetUsage } from './agent-fleet';
 const FLEET_SCRIPT = path.join(__dirname, 'agent-fleet.js');
 const TIME_BINARY = '/usr/bin/time';
 const MAX_WORKERS = 250;
-/** Enrolments run this many `controller enroll` processes at a time (the machine has 2 cores). */
-const ENROLL_JOBS = 2;
+/** Enrolments run this many `controller enroll` processes at a time. */
+const ENROLL_JOBS = os.availableParallelism();
 /** Upper bounds that keep a hung step from blocking the run forever; none of them is a performance target. */
 const COMMAND_TIMEOUT_MS = 30 * 60_000;
 const FLEET_START_TIMEOUT_MS = 5 * 60_000;
@@ -38,7 +38,7 @@ const FLEET_REPLY_TIMEOUT_MS = 30_000;
 const FLEET_STOP_TIMEOUT_MS = 20_000;
 /** Interval of /proc sampling when /usr/bin/time is not used. */
 const PROC_POLL_MS = 20;
-/** Linux reports /proc/<pid>/stat CPU times in USER_HZ, which is 100 on every architecture Node supports. */
+/** Linux reports /proc/<pid>/stat CPU times in USER_HZ (clock ticks), which is 100 on x86-64 and arm64. */
 const USER_HZ = 100;
 
 type ResourceUsageMode = 'auto' | 'time' | 'proc' | 'off';
@@ -55,7 +55,8 @@ interface BenchOptions {
 class BenchError extends Error {}
 
 // ---------------------------------------------------------------------------------------------
-// Child processes. Every process the bench starts is tracked here, so a signal stops them all.
+// Child processes. Timed controller runs and the agent fleet are tracked here, so that a signal
+// stops them. `controller enroll` runs are not tracked because each ends within about a second.
 
 const children = new Set<ChildProcess>();
 let receivedSignal: NodeJS.Signals | undefined;
@@ -289,8 +290,8 @@ function checkDistribute(report: DistributeJson, run: MeasuredRun, inventory: In
   if (report.nodes.length !== inventory.nodes.length) throw new BenchError(`${label} reported ${report.nodes.length} nodes, expected ${inventory.nodes.length}`);
   const wrong = report.nodes.filter((node) => node.status !== expected);
   if (wrong.length > 0) {
-    const shown = wrong.slice(0, 5).map((node) => `${node.name}: ${node.status}${node.error !== undefined ? ` (${node.error})` : ''}`);
-    throw new BenchError(`${label}: ${wrong.length} node(s) not ${expected}: ${shown.join('; ')}`);
+    const firstFive = wrong.slice(0, 5).map((node) => `${node.name}: ${node.status}${node.error !== undefined ? ` (${node.error})` : ''}`);
+    throw new BenchError(`${label}: ${wrong.length} node(s) not ${expected}: ${firstFive.join('; ')}`);
   }
   for (const node of report.nodes) {
     const spec = inventory.nodes.find((candidate) => candidate.name === node.name)!;
@@ -513,7 +514,13 @@ async function main(): Promise<number> {
     return 0;
   }
 
-  const workdir = prepareWorkdir(options.workdir);
+  let workdir: string;
+  try {
+    workdir = prepareWorkdir(options.workdir);
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message}\n`);
+    return 2;
+  }
   progress(`work directory ${workdir}, controller resource usage from ${options.resourceUsage}`);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {

@@ -258,12 +258,23 @@ describe('controller distribute end to end', function () {
       const worker = report.nodes.find((candidate) => candidate.name === 'worker-1');
       assert.equal(worker?.status, 'failed');
       assert.deepEqual(worker?.changedFiles, ['/etc/kubernetes/kube-proxy.conf']);
-      assert.match(worker?.error ?? '', /kube-proxy unhealthy after restart \(command \/bin\/sh -c .*\): .*kube-proxy is not serving/);
+      assert.match(worker?.error ?? '', /kube-proxy unhealthy after restart \(command \/bin\/sh -c .*\): \/bin\/sh failed: exit status 1\nkube-proxy is not serving/);
       for (const other of report.nodes.filter((candidate) => candidate.name !== 'worker-1')) assert.equal(other.status, 'unchanged', other.name);
     } finally {
       fs.writeFileSync(node.configFile, original);
       await cluster.stopAgents(['worker-1']);
       await cluster.startAgents(['worker-1']);
     }
+
+    // The failed restart stays pending on the node and is repeated although no file changes.
+    const retry = await cluster.distributeJson();
+    assert.equal(retry.result.code, 0, retry.result.stdout);
+    const retried = retry.report.nodes.find((candidate) => candidate.name === 'worker-1');
+    assert.equal(retried?.status, 'changed');
+    assert.deepEqual(retried?.changedFiles, []);
+    assert.deepEqual(retried?.restartedServices, ['kube-proxy']);
+    assert.equal(cluster.restarts('worker-1').at(-1), 'kube-proxy');
+    const settled = await cluster.distributeJson();
+    assert.equal(settled.report.nodes.find((candidate) => candidate.name === 'worker-1')?.status, 'unchanged');
   });
 });

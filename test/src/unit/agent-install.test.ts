@@ -2,7 +2,8 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Installer, InvalidChangeError } from '@kubetrust/agent/dist/install';
+import { InvalidRequestError } from '@kubetrust/agent/dist/errors';
+import { Installer } from '@kubetrust/agent/dist/install';
 import { StagedKeys } from '@kubetrust/agent/dist/staged-keys';
 import { AgentConfigError, parseAgentConfig } from '@kubetrust/agent';
 import type { FileChange__Output } from '@kubetrust/proto';
@@ -58,7 +59,7 @@ describe('agent installer', () => {
 
   it('rejects paths outside the install root and writes nothing', async () => {
     for (const bad of ['/etc/../../escape', 'relative/path']) {
-      await assert.rejects(installer.install('c1', [data('/etc/ok.crt', 'ok'), data(bad, 'x')]), InvalidChangeError);
+      await assert.rejects(installer.install('c1', [data('/etc/ok.crt', 'ok'), data(bad, 'x')]), InvalidRequestError);
     }
     assert.ok(!fs.existsSync(path.join(root, 'etc/ok.crt')), 'a valid file of a rejected change was written');
     assert.ok(!fs.existsSync(path.join(dir, 'escape')));
@@ -153,6 +154,7 @@ describe('agent configuration', () => {
     ['missing identity', { ...base, controllerIdentity: undefined }, /controllerIdentity: expected a non-empty string/],
     ['two health checks', { ...base, services: { etcd: { restart: { systemd: 'etcd' }, health: { tcp: { address: 'a:1' }, command: ['true'] } } } }, /exactly one of https, tcp or command/],
     ['plain http health check', { ...base, services: { etcd: { restart: { systemd: 'etcd' }, health: { https: { url: 'http://x/health', caFile: 'ca' } } } } }, /is not an https URL/],
+    ['misspelt service name', { ...base, services: { 'kube-apiserve': { restart: { systemd: 'kube-apiserver' } } } }, /services\.kube-apiserve: unknown field; remove it or use one of: etcd, kube-apiserver/],
     ['empty restart command', { ...base, services: { etcd: { restart: { command: [] } } } }, /restart\.command: expected a non-empty list/],
   ];
   for (const [name, document, message] of invalid) {

@@ -161,6 +161,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
     })),
     PrepareKeys: unary(config, managementCa, logger, 'PrepareKeys', ErrorReason.Internal, (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>
       mutex.run(async () => {
+        const purged = await keys.purgeAbandoned();
+        if (purged > 0) logger.info('deleted abandoned staged keys', { count: purged });
         const keysOut = await Promise.all(
           request.keys.map(async (key) => ({ key_id: key.key_id, csr_pem: Buffer.from(await keys.prepare(key)) })),
         );

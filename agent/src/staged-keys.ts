@@ -12,12 +12,41 @@ import { KEY_ALGORITHMS, createCsr, generateKeyPair, privateKeyToPem, type KeyAl
 
 const KEY_ID = /^[a-z0-9][a-z0-9.-]{0,127}$/;
 
+/**
+ * A staged key older than this belongs to a change that never arrived (the controller failed or
+ * the Apply was rejected), so it is deleted rather than kept on disk. A distribute hands the key to
+ * Apply within seconds; the margin covers slow health checks on other nodes of the same run.
+ */
+export const STAGED_KEY_MAX_AGE_MS = 60 * 60 * 1000;
+
 export class StagedKeys {
   constructor(private readonly stateDir: string) {}
 
   private file(keyId: string): string {
     if (!KEY_ID.test(keyId)) throw new InvalidRequestError(`key id "${keyId}" is invalid: use 1-128 lowercase letters, digits, dots and dashes`);
     return path.join(this.stateDir, 'staged-keys', `${keyId}.key`);
+  }
+
+  /** Deletes staged keys older than the maximum age; returns how many were deleted. */
+  async purgeAbandoned(now: number = Date.now()): Promise<number> {
+    const dir = path.join(this.stateDir, 'staged-keys');
+    let names: string[];
+    try {
+      names = await fs.readdir(dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw error;
+    }
+    let deleted = 0;
+    for (const name of names) {
+      const file = path.join(dir, name);
+      const stat = await fs.stat(file);
+      if (now - stat.mtimeMs > STAGED_KEY_MAX_AGE_MS) {
+        await fs.rm(file, { force: true });
+        deleted++;
+      }
+    }
+    return deleted;
   }
 
   /** Generates the key, stores it staged and returns a CSR for it. */

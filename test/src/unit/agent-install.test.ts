@@ -103,6 +103,15 @@ describe('agent installer', () => {
     assert.equal(fs.readFileSync(path.join(root, 'etc/server.key'), 'utf8'), 'old key');
   });
 
+  it('deletes staged keys of abandoned changes', async () => {
+    await keys.prepare({ key_id: 'old-1', algorithm: 'ECDSA-P256', common_name: 'old', organizations: [], dns_names: [], ip_addresses: [] });
+    await keys.prepare({ key_id: 'fresh-1', algorithm: 'ECDSA-P256', common_name: 'fresh', organizations: [], dns_names: [], ip_addresses: [] });
+    const twoHoursAgo = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    fs.utimesSync(path.join(state, 'staged-keys/old-1.key'), twoHoursAgo, twoHoursAgo);
+    assert.equal(await keys.purgeAbandoned(), 1);
+    assert.deepEqual(fs.readdirSync(path.join(state, 'staged-keys')), ['fresh-1.key']);
+  });
+
   it('finishes a change interrupted after its journal was written', async () => {
     // Simulate a crash between the journal and the renames: staged files exist, targets are old.
     fs.mkdirSync(path.join(root, 'etc'), { recursive: true });

@@ -10,7 +10,7 @@
  */
 import * as crypto from 'node:crypto';
 import type { FileChange, KeyRequest } from '@kubetrust/proto';
-import { casForLayout, itemsForNode, servicesForNode, type CaName, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
+import { casForPki, itemsForNode, servicesForNode, type CaName, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { inspectCertificate, parseCsr, type ParsedCsr } from '@kubetrust/shared/dist/pki';
@@ -72,7 +72,7 @@ export class ClusterMaterial implements DesiredMaterial {
     if (record === undefined) throw new StateError(`state directory ${state.root} is not initialised; run \`controller init --inventory FILE --state-dir ${state.root}\` first`);
     if (record.name !== inventory.name) throw new StateError(`state directory ${state.root} belongs to cluster "${record.name}", not "${inventory.name}"`);
     const cas = new Map<CaName, KeyMaterial>();
-    for (const name of casForLayout(inventory.pki.layout)) cas.set(name, await state.loadKeyMaterial(state.caFiles(name), `${name} CA`));
+    for (const name of casForPki(inventory.pki)) cas.set(name, await state.loadKeyMaterial(state.caFiles(name), `${name} CA`));
     const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
     const controller = await state.loadKeyMaterial(state.controllerFiles(), 'controller identity');
     return new ClusterMaterial(cas, await state.readServiceAccount(), {

@@ -8,7 +8,7 @@
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs/promises';
-import { caEntry, casForLayout, type CaName } from '@kubetrust/shared/dist/catalogue';
+import { caEntry, casForPki, type CaName } from '@kubetrust/shared/dist/catalogue';
 import { readFileIfExists } from '@kubetrust/shared/dist/files';
 import { controllerIdentity } from '@kubetrust/shared/dist/identity';
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
@@ -151,7 +151,7 @@ export async function initState(inventory: Inventory, stateDir: string, logger: 
       logger.warn('moved existing state aside', { path: aside });
     }
     const items: InitResult['items'][number][] = [];
-    for (const name of casForLayout(inventory.pki.layout)) {
+    for (const name of casForPki(inventory.pki)) {
       const entry = caEntry(name);
       items.push(await ensureCa(state, name, entry.commonName, inventory.pki.keyAlgorithm, inventory.pki.caValidityMs, now, logger));
     }

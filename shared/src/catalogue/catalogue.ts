@@ -9,7 +9,7 @@
  */
 import { isIP } from 'node:net';
 import { firstAddressOfCidr } from '../inventory/net';
-import type { PkiLayout, Role } from '../inventory/types';
+import type { PkiSpec, Role } from '../inventory/types';
 import type { ExtKeyUsage } from '../pki/certificate';
 import type {
   CaEntry,
@@ -93,6 +93,11 @@ export function kubeletServingSans({ node }: NodeContext): SanSet {
 
 const NO_SANS = (): SanSet => ({ dnsNames: [], ipAddresses: [] });
 
+/** A TLS-bootstrapped kubelet requests its own certificates, so kubetrust issues none for it. */
+function preProvisionedKubelet({ node }: NodeContext): boolean {
+  return node.kubelet.credentials === 'pre-provisioned';
+}
+
 function fixedSubject(commonName: string, organizations: readonly string[] = []) {
   return () => ({ commonName, organizations });
 }
@@ -128,7 +133,7 @@ const CAS: readonly CaEntry[] = [
     name: 'etcd-ca',
     description: 'etcd CA: trusted by etcd for peers and clients',
     commonName: 'etcd-ca',
-    sharedWith: { layouts: ['single-ca'], ca: 'cluster-ca' },
+    sharedWith: { when: (pki) => pki.etcdCA === 'shared', ca: 'cluster-ca' },
     certificate: file(`${PKI}/etcd/ca.crt`, CERT_MODE, ['etcd', 'master'], ['etcd', 'kube-apiserver']),
   },
   {
@@ -159,7 +164,7 @@ function leaf(
   extKeyUsage: readonly ExtKeyUsage[],
   sans: LeafEntry['sans'],
   files: { certificate: string; privateKey: string; roles: readonly Role[]; consumers: readonly Service[] },
-  extra: Partial<Pick<LeafEntry, 'requiredBindings'>> = {},
+  extra: Partial<Pick<LeafEntry, 'requiredBindings' | 'when'>> = {},
 ): LeafEntry {
   return {
     kind: 'leaf',
@@ -196,7 +201,7 @@ const LEAVES: readonly LeafEntry[] = [
       consumers: ['kube-apiserver'],
     },
     // No group in the certificate: kubelets authorise this user through the binding instead of system:masters.
-    { requiredBindings: [{ clusterRole: 'system:kubelet-api-admin', subjectKind: 'User' }] },
+    { requiredBindings: () => [{ clusterRole: 'system:kubelet-api-admin', subjectKind: 'User', subjectName: 'kube-apiserver-kubelet-client' }] },
   ),
   leaf(
     'front-proxy-client',
@@ -267,6 +272,7 @@ const LEAVES: readonly LeafEntry[] = [
       roles: ['worker'],
       consumers: ['kubelet'],
     },
+    { when: preProvisionedKubelet },
   ),
 ];
 
@@ -278,12 +284,23 @@ function kubeconfig(
   path: string,
   roles: readonly Role[],
   consumers: readonly Service[],
+  extra: Partial<Pick<KubeconfigEntry, 'requiredBindings' | 'when'>> = {},
 ): KubeconfigEntry {
-  return { kind: 'kubeconfig', name, description, parent: 'cluster-ca', subject, server, file: file(path, PRIVATE_MODE, roles, consumers) };
+  return { kind: 'kubeconfig', name, description, parent: 'cluster-ca', subject, server, file: file(path, PRIVATE_MODE, roles, consumers), ...extra };
 }
 
 const KUBECONFIGS: readonly KubeconfigEntry[] = [
-  kubeconfig('admin.conf', 'Administrator kubeconfig (group system:masters)', fixedSubject('kubernetes-admin', ['system:masters']), clusterEndpoint, '/etc/kubernetes/admin.conf', ['master'], []),
+  kubeconfig(
+    'admin.conf',
+    'Administrator kubeconfig; its group is spec.admin.group',
+    ({ inventory }) => ({ commonName: 'kubernetes-admin', organizations: [inventory.admin.group] }),
+    clusterEndpoint,
+    '/etc/kubernetes/admin.conf',
+    ['master'],
+    [],
+    // system:masters bypasses authorisation; any other group needs cluster-admin bound to it.
+    { requiredBindings: (inventory) => (inventory.admin.group === 'system:masters' ? [] : [{ clusterRole: 'cluster-admin', subjectKind: 'Group', subjectName: inventory.admin.group }]) },
+  ),
   kubeconfig(
     'controller-manager.conf',
     'kube-controller-manager kubeconfig, pointing at the master\'s own apiserver',
@@ -310,6 +327,7 @@ const KUBECONFIGS: readonly KubeconfigEntry[] = [
     '/etc/kubernetes/kubelet.conf',
     ['worker'],
     ['kubelet'],
+    { when: preProvisionedKubelet },
   ),
   kubeconfig('kube-proxy.conf', 'kube-proxy kubeconfig', fixedSubject('system:kube-proxy'), clusterEndpoint, '/etc/kubernetes/kube-proxy.conf', ['worker'], ['kube-proxy']),
 ];
@@ -330,13 +348,13 @@ export function caEntry(name: CaName): CaEntry {
   return entry;
 }
 
-/** The CA that actually signs for `name` in a layout: etcd-ca is the cluster CA in single-ca. */
-export function signingCa(name: CaName, layout: PkiLayout): CaName {
+/** The CA that actually signs for `name`: etcd-ca is the cluster CA when etcd shares it. */
+export function signingCa(name: CaName, pki: Pick<PkiSpec, 'layout' | 'etcdCA'>): CaName {
   const entry = caEntry(name);
-  return entry.sharedWith?.layouts.includes(layout) ? entry.sharedWith.ca : name;
+  return entry.sharedWith?.when(pki) === true ? entry.sharedWith.ca : name;
 }
 
-/** CAs that have their own key pair in a layout. */
-export function casForLayout(layout: PkiLayout): CaName[] {
-  return CAS.filter((entry) => signingCa(entry.name, layout) === entry.name).map((entry) => entry.name);
+/** CAs that have their own key pair with these PKI settings. */
+export function casForPki(pki: Pick<PkiSpec, 'layout' | 'etcdCA'>): CaName[] {
+  return CAS.filter((entry) => signingCa(entry.name, pki) === entry.name).map((entry) => entry.name);
 }

@@ -2,10 +2,10 @@
  * Resolves the catalogue for one node: which items it must hold, at which paths, and which of its
  * services read each file. An item is the unit installed together (a certificate with its key).
  */
-import type { Inventory, NodeSpec } from '../inventory/types';
+import type { Inventory, NodeSpec, PathLayout } from '../inventory/types';
 import type { ExtKeyUsage } from '../pki/certificate';
 import { CATALOGUE, SERVICES_BY_ROLE, signingCa } from './catalogue';
-import type { CaName, FileSpec, PathLayout, SanSet, Service, SubjectSpec } from './types';
+import type { CaName, FileSpec, NodeContext, SanSet, Service, SubjectSpec } from './types';
 import { SERVICES } from './types';
 
 export interface ResolvedFile {
@@ -57,14 +57,23 @@ export function servicesForNode(node: NodeSpec): Service[] {
   return SERVICES.filter((service) => running.has(service));
 }
 
-function receives(node: NodeSpec, spec: FileSpec): boolean {
-  return spec.roles.some((role) => node.roles.includes(role));
+function receives(context: NodeContext, spec: FileSpec, when: ((context: NodeContext) => boolean) | undefined): boolean {
+  return spec.roles.some((role) => context.node.roles.includes(role)) && (when === undefined || when(context));
 }
 
-function resolve(node: NodeSpec, spec: FileSpec, layout: PathLayout): ResolvedFile {
+/** Key of one catalogue file in `pki.pathOverrides`, such as `apiserver.certificate`. */
+export function overrideKey(entryName: string, part: 'certificate' | 'privateKey' | 'publicKey' | 'file'): string {
+  return `${entryName}.${part}`;
+}
+
+function resolve(context: NodeContext, spec: FileSpec, key: string): ResolvedFile {
+  const { inventory, node } = context;
+  const layout: PathLayout = inventory.pki.pathLayout;
+  const path = inventory.pki.pathOverrides[key] ?? spec.path[layout];
+  if (path === undefined) throw new Error(`catalogue file ${key} has no path in the ${layout} path layout; set pki.pathOverrides.${key}`);
   const services = servicesForNode(node);
   return {
-    path: spec.path[layout],
+    path,
     mode: spec.mode,
     uid: spec.owner.uid,
     gid: spec.owner.gid,
@@ -73,59 +82,82 @@ function resolve(node: NodeSpec, spec: FileSpec, layout: PathLayout): ResolvedFi
 }
 
 /** Every item `node` must hold, in catalogue order. */
-export function itemsForNode(inventory: Inventory, node: NodeSpec, layout: PathLayout = 'kubeadm'): NodeItem[] {
-  const context = { inventory, node };
-  const pkiLayout = inventory.pki.layout;
+export function itemsForNode(inventory: Inventory, node: NodeSpec): NodeItem[] {
+  const context: NodeContext = { inventory, node };
+  const pki = inventory.pki;
   const items: NodeItem[] = [];
   for (const entry of CATALOGUE) {
     switch (entry.kind) {
       case 'ca': {
-        const ca = signingCa(entry.name, pkiLayout);
-        if (receives(node, entry.certificate)) {
-          items.push({ type: 'static', name: `${entry.name}.crt`, source: { ca, part: 'certificate' }, file: resolve(node, entry.certificate, layout) });
+        const ca = signingCa(entry.name, pki);
+        if (receives(context, entry.certificate, undefined)) {
+          items.push({ type: 'static', name: `${entry.name}.crt`, source: { ca, part: 'certificate' }, file: resolve(context, entry.certificate, overrideKey(entry.name, 'certificate')) });
         }
-        if (entry.privateKey !== undefined && receives(node, entry.privateKey)) {
-          items.push({ type: 'static', name: `${entry.name}.key`, source: { ca, part: 'privateKey' }, file: resolve(node, entry.privateKey, layout) });
+        if (entry.privateKey !== undefined && receives(context, entry.privateKey, undefined)) {
+          items.push({ type: 'static', name: `${entry.name}.key`, source: { ca, part: 'privateKey' }, file: resolve(context, entry.privateKey, overrideKey(entry.name, 'privateKey')) });
         }
         break;
       }
       case 'keypair':
-        if (receives(node, entry.privateKey)) {
-          items.push({ type: 'static', name: 'sa.key', source: { keyPair: entry.name, part: 'privateKey' }, file: resolve(node, entry.privateKey, layout) });
+        if (receives(context, entry.privateKey, undefined)) {
+          items.push({ type: 'static', name: 'sa.key', source: { keyPair: entry.name, part: 'privateKey' }, file: resolve(context, entry.privateKey, overrideKey(entry.name, 'privateKey')) });
         }
-        if (receives(node, entry.publicKey)) {
-          items.push({ type: 'static', name: 'sa.pub', source: { keyPair: entry.name, part: 'publicKey' }, file: resolve(node, entry.publicKey, layout) });
+        if (receives(context, entry.publicKey, undefined)) {
+          items.push({ type: 'static', name: 'sa.pub', source: { keyPair: entry.name, part: 'publicKey' }, file: resolve(context, entry.publicKey, overrideKey(entry.name, 'publicKey')) });
         }
         break;
       case 'leaf':
-        if (receives(node, entry.certificate)) {
+        if (receives(context, entry.certificate, entry.when)) {
           items.push({
             type: 'leaf',
             name: entry.name,
-            parent: signingCa(entry.parent, pkiLayout),
+            parent: signingCa(entry.parent, pki),
             subject: entry.subject(context),
             sans: entry.sans(context),
             extKeyUsage: entry.extKeyUsage,
-            certificate: resolve(node, entry.certificate, layout),
-            privateKey: resolve(node, entry.privateKey, layout),
+            certificate: resolve(context, entry.certificate, overrideKey(entry.name, 'certificate')),
+            privateKey: resolve(context, entry.privateKey, overrideKey(entry.name, 'privateKey')),
           });
         }
         break;
       case 'kubeconfig':
-        if (receives(node, entry.file)) {
+        if (receives(context, entry.file, entry.when)) {
           items.push({
             type: 'kubeconfig',
             name: entry.name,
-            parent: signingCa(entry.parent, pkiLayout),
+            parent: signingCa(entry.parent, pki),
             subject: entry.subject(context),
             server: entry.server(context),
-            file: resolve(node, entry.file, layout),
+            file: resolve(context, entry.file, overrideKey(entry.name, 'file')),
           });
         }
         break;
     }
   }
-  return items;
+  return dropSharedTrustFiles(items);
+}
+
+/**
+ * Removes a CA certificate item whose path another item already writes with the same content, as
+ * when etcd shares the cluster CA and a path layout gives both trust files one name. Any other
+ * clash of paths is a configuration error.
+ */
+function dropSharedTrustFiles(items: readonly NodeItem[]): NodeItem[] {
+  const byPath = new Map<string, NodeItem>();
+  const kept: NodeItem[] = [];
+  for (const item of items) {
+    const clash = itemPaths(item).map((path) => byPath.get(path)).find((other) => other !== undefined);
+    if (clash === undefined) {
+      for (const path of itemPaths(item)) byPath.set(path, item);
+      kept.push(item);
+      continue;
+    }
+    const sameCa = item.type === 'static' && clash.type === 'static' && 'ca' in item.source && 'ca' in clash.source && item.source.ca === clash.source.ca && item.source.part === clash.source.part;
+    if (!sameCa) {
+      throw new Error(`catalogue items ${clash.name} and ${item.name} resolve to the same path ${itemPaths(item).join(', ')}; change one of them in pki.pathOverrides`);
+    }
+  }
+  return kept;
 }
 
 /** Every path an item writes. */

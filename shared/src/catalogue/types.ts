@@ -4,7 +4,7 @@
  * modes and consuming services.
  */
 import type { ExtKeyUsage } from '../pki/certificate';
-import type { Inventory, NodeSpec, PkiLayout, Role } from '../inventory/types';
+import type { Inventory, NodeSpec, PathLayout, PkiSpec, Role } from '../inventory/types';
 
 /** Services kubetrust restarts after changing a file they read. */
 export const SERVICES = [
@@ -20,12 +20,11 @@ export type Service = (typeof SERVICES)[number];
 export const CA_NAMES = ['cluster-ca', 'etcd-ca', 'front-proxy-ca'] as const;
 export type CaName = (typeof CA_NAMES)[number];
 
-/** Where files live on a node. Only the kubeadm layout exists so far. */
-export type PathLayout = 'kubeadm';
 
 /** One file a node receives. */
 export interface FileSpec {
-  readonly path: Readonly<Record<PathLayout, string>>;
+  /** Node path per path layout. TODO: the cfssl layout's paths are not in the catalogue yet. */
+  readonly path: Readonly<Partial<Record<PathLayout, string>>> & { readonly kubeadm: string };
   readonly mode: number;
   /** Numeric owner; every file belongs to root today because the control-plane services run as root. */
   readonly owner: { readonly uid: number; readonly gid: number };
@@ -55,15 +54,19 @@ export interface NodeContext {
 export interface RequiredBinding {
   readonly clusterRole: string;
   readonly subjectKind: 'User' | 'Group';
+  readonly subjectName: string;
 }
+
+/** Computes the bindings an identity needs; empty when a built-in binding already covers it. */
+export type BindingsBuilder = (inventory: Inventory) => readonly RequiredBinding[];
 
 export interface CaEntry {
   readonly kind: 'ca';
   readonly name: CaName;
   readonly description: string;
   readonly commonName: string;
-  /** In these layouts the CA has no key of its own and its files carry another CA's certificate. */
-  readonly sharedWith?: { readonly layouts: readonly PkiLayout[]; readonly ca: CaName };
+  /** When this returns true the CA has no key of its own and its files carry `ca`'s certificate. */
+  readonly sharedWith?: { readonly when: (pki: Pick<PkiSpec, 'layout' | 'etcdCA'>) => boolean; readonly ca: CaName };
   readonly certificate: FileSpec;
   /** Present only when some role must hold the CA key (the controller-manager's CSR signer). */
   readonly privateKey?: FileSpec;
@@ -87,7 +90,9 @@ export interface LeafEntry {
   readonly sans: (context: NodeContext) => SanSet;
   readonly certificate: FileSpec;
   readonly privateKey: FileSpec;
-  readonly requiredBindings?: readonly RequiredBinding[];
+  readonly requiredBindings?: BindingsBuilder;
+  /** The node receives the entry only when this returns true; every node with a receiving role otherwise. */
+  readonly when?: (context: NodeContext) => boolean;
 }
 
 export interface KubeconfigEntry {
@@ -99,7 +104,9 @@ export interface KubeconfigEntry {
   /** The API server URL written into the kubeconfig. */
   readonly server: (context: NodeContext) => string;
   readonly file: FileSpec;
-  readonly requiredBindings?: readonly RequiredBinding[];
+  readonly requiredBindings?: BindingsBuilder;
+  /** The node receives the entry only when this returns true; every node with a receiving role otherwise. */
+  readonly when?: (context: NodeContext) => boolean;
 }
 
 export type CatalogueEntry = CaEntry | KeyPairEntry | LeafEntry | KubeconfigEntry;

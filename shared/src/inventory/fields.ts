@@ -240,3 +240,30 @@ function editDistance(a: string, b: string): number {
   }
   return previous[b.length]!;
 }
+
+/** Reads a string field that must be one of `choices`. */
+export function readChoice<T extends string>(
+  reader: MappingReader,
+  key: string,
+  choices: readonly T[],
+  fallback: T,
+  description: string,
+  issues: IssueList,
+): T | undefined {
+  const value = reader.optionalString(key, fallback, fallback);
+  if (value === undefined) {
+    return undefined;
+  }
+  const choice = choices.find((candidate) => candidate === value);
+  if (choice !== undefined) {
+    return choice;
+  }
+
+  const similar = findSimilarName(value, choices);
+  issues.add(
+    reader.pathOf(key),
+    `unknown ${description} "${value}"`,
+    similar === undefined ? `write one of ${choices.join(', ')}` : `write ${key}: ${similar}, or another of ${choices.join(', ')}`,
+  );
+  return undefined;
+}

@@ -3,7 +3,7 @@
  * addresses, hostnames and agent endpoints must be unique, and at least one node must have
  * each of the etcd and master roles.
  */
-import { describeValue, findSimilarName, indexPath, IssueList, MappingReader } from './fields';
+import { describeValue, findSimilarName, indexPath, IssueList, MappingReader, readChoice } from './fields';
 import {
   DNS_NAME_RULES,
   ipFamily,
@@ -18,12 +18,12 @@ import {
   splitHostPort,
   suggestDnsName,
 } from './net';
-import { ROLES, type AgentEndpoint, type NodeSpec, type Role } from './types';
+import { KUBELET_CREDENTIALS, ROLES, type AgentEndpoint, type KubeletCredentials, type NodeSpec, type Role } from './types';
 
 /** Agent port used when a node does not set `agent.endpoint`. */
 export const DEFAULT_AGENT_PORT = 7443;
 
-const NODE_FIELDS = ['name', 'addresses', 'hostnames', 'roles', 'agent'] as const;
+const NODE_FIELDS = ['name', 'addresses', 'hostnames', 'roles', 'agent', 'kubelet'] as const;
 const NODE_EXAMPLE = '{name: etcd-1, addresses: [192.0.2.11], roles: [etcd]}';
 const ADDRESS_FIX = 'write an IPv4 address such as 192.0.2.21 or an IPv6 address such as 2001:db8::21';
 const AGENT_HOST_FIX =
@@ -63,6 +63,7 @@ export function readNodes(
   spec: MappingReader,
   issues: IssueList,
   warnings: IssueList,
+  kubeletDefault: KubeletCredentials,
 ): readonly NodeSpec[] | undefined {
   const list = spec.requiredList('nodes', `[${NODE_EXAMPLE}]`);
   if (list === undefined) {
@@ -70,7 +71,7 @@ export function readNodes(
   }
 
   const path = spec.pathOf('nodes');
-  const drafts = list.map((value, index) => readNode(value, indexPath(path, index), issues));
+  const drafts = list.map((value, index) => readNode(value, indexPath(path, index), kubeletDefault, issues));
 
   checkUniqueNames(drafts, issues);
   checkUniqueValues(drafts, (draft) => draft.addresses, 'address', 'addresses', issues);
@@ -88,7 +89,7 @@ export function readNodes(
   return nodes;
 }
 
-function readNode(value: unknown, path: string, issues: IssueList): NodeDraft {
+function readNode(value: unknown, path: string, kubeletDefault: KubeletCredentials, issues: IssueList): NodeDraft {
   const issueCount = issues.items.length;
   const node = MappingReader.of(value, path, NODE_FIELDS, NODE_EXAMPLE, issues);
   if (node === undefined) {
@@ -102,8 +103,10 @@ function readNode(value: unknown, path: string, issues: IssueList): NodeDraft {
   const hostnames = readHostnames(node, label, issues);
   const roles = readRoles(node, label, issues);
   const agent = readAgent(node, addresses[0]?.value, issues);
+  const kubeletReader = node.optionalMapping('kubelet', ['credentials'], '{credentials: bootstrap}') ?? MappingReader.empty(node.pathOf('kubelet'), issues);
+  const credentials = readChoice(kubeletReader, 'credentials', KUBELET_CREDENTIALS, kubeletDefault, 'kubelet credentials mode', issues);
 
-  const valid = issues.items.length === issueCount && name !== undefined && agent !== undefined;
+  const valid = issues.items.length === issueCount && name !== undefined && agent !== undefined && credentials !== undefined;
   const spec: NodeSpec | undefined = valid
     ? {
         name,
@@ -111,6 +114,7 @@ function readNode(value: unknown, path: string, issues: IssueList): NodeDraft {
         hostnames: hostnames.map((hostname) => hostname.value),
         roles,
         agent: { endpoint: agent.endpoint, host: agent.host, port: agent.port },
+        kubelet: { credentials: credentials! },
       }
     : undefined;
   return { path, name, addresses, hostnames, roles, agent, spec };

@@ -8,7 +8,7 @@ import { parseAllDocuments, type YAMLError } from 'yaml';
 
 import { KEY_ALGORITHMS, type KeyAlgorithm } from '../pki/keys';
 import { formatDuration, parseDuration } from './duration';
-import { describeValue, findSimilarName, IssueList, isMapping, MappingReader } from './fields';
+import { describeValue, findSimilarName, IssueList, isMapping, MappingReader, readChoice } from './fields';
 import {
   DNS_NAME_RULES,
   hasFirstAddress,
@@ -27,11 +27,16 @@ import {
 } from './net';
 import { DEFAULT_AGENT_PORT, readNodes } from './nodes';
 import {
+  ETCD_CA_MODES,
   InventoryError,
+  KUBELET_CREDENTIALS,
+  PATH_LAYOUTS,
   PKI_LAYOUTS,
+  type KubeletCredentials,
   type ApiServerSpec,
   type Inventory,
   type ParsedInventory,
+  type EtcdCaMode,
   type PkiLayout,
   type PkiSpec,
 } from './types';
@@ -48,6 +53,9 @@ export const INVENTORY_DEFAULTS = {
   keyAlgorithm: 'RSA-2048',
   caValidity: '87600h',
   certValidity: '8760h',
+  pathLayout: 'kubeadm',
+  adminGroup: 'system:masters',
+  kubeletCredentials: 'pre-provisioned',
   agentPort: DEFAULT_AGENT_PORT,
 } as const satisfies {
   readonly layout: PkiLayout;
@@ -215,7 +223,7 @@ function readCluster(root: unknown, issues: IssueList, warnings: IssueList): Inv
 
   const specReader = document.requiredMapping(
     'spec',
-    ['clusterDomain', 'serviceCIDR', 'apiServer', 'pki', 'nodes'],
+    ['clusterDomain', 'serviceCIDR', 'apiServer', 'pki', 'admin', 'kubelet', 'nodes'],
     SPEC_EXAMPLE,
   );
   const spec = specReader === undefined ? undefined : readSpec(specReader, issues, warnings);
@@ -259,23 +267,27 @@ function readSpec(
 
   const pkiReader = spec.optionalMapping(
     'pki',
-    ['layout', 'keyAlgorithm', 'caValidity', 'certValidity'],
+    ['layout', 'keyAlgorithm', 'caValidity', 'certValidity', 'etcdCA', 'pathLayout', 'pathOverrides'],
     '{layout: kubeadm, keyAlgorithm: RSA-2048}',
   );
   const pki = pkiReader === undefined ? undefined : readPki(pkiReader, issues);
 
-  const nodes = readNodes(spec, issues, warnings);
+  const admin = readAdmin(spec, issues);
+  const kubelet = readKubelet(spec, issues);
+  const nodes = readNodes(spec, issues, warnings, kubelet ?? INVENTORY_DEFAULTS.kubeletCredentials);
 
   if (
     clusterDomain === undefined ||
     serviceCIDRs === undefined ||
     apiServer === undefined ||
     pki === undefined ||
+    admin === undefined ||
+    kubelet === undefined ||
     nodes === undefined
   ) {
     return undefined;
   }
-  return { clusterDomain, serviceCIDRs, apiServer, pki, nodes };
+  return { clusterDomain, serviceCIDRs, apiServer, pki, admin: { group: admin }, kubelet: { credentials: kubelet }, nodes };
 }
 
 function readClusterDomain(spec: MappingReader, issues: IssueList): string | undefined {
@@ -611,37 +623,88 @@ function readPki(pki: MappingReader, issues: IssueList): PkiSpec | undefined {
     return undefined;
   }
 
-  if (layout === undefined || keyAlgorithm === undefined || caValidity === undefined || certValidity === undefined) {
+  const etcdCA = readEtcdCaMode(pki, layout, issues);
+  const pathLayout = readChoice(pki, 'pathLayout', PATH_LAYOUTS, INVENTORY_DEFAULTS.pathLayout, 'path layout', issues);
+  const pathOverrides = readPathOverrides(pki, issues);
+  if (
+    layout === undefined ||
+    keyAlgorithm === undefined ||
+    caValidity === undefined ||
+    certValidity === undefined ||
+    etcdCA === undefined ||
+    pathLayout === undefined ||
+    pathOverrides === undefined
+  ) {
     return undefined;
   }
-  return { layout, keyAlgorithm, caValidityMs: caValidity.ms, certValidityMs: certValidity.ms };
+  return { layout, keyAlgorithm, caValidityMs: caValidity.ms, certValidityMs: certValidity.ms, etcdCA, pathLayout, pathOverrides };
 }
 
-/** Reads a string field that must be one of `choices`. */
-function readChoice<T extends string>(
-  reader: MappingReader,
-  key: string,
-  choices: readonly T[],
-  fallback: T,
-  description: string,
-  issues: IssueList,
-): T | undefined {
-  const value = reader.optionalString(key, fallback, fallback);
-  if (value === undefined) {
+/** Reads `etcdCA`: kubeadm always keeps etcd on its own CA; single-ca shares the cluster CA unless told otherwise. */
+function readEtcdCaMode(pki: MappingReader, layout: PkiLayout | undefined, issues: IssueList): EtcdCaMode | undefined {
+  const fallback = layout === 'single-ca' ? 'shared' : 'separate';
+  const mode = readChoice(pki, 'etcdCA', ETCD_CA_MODES, fallback, 'etcd CA mode', issues);
+  if (mode === 'shared' && layout === 'kubeadm') {
+    issues.add(
+      pki.pathOf('etcdCA'),
+      'etcdCA "shared" is not possible with layout kubeadm, which always gives etcd its own CA',
+      'remove etcdCA, or write layout: single-ca to sign etcd certificates with the cluster CA',
+    );
     return undefined;
   }
-  const choice = choices.find((candidate) => candidate === value);
-  if (choice !== undefined) {
-    return choice;
-  }
+  return mode;
+}
 
-  const similar = findSimilarName(value, choices);
+/** Reads `pathOverrides`: catalogue file keys such as `apiserver.certificate` mapped to absolute node paths. */
+function readPathOverrides(pki: MappingReader, issues: IssueList): Readonly<Record<string, string>> | undefined {
+  const raw = pki.raw('pathOverrides');
+  if (raw === undefined || raw === null) {
+    return {};
+  }
+  const example = '{apiserver.certificate: /etc/kubernetes/ssl/kubernetes.pem}';
+  if (!isMapping(raw)) {
+    issues.add(pki.pathOf('pathOverrides'), `expected a mapping, found ${describeValue(raw)}`, `write a mapping such as ${example}`);
+    return undefined;
+  }
+  const overrides: Record<string, string> = {};
+  let valid = true;
+  for (const [key, value] of raw) {
+    const path = `${pki.pathOf('pathOverrides')}.${String(key)}`;
+    if (typeof key !== 'string' || !/^[a-z0-9.-]+\.(certificate|privateKey|publicKey|file)$/.test(key)) {
+      issues.add(path, `key ${describeValue(key)} does not name a catalogue file`, 'write <entry>.<file> such as apiserver.certificate, apiserver.privateKey or admin.conf.file');
+      valid = false;
+      continue;
+    }
+    if (typeof value !== 'string' || !value.startsWith('/') || value.split('/').includes('..') || value.endsWith('/')) {
+      issues.add(path, `path ${describeValue(value)} is not an absolute file path`, 'write an absolute path without ".." such as /etc/kubernetes/ssl/kubernetes.pem');
+      valid = false;
+      continue;
+    }
+    overrides[key] = value;
+  }
+  return valid ? overrides : undefined;
+}
+
+/** Characters allowed in a group name; a stray comma or space would make a group nobody is bound to. */
+const GROUP_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9:._-]*[A-Za-z0-9])?$/;
+
+function readAdmin(spec: MappingReader, issues: IssueList): string | undefined {
+  const admin = spec.optionalMapping('admin', ['group'], '{group: system:masters}') ?? MappingReader.empty(spec.pathOf('admin'), issues);
+  const group = admin.optionalString('group', 'system:masters', INVENTORY_DEFAULTS.adminGroup);
+  if (group === undefined || GROUP_NAME.test(group)) {
+    return group;
+  }
   issues.add(
-    reader.pathOf(key),
-    `unknown ${description} "${value}"`,
-    similar === undefined ? `write one of ${choices.join(', ')}` : `write ${key}: ${similar}`,
+    admin.pathOf('group'),
+    `group "${group}" contains characters that are not allowed, such as spaces or a trailing comma`,
+    'write a group of letters, digits and ":._-" such as system:masters or kubetrust:cluster-admins',
   );
   return undefined;
+}
+
+function readKubelet(spec: MappingReader, issues: IssueList): KubeletCredentials | undefined {
+  const kubelet = spec.optionalMapping('kubelet', ['credentials'], '{credentials: pre-provisioned}') ?? MappingReader.empty(spec.pathOf('kubelet'), issues);
+  return readChoice(kubelet, 'credentials', KUBELET_CREDENTIALS, INVENTORY_DEFAULTS.kubeletCredentials, 'kubelet credentials mode', issues);
 }
 
 /** Reads a validity duration and returns it in milliseconds with the text it came from. */

@@ -11,6 +11,21 @@ export const PKI_LAYOUTS = ['kubeadm', 'single-ca'] as const;
 /** kubeadm: separate cluster, etcd and front-proxy CAs. single-ca: one cluster CA, front-proxy CA kept separate. */
 export type PkiLayout = (typeof PKI_LAYOUTS)[number];
 
+export const KUBELET_CREDENTIALS = ['pre-provisioned', 'bootstrap'] as const;
+/**
+ * pre-provisioned: kubetrust issues the kubelet's client and serving certificates. bootstrap: the
+ * kubelet obtains them through TLS bootstrapping with a bootstrap token.
+ */
+export type KubeletCredentials = (typeof KUBELET_CREDENTIALS)[number];
+
+export const ETCD_CA_MODES = ['separate', 'shared'] as const;
+/** separate: etcd has its own CA. shared: etcd trusts the cluster CA (single-ca layout only). */
+export type EtcdCaMode = (typeof ETCD_CA_MODES)[number];
+
+export const PATH_LAYOUTS = ['kubeadm', 'cfssl'] as const;
+/** kubeadm: /etc/kubernetes/pki/*.crt and *.key. cfssl: /etc/kubernetes/ssl/*.pem as kubeasz-style clusters name them. */
+export type PathLayout = (typeof PATH_LAYOUTS)[number];
+
 export interface AgentEndpoint {
   /** As written or defaulted, for example `127.0.1.11:7443` or `[2001:db8::31]:7443`. */
   readonly endpoint: string;
@@ -25,6 +40,8 @@ export interface NodeSpec {
   readonly hostnames: readonly string[];
   readonly roles: readonly Role[];
   readonly agent: AgentEndpoint;
+  /** The node's own setting, or the cluster-wide one. Used only where a kubelet runs. */
+  readonly kubelet: { readonly credentials: KubeletCredentials };
 }
 
 export interface ApiServerSpec {
@@ -44,6 +61,10 @@ export interface PkiSpec {
   readonly caValidityMs: number;
   /** Validity of leaf certificates, in milliseconds. */
   readonly certValidityMs: number;
+  readonly etcdCA: EtcdCaMode;
+  readonly pathLayout: PathLayout;
+  /** Node paths that replace the layout's path of one catalogue file, keyed like `apiserver.certificate`. */
+  readonly pathOverrides: Readonly<Record<string, string>>;
 }
 
 export interface Inventory {
@@ -53,6 +74,9 @@ export interface Inventory {
   readonly serviceCIDRs: readonly string[];
   readonly apiServer: ApiServerSpec;
   readonly pki: PkiSpec;
+  /** Group of the admin kubeconfig's certificate: system:masters, or a group bound to a role. */
+  readonly admin: { readonly group: string };
+  readonly kubelet: { readonly credentials: KubeletCredentials };
   readonly nodes: readonly NodeSpec[];
 }
 

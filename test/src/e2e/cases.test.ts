@@ -323,7 +323,7 @@ spec:
     // Without a group in the certificate, kubelets authorise the user through this binding.
     const entry = CATALOGUE.find((candidate) => candidate.name === 'apiserver-kubelet-client');
     assert.ok(entry?.kind === 'leaf');
-    assert.deepEqual(entry.requiredBindings, [{ clusterRole: 'system:kubelet-api-admin', subjectKind: 'User' }]);
+    assert.deepEqual(entry.requiredBindings?.(inventory), [{ clusterRole: 'system:kubelet-api-admin', subjectKind: 'User', subjectName: 'kube-apiserver-kubelet-client' }]);
   });
 
   const AGGREGATION = `

@@ -3,7 +3,7 @@ import {
   CATALOGUE,
   CA_NAMES,
   SERVICES,
-  casForLayout,
+  casForPki,
   itemsForNode,
   itemPaths,
   signingCa,
@@ -64,21 +64,23 @@ describe('certificate catalogue as data', () => {
   });
 
   it('resolves every parent to a CA in both layouts', () => {
-    for (const layout of ['kubeadm', 'single-ca'] as const) {
-      const cas = casForLayout(layout);
+    for (const pki of [{ layout: 'kubeadm', etcdCA: 'separate' }, { layout: 'single-ca', etcdCA: 'shared' }, { layout: 'single-ca', etcdCA: 'separate' }] as const) {
+      const cas = casForPki(pki);
+      const layout = `${pki.layout}/${pki.etcdCA}`;
       for (const entry of CATALOGUE) {
         if (entry.kind !== 'leaf' && entry.kind !== 'kubeconfig') continue;
         assert.ok(CA_NAMES.includes(entry.parent), `${entry.name}: unknown parent ${entry.parent}`);
-        assert.ok(cas.includes(signingCa(entry.parent, layout)), `${entry.name}: parent ${entry.parent} has no key in ${layout}`);
+        assert.ok(cas.includes(signingCa(entry.parent, pki)), `${entry.name}: parent ${entry.parent} has no key in ${layout}`);
       }
     }
   });
 
   it('uses one cluster CA for etcd in single-ca and keeps front-proxy separate', () => {
-    assert.deepEqual(casForLayout('kubeadm'), ['cluster-ca', 'etcd-ca', 'front-proxy-ca']);
-    assert.deepEqual(casForLayout('single-ca'), ['cluster-ca', 'front-proxy-ca']);
-    assert.equal(signingCa('etcd-ca', 'single-ca'), 'cluster-ca');
-    assert.equal(signingCa('front-proxy-ca', 'single-ca'), 'front-proxy-ca');
+    assert.deepEqual(casForPki({ layout: 'kubeadm', etcdCA: 'separate' }), ['cluster-ca', 'etcd-ca', 'front-proxy-ca']);
+    assert.deepEqual(casForPki({ layout: 'single-ca', etcdCA: 'shared' }), ['cluster-ca', 'front-proxy-ca']);
+    assert.deepEqual(casForPki({ layout: 'single-ca', etcdCA: 'separate' }), ['cluster-ca', 'etcd-ca', 'front-proxy-ca']);
+    assert.equal(signingCa('etcd-ca', { layout: 'single-ca', etcdCA: 'shared' }), 'cluster-ca');
+    assert.equal(signingCa('front-proxy-ca', { layout: 'single-ca', etcdCA: 'shared' }), 'front-proxy-ca');
   });
 
   it('gives every leaf an extended key usage', () => {
@@ -179,5 +181,61 @@ describe('catalogue per node role', () => {
     const masterCa = itemsForNode(inv, node(inv, 'cp-1')).find((item) => item.name === 'cluster-ca.crt');
     assert.ok(masterCa?.type === 'static');
     assert.deepEqual(masterCa.file.consumers, ['kube-apiserver', 'kube-controller-manager']);
+  });
+
+  it('issues no kubelet credentials for a bootstrapping node', () => {
+    const text = INVENTORY.replace('roles: [worker]}', 'roles: [worker], kubelet: {credentials: bootstrap}}');
+    const boot = parseInventory(text, 'unit.yaml').inventory;
+    const names = itemsForNode(boot, node(boot, 'wk-1')).map((item) => item.name);
+    assert.deepEqual(names, ['cluster-ca.crt', 'kube-proxy.conf']);
+    const stacked = itemsForNode(boot, node(boot, 'stacked-1')).map((item) => item.name);
+    assert.ok(stacked.includes('kubelet.conf'), 'the cluster default pre-provisioned should still apply to other nodes');
+  });
+
+  it('puts the configured admin group into admin.conf', () => {
+    const text = INVENTORY.replace('spec:\n', 'spec:\n  admin: {group: "kubetrust:cluster-admins"}\n');
+    const custom = parseInventory(text, 'unit.yaml').inventory;
+    const admin = itemsForNode(custom, node(custom, 'cp-1')).find((item) => item.name === 'admin.conf');
+    assert.ok(admin?.type === 'kubeconfig');
+    assert.deepEqual(admin.subject.organizations, ['kubetrust:cluster-admins']);
+    const entry = CATALOGUE.find((candidate) => candidate.name === 'admin.conf');
+    assert.ok(entry?.kind === 'kubeconfig');
+    assert.deepEqual(entry.requiredBindings?.(custom), [{ clusterRole: 'cluster-admin', subjectKind: 'Group', subjectName: 'kubetrust:cluster-admins' }]);
+    assert.deepEqual(entry.requiredBindings?.(inv), []);
+  });
+
+  it('keeps etcd on its own CA in single-ca when asked', () => {
+    const separate = inventory('single-ca');
+    const text = INVENTORY.replace('spec:\n', 'spec:\n  pki: {layout: single-ca, etcdCA: separate}\n');
+    const own = parseInventory(text, 'unit.yaml').inventory;
+    const parentOf = (inv2: Inventory): string | undefined => {
+      const server = itemsForNode(inv2, node(inv2, 'etcd-1')).find((item) => item.name === 'etcd-server');
+      return server?.type === 'leaf' ? server.parent : undefined;
+    };
+    assert.equal(parentOf(separate), 'cluster-ca');
+    assert.equal(parentOf(own), 'etcd-ca');
+  });
+
+  it('moves a file to its path override', () => {
+    const text = INVENTORY.replace('spec:\n', 'spec:\n  pki: {pathOverrides: {apiserver.certificate: /etc/kubernetes/ssl/kubernetes.pem}}\n');
+    const overridden = parseInventory(text, 'unit.yaml').inventory;
+    const apiserver = itemsForNode(overridden, node(overridden, 'cp-1')).find((item) => item.name === 'apiserver');
+    assert.ok(apiserver?.type === 'leaf');
+    assert.equal(apiserver.certificate.path, '/etc/kubernetes/ssl/kubernetes.pem');
+    assert.equal(apiserver.privateKey.path, '/etc/kubernetes/pki/apiserver.key');
+  });
+
+  it('rejects two different files on one path', () => {
+    const text = INVENTORY.replace('spec:\n', 'spec:\n  pki: {pathOverrides: {front-proxy-ca.certificate: /etc/kubernetes/pki/ca.crt}}\n');
+    const clash = parseInventory(text, 'unit.yaml').inventory;
+    assert.throws(() => itemsForNode(clash, node(clash, 'cp-1')), /cluster-ca\.crt and front-proxy-ca\.crt resolve to the same path \/etc\/kubernetes\/pki\/ca\.crt/);
+  });
+
+  it('writes a shared CA once when both trust files share a path', () => {
+    const text = INVENTORY.replace('spec:\n', 'spec:\n  pki: {layout: single-ca, pathOverrides: {etcd-ca.certificate: /etc/kubernetes/pki/ca.crt}}\n');
+    const shared = parseInventory(text, 'unit.yaml').inventory;
+    const items = itemsForNode(shared, node(shared, 'stacked-1'));
+    const writers = items.filter((item) => itemPaths(item).includes('/etc/kubernetes/pki/ca.crt'));
+    assert.equal(writers.length, 1);
   });
 });

@@ -129,6 +129,11 @@ spec:
     keyAlgorithm: ECDSA-P384
     caValidity: 3650d
     certValidity: 2160h30m
+    etcdCA: separate
+    pathLayout: kubeadm
+    pathOverrides: {apiserver.certificate: /etc/kubernetes/ssl/kubernetes.pem}
+  admin: {group: "kubetrust:cluster-admins"}
+  kubelet: {credentials: bootstrap}
   nodes:
     - name: cp-1.prod.example
       addresses: [192.0.2.21, "2001:DB8:0:0::21"]
@@ -149,6 +154,7 @@ spec:
     - name: worker-2.prod.example
       addresses: ["2001:db8:0000::32", 192.0.2.32]
       roles: [worker]
+      kubelet: {credentials: pre-provisioned}
 `;
 
 const FULL_INVENTORY: Inventory = {
@@ -167,7 +173,12 @@ const FULL_INVENTORY: Inventory = {
     keyAlgorithm: 'ECDSA-P384',
     caValidityMs: 3650 * 24 * HOUR_MS,
     certValidityMs: 2160.5 * HOUR_MS,
+    etcdCA: 'separate',
+    pathLayout: 'kubeadm',
+    pathOverrides: { 'apiserver.certificate': '/etc/kubernetes/ssl/kubernetes.pem' },
   },
+  admin: { group: 'kubetrust:cluster-admins' },
+  kubelet: { credentials: 'bootstrap' },
   nodes: [
     {
       name: 'cp-1.prod.example',
@@ -175,6 +186,7 @@ const FULL_INVENTORY: Inventory = {
       hostnames: ['cp-1.prod.example', 'cp-1'],
       roles: ['master', 'etcd'],
       agent: { endpoint: '[2001:db8::21]:7501', host: '2001:db8::21', port: 7501 },
+      kubelet: { credentials: 'bootstrap' },
     },
     {
       name: 'cp-2.prod.example',
@@ -182,6 +194,7 @@ const FULL_INVENTORY: Inventory = {
       hostnames: [],
       roles: ['etcd', 'master'],
       agent: { endpoint: '192.0.2.22:7501', host: '192.0.2.22', port: 7501 },
+      kubelet: { credentials: 'bootstrap' },
     },
     {
       name: 'cp-3.prod.example',
@@ -189,6 +202,7 @@ const FULL_INVENTORY: Inventory = {
       hostnames: [],
       roles: ['etcd'],
       agent: { endpoint: '192.0.2.23:7443', host: '192.0.2.23', port: 7443 },
+      kubelet: { credentials: 'bootstrap' },
     },
     {
       name: 'worker-1.prod.example',
@@ -196,6 +210,7 @@ const FULL_INVENTORY: Inventory = {
       hostnames: [],
       roles: ['worker'],
       agent: { endpoint: 'worker-1.prod.example:7600', host: 'worker-1.prod.example', port: 7600 },
+      kubelet: { credentials: 'bootstrap' },
     },
     {
       name: 'worker-2.prod.example',
@@ -203,6 +218,7 @@ const FULL_INVENTORY: Inventory = {
       hostnames: [],
       roles: ['worker'],
       agent: { endpoint: '[2001:db8::32]:7443', host: '2001:db8::32', port: 7443 },
+      kubelet: { credentials: 'pre-provisioned' },
     },
   ],
 };
@@ -245,6 +261,11 @@ describe('inventory', () => {
       assert.equal(inventory.pki.keyAlgorithm, 'RSA-2048');
       assert.equal(inventory.pki.caValidityMs, 87600 * HOUR_MS);
       assert.equal(inventory.pki.certValidityMs, 8760 * HOUR_MS);
+      assert.equal(inventory.pki.etcdCA, 'separate');
+      assert.equal(inventory.pki.pathLayout, 'kubeadm');
+      assert.deepEqual(inventory.pki.pathOverrides, {});
+      assert.deepEqual(inventory.admin, { group: 'system:masters' });
+      assert.deepEqual(inventory.kubelet, { credentials: 'pre-provisioned' });
       assert.equal(inventory.nodes.length, 1);
 
       const [node] = inventory.nodes;
@@ -254,6 +275,7 @@ describe('inventory', () => {
       assert.deepEqual(node.hostnames, []);
       assert.deepEqual(node.roles, ['etcd', 'master', 'worker']);
       assert.deepEqual(node.agent, { endpoint: '192.0.2.10:7443', host: '192.0.2.10', port: 7443 });
+      assert.deepEqual(node.kubelet, { credentials: 'pre-provisioned' });
       assert.deepEqual(warnings, []);
     });
 
@@ -696,6 +718,55 @@ describe('inventory', () => {
         path: 'spec.pki.layout',
         message: /unknown PKI layout "openssl"/,
         mentions: ['kubeadm, single-ca'],
+      },
+      {
+        title: 'shared etcd CA with the kubeadm layout',
+        edits: [['spec.pki.etcdCA', 'shared']],
+        path: 'spec.pki.etcdCA',
+        message: /not possible with layout kubeadm/,
+        mentions: ['layout: single-ca'],
+      },
+      {
+        title: 'unknown path layout',
+        edits: [['spec.pki.pathLayout', 'kubeasz']],
+        path: 'spec.pki.pathLayout',
+        message: /unknown path layout "kubeasz"/,
+        mentions: ['kubeadm, cfssl'],
+      },
+      {
+        title: 'path override with a relative path',
+        edits: [['spec.pki.pathOverrides', { 'apiserver.certificate': 'ssl/kubernetes.pem' }]],
+        path: 'spec.pki.pathOverrides.apiserver.certificate',
+        message: /"ssl\/kubernetes.pem" is not an absolute file path/,
+        mentions: ['/etc/kubernetes/ssl/kubernetes.pem'],
+      },
+      {
+        title: 'path override key without a file part',
+        edits: [['spec.pki.pathOverrides', { apiserver: '/etc/kubernetes/ssl/kubernetes.pem' }]],
+        path: 'spec.pki.pathOverrides.apiserver',
+        message: /does not name a catalogue file/,
+        mentions: ['apiserver.certificate'],
+      },
+      {
+        title: 'admin group with a trailing comma',
+        edits: [['spec.admin', { group: 'system:masters,' }]],
+        path: 'spec.admin.group',
+        message: /group "system:masters," contains characters that are not allowed/,
+        mentions: ['system:masters'],
+      },
+      {
+        title: 'unknown kubelet credentials mode',
+        edits: [['spec.kubelet', { credentials: 'bootstraped' }]],
+        path: 'spec.kubelet.credentials',
+        message: /unknown kubelet credentials mode "bootstraped"/,
+        mentions: ['credentials: bootstrap'],
+      },
+      {
+        title: 'unknown kubelet credentials mode on a node',
+        edits: [['spec.nodes[0].kubelet', { credentials: 'tls' }]],
+        path: 'spec.nodes[0].kubelet.credentials',
+        message: /unknown kubelet credentials mode "tls"/,
+        mentions: ['pre-provisioned, bootstrap'],
       },
       {
         title: 'unknown key algorithm',

@@ -1,0 +1,3 @@
+module kubetrust.test/verifier
+
+go 1.19

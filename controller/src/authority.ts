@@ -1,21 +1,42 @@
 /**
  * Certificate profiles the controller signs: CAs, leaves from node CSRs, and the management-plane
  * identities. Subjects, usages and SANs come from the catalogue or the identity helpers; this file
- * adds only validity and the X.509 profile (key usages, backdating).
+ * adds the X.509 profile every issued certificate follows:
+ *
+ * - CAs: keyCertSign and cRLSign, no extended key usage, the CN repeated as a DNS SAN as kubeadm does.
+ * - Leaves: digitalSignature, plus keyEncipherment for RSA keys only (RSA key transport is the
+ *   only use of keyEncipherment; an ECDSA key cannot encipher).
+ * - NotBefore backdated five minutes for clock skew; a leaf never outlives its CA, because the
+ *   chain stops verifying the moment the CA expires.
+ * - A leaf subject never equals its CA's subject, which would make the leaf look self-issued.
  */
-import type * as crypto from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { NOT_BEFORE_BACKDATE_MS } from '@kubetrust/shared/dist/rotation';
 import {
   createCertificate,
   inspectCertificate,
+  keyAlgorithmOf,
+  randomSerialNumber,
   type CertificateTemplate,
   type ExtKeyUsage,
   type KeyUsage,
 } from '@kubetrust/shared/dist/pki';
 import type { KeyMaterial } from './state-dir';
 
-const CA_KEY_USAGE: readonly KeyUsage[] = ['digitalSignature', 'keyEncipherment', 'keyCertSign'];
-const LEAF_KEY_USAGE: readonly KeyUsage[] = ['digitalSignature', 'keyEncipherment'];
+const CA_KEY_USAGE: readonly KeyUsage[] = ['keyCertSign', 'cRLSign'];
+
+/** Raised when a certificate cannot be issued as requested; the message says what to change. */
+export class IssueError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'IssueError';
+  }
+}
+
+/** Key usages of a leaf whose subject key is `publicKey`. */
+export function leafKeyUsage(publicKey: crypto.KeyObject): KeyUsage[] {
+  return publicKey.asymmetricKeyType === 'rsa' ? ['digitalSignature', 'keyEncipherment'] : ['digitalSignature'];
+}
 
 /** A self-signed CA certificate; like kubeadm, it carries its CN as a DNS SAN and no extended key usage. */
 export function selfSignedCa(commonName: string, keyPair: { publicKey: crypto.KeyObject; privateKey: crypto.KeyObject }, validityMs: number, now: Date): string {
@@ -32,6 +53,8 @@ export function selfSignedCa(commonName: string, keyPair: { publicKey: crypto.Ke
 }
 
 export interface LeafProfile {
+  /** Names the certificate in errors, for example `apiserver on master-1`. */
+  readonly label?: string;
   readonly commonName: string;
   readonly organizations?: readonly string[];
   readonly extKeyUsage: readonly ExtKeyUsage[];
@@ -40,19 +63,63 @@ export interface LeafProfile {
   readonly uris?: readonly string[];
 }
 
+export interface SignOptions {
+  /** Shorten a leaf that would outlive its CA instead of refusing it. */
+  readonly capToCa?: boolean;
+  /** Serial numbers this CA has already used; a new serial is drawn until it is not among them. */
+  readonly usedSerials?: ReadonlySet<string>;
+}
+
 /**
- * Signs a leaf for `publicKey`. NotBefore is backdated for clock skew; NotAfter never passes the
- * CA's own NotAfter, because a chain stops verifying the moment its CA expires.
+ * Draws serials until one is not in `used` (lowercase hex without leading zeros, as the ledger
+ * stores them). With 127 random bits a repeat is practically impossible; the check makes
+ * uniqueness per CA a guarantee instead of a probability.
  */
-export function signLeaf(ca: KeyMaterial, profile: LeafProfile, publicKey: crypto.KeyObject, validityMs: number, now: Date): string {
-  const caNotAfter = inspectCertificate(ca.certificatePem).notAfter;
-  const notAfter = new Date(Math.min(now.getTime() + validityMs, caNotAfter.getTime()));
+export function uniqueSerial(used: ReadonlySet<string> | undefined, draw: () => bigint = randomSerialNumber): bigint {
+  for (;;) {
+    const serial = draw();
+    if (used === undefined || !used.has(serial.toString(16))) return serial;
+  }
+}
+
+function notAfterFor(ca: KeyMaterial, label: string, validityMs: number, now: Date, capToCa: boolean): Date {
+  const caInfo = inspectCertificate(ca.certificatePem);
+  const wanted = new Date(now.getTime() + validityMs);
+  if (wanted.getTime() <= caInfo.notAfter.getTime()) return wanted;
+  if (capToCa) return caInfo.notAfter;
+  throw new IssueError(
+    `${label} would expire at ${wanted.toISOString()}, after its CA "${caInfo.subject.commonName}" expires at ${caInfo.notAfter.toISOString()}; ` +
+      'shorten pki.certValidity, renew the CA, or pass --cap-to-ca to end the certificate with its CA',
+  );
+}
+
+function checkSubjectDiffersFromCa(ca: KeyMaterial, profile: LeafProfile, label: string): void {
+  const caSubject = inspectCertificate(ca.certificatePem).subject;
+  const organizations = profile.organizations ?? [];
+  const caOrganizations = caSubject.organizations ?? [];
+  const sameOrganizations = organizations.length === caOrganizations.length && organizations.every((value, index) => value === caOrganizations[index]);
+  if (profile.commonName === caSubject.commonName && sameOrganizations) {
+    throw new IssueError(`${label} would have the subject of its CA (CN "${caSubject.commonName}"); rename the node or the identity so that the two differ`);
+  }
+}
+
+/**
+ * Signs a leaf for `publicKey` with the CA. Throws IssueError when the leaf would outlive the CA
+ * (unless capped) or would carry the CA's own subject.
+ */
+export function signLeaf(ca: KeyMaterial, profile: LeafProfile, publicKey: crypto.KeyObject, validityMs: number, now: Date, options: SignOptions = {}): string {
+  const label = profile.label ?? `certificate "${profile.commonName}"`;
+  checkSubjectDiffersFromCa(ca, profile, label);
+  if (keyAlgorithmOf(publicKey) === undefined) {
+    throw new IssueError(`${label}: the public key is not RSA 2048/3072/4096 or ECDSA P-256/P-384; request a key of a supported algorithm`);
+  }
   const template: CertificateTemplate = {
     subject: { commonName: profile.commonName, organizations: profile.organizations ?? [] },
+    serialNumber: uniqueSerial(options.usedSerials),
     notBefore: new Date(now.getTime() - NOT_BEFORE_BACKDATE_MS),
-    notAfter,
+    notAfter: notAfterFor(ca, label, validityMs, now, options.capToCa === true),
     isCA: false,
-    keyUsage: LEAF_KEY_USAGE,
+    keyUsage: leafKeyUsage(publicKey),
     extKeyUsage: profile.extKeyUsage,
     dnsNames: profile.dnsNames ?? [],
     ipAddresses: profile.ipAddresses ?? [],

@@ -85,19 +85,21 @@ function buildProgram(): Command {
     .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
     .requiredOption('-s, --state-dir <dir>', 'controller state directory')
     .option('--dry-run', 'print the plan and change nothing: no certificate is issued, no file written, no service restarted', false)
+    .option('--cap-to-ca', 'end a certificate that would outlive its CA when the CA ends, instead of failing that node', false)
     .option('--concurrency <n>', 'nodes handled at the same time', (value) => {
       const parsed = Number(value);
       if (!Number.isInteger(parsed) || parsed < 1) throw new UsageError(`--concurrency: "${value}" is not a positive integer; pass a number such as 16`);
       return parsed;
     }, 16)
     .addOption(outputOption())
-    .action(async (options: { inventory: string; stateDir: string; dryRun: boolean; concurrency: number; output: string }, command: Command) => {
+    .action(async (options: { inventory: string; stateDir: string; dryRun: boolean; capToCa: boolean; concurrency: number; output: string }, command: Command) => {
       const logger = loggerFor(command);
       const inventory = readInventory(options.inventory, logger);
       const total = inventory.nodes.length;
       let done = 0;
       const report = await distribute(inventory, path.resolve(options.stateDir), logger, {
         dryRun: options.dryRun,
+        capToCa: options.capToCa,
         concurrency: options.concurrency,
         onProgress: (event) => {
           if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${++done}/${total}` });

@@ -21,6 +21,8 @@ import { StateDir, StateError, type KeyMaterial, type LedgerEntry } from './stat
 
 export interface DistributeOptions {
   readonly dryRun?: boolean;
+  /** End a leaf that would outlive its CA when the CA ends, instead of failing the node. */
+  readonly capToCa?: boolean;
   /** Nodes processed at the same time. */
   readonly concurrency?: number;
   readonly now?: () => Date;
@@ -65,7 +67,18 @@ export class ClusterMaterial implements DesiredMaterial {
     private readonly cas: ReadonlyMap<CaName, KeyMaterial>,
     private readonly serviceAccount: { privateKeyPem: string; publicKeyPem: string },
     readonly controller: ControllerCredentials,
+    private readonly serials: Map<string, Set<string>>,
   ) {}
+
+  /** Serial numbers already issued by a CA, from the ledger and this run; callers add what they issue. */
+  usedSerials(ca: CaName): Set<string> {
+    let used = this.serials.get(ca);
+    if (used === undefined) {
+      used = new Set();
+      this.serials.set(ca, used);
+    }
+    return used;
+  }
 
   static async load(state: StateDir, inventory: Inventory): Promise<ClusterMaterial> {
     const record = await state.readCluster();
@@ -75,11 +88,18 @@ export class ClusterMaterial implements DesiredMaterial {
     for (const name of casForPki(inventory.pki)) cas.set(name, await state.loadKeyMaterial(state.caFiles(name), `${name} CA`));
     const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
     const controller = await state.loadKeyMaterial(state.controllerFiles(), 'controller identity');
-    return new ClusterMaterial(cas, await state.readServiceAccount(), {
-      managementCaPem: management.certificatePem,
-      certificatePem: controller.certificatePem,
-      privateKeyPem: controller.privateKeyPem,
-    });
+    const serials = new Map<string, Set<string>>();
+    for (const entry of await state.readLedger()) {
+      const used = serials.get(entry.ca) ?? new Set<string>();
+      used.add(entry.serialNumber);
+      serials.set(entry.ca, used);
+    }
+    return new ClusterMaterial(
+      cas,
+      await state.readServiceAccount(),
+      { managementCaPem: management.certificatePem, certificatePem: controller.certificatePem, privateKeyPem: controller.privateKeyPem },
+      serials,
+    );
   }
 
   ca(name: CaName): KeyMaterial {
@@ -147,6 +167,7 @@ class NodeRollout {
     private readonly state: StateDir,
     private readonly logger: Logger,
     private readonly now: () => Date,
+    private readonly capToCa: boolean,
   ) {}
 
   async run(dryRun: boolean): Promise<NodeReport> {
@@ -223,9 +244,11 @@ class NodeRollout {
       checkCsr(csr, request);
       const ca = this.material.ca(item.parent);
       const now = this.now();
+      const usedSerials = this.material.usedSerials(item.parent);
       const certificatePem = signLeaf(
         ca,
         {
+          label: `${item.name} for node ${this.node.name}`,
           commonName: item.subject.commonName,
           organizations: item.subject.organizations,
           extKeyUsage: item.type === 'leaf' ? item.extKeyUsage : ['clientAuth'],
@@ -235,8 +258,10 @@ class NodeRollout {
         csr.publicKey,
         this.inventory.pki.certValidityMs,
         now,
+        { capToCa: this.capToCa, usedSerials },
       );
       const info = inspectCertificate(certificatePem);
+      usedSerials.add(info.serialNumber);
       this.logger.info('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, notAfter: info.notAfter.toISOString() });
       issued.set(item.name, {
         certificatePem,
@@ -309,7 +334,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
       options.onProgress?.({ node: node.name, phase: 'start' });
       let report: NodeReport;
       try {
-        report = await new NodeRollout(inventory, node, material, state, logger, now).run(dryRun);
+        report = await new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true).run(dryRun);
       } catch (error) {
         const message = error instanceof Error ? error.message : String(error);
         logger.error('node failed', { node: node.name, error: message });

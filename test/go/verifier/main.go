@@ -7,11 +7,11 @@
 //	  "keyUsages": ["serverAuth"], "dnsNames": ["..."], "ips": ["..."],
 //	  "at": "2030-01-02T15:04:05Z", "keyPem": "..."}]}
 //
-// For each check it parses every certificate with x509.ParseCertificate, verifies the first
-// certificate of certPem with Certificate.Verify once per listed key usage, calls
-// Certificate.VerifyHostname for every DNS name and IP address, and, when keyPem is set, loads the
-// pair with tls.X509KeyPair to prove that the key matches. It prints one JSON line per check,
-// {"name": "...", "ok": true, "errors": []}, in request order.
+// For each check it parses every certificate with x509.ParseCertificate and verifies the first
+// certificate of certPem with Certificate.Verify, once per listed key usage. It then calls
+// Certificate.VerifyHostname for every DNS name and IP address. When keyPem is set, it loads the
+// pair with tls.X509KeyPair, which fails unless the key matches the certificate. It prints one
+// JSON line per check, {"name": "...", "ok": true, "errors": []}, in request order.
 //
 // Exit status: 0 when every check passed, 1 when at least one failed, 2 when the request itself is
 // invalid (not JSON, an unknown field, no checks, an empty or repeated name).
@@ -39,15 +39,15 @@ type request struct {
 
 type check struct {
 	Name string `json:"name"`
-	// CertPEM holds the certificate to judge, optionally followed by the chain a server would send.
+	// CertPEM is the certificate to judge, optionally followed by the chain a server would send.
 	CertPEM       string   `json:"certPem"`
 	Roots         []string `json:"roots"`
 	Intermediates []string `json:"intermediates"`
-	// KeyUsages must all be allowed: each one is verified on its own.
+	// KeyUsages lists the extended key usages that must all be allowed, each verified on its own.
 	KeyUsages []string `json:"keyUsages"`
 	DNSNames  []string `json:"dnsNames"`
 	IPs       []string `json:"ips"`
-	// At is the verification time in RFC 3339; the current time when empty.
+	// At is the verification time in RFC 3339, or empty for the current time.
 	At     string `json:"at"`
 	KeyPEM string `json:"keyPem"`
 }
@@ -126,7 +126,7 @@ func readRequest(stdin io.Reader) ([]check, error) {
 	return req.Checks, nil
 }
 
-// judge returns every problem Go finds with one check; an empty list means the check passed.
+// judge returns every problem that Go finds with one check. An empty list means that it passed.
 func judge(c check) []string {
 	problems := []string{}
 	fail := func(format string, args ...any) {
@@ -140,7 +140,6 @@ func judge(c check) []string {
 
 	// Roots is never nil, so Verify cannot fall back to the system roots.
 	roots := x509.NewCertPool()
-	rootCount := 0
 	for i, text := range c.Roots {
 		certificates, err := parseCertificates(text)
 		if err != nil {
@@ -148,10 +147,9 @@ func judge(c check) []string {
 		}
 		for _, certificate := range certificates {
 			roots.AddCert(certificate)
-			rootCount++
 		}
 	}
-	if rootCount == 0 {
+	if len(c.Roots) == 0 {
 		fail("roots: no CA certificate given, and the verifier never uses the system roots")
 	}
 
@@ -255,6 +253,11 @@ func parseCertificates(text string) ([]*x509.Certificate, error) {
 		certificate, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
 			return certificates, fmt.Errorf("PEM block %d: %w", index, err)
+		}
+		// Go 1.23 and later reject a negative serial number in ParseCertificate. Debian bookworm's
+		// Go 1.19 accepts it, and so does a newer Go building a module that declares go 1.19.
+		if certificate.SerialNumber.Sign() < 0 {
+			return certificates, fmt.Errorf("PEM block %d: x509: negative serial number (rejected by Go 1.23 and later)", index)
 		}
 		certificates = append(certificates, certificate)
 	}

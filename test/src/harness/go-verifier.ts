@@ -1,8 +1,8 @@
 /**
- * Runs the Go verifier in test/go/verifier: certificates judged by Go's crypto/x509, the library
- * that kube-apiserver, the kubelet and etcd verify their peers with. The verifier is compiled once
- * per test process into the temporary directory, under a name derived from its source and the Go
- * version, so a later run with the same source reuses the binary.
+ * Runs the Go verifier in test/go/verifier, which judges certificates with Go's crypto/x509. That
+ * is the library kube-apiserver, the kubelet and etcd verify their peers with. The verifier is
+ * compiled once per test process into the temporary directory, under a name derived from its
+ * source and the Go version, so a later run with the same source reuses the binary.
  */
 import { execFile, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-/** The verifier's Go module; `dist/harness` and `src/harness` are both two levels below test/. */
+/** Directory of the verifier's Go module. Both `dist/harness` and `src/harness` are two levels below test/. */
 export const GO_VERIFIER_SOURCE = path.resolve(__dirname, '..', '..', 'go', 'verifier');
 
 export type GoKeyUsage = 'serverAuth' | 'clientAuth' | 'any';
@@ -20,17 +20,17 @@ export interface GoCheck {
   readonly name: string;
   /** The certificate to judge, optionally followed by the chain that a server would send with it. */
   readonly certPem: string;
-  /** Trusted CA certificates; the verifier never uses the system roots. */
+  /** Trusted CA certificates. The verifier never uses the system roots. */
   readonly roots: readonly string[];
   readonly intermediates?: readonly string[];
   /** Every listed usage must be allowed by the whole chain; each one is verified on its own. */
   readonly keyUsages: readonly GoKeyUsage[];
-  /** Names for `VerifyHostname`; an IP address here is an error, it belongs in `ips`. */
+  /** Names for `VerifyHostname`. An IP address here is an error, because it belongs in `ips`. */
   readonly dnsNames?: readonly string[];
   readonly ips?: readonly string[];
-  /** Verification time; the current time when absent. */
+  /** Verification time, or the current time when absent. */
   readonly at?: Date;
-  /** When set, `tls.X509KeyPair(certPem, keyPem)` must accept the pair. */
+  /** Private key that `tls.X509KeyPair(certPem, keyPem)` must accept with the certificate. */
   readonly keyPem?: string;
 }
 
@@ -64,7 +64,9 @@ function run(command: string, args: readonly string[], options: { cwd?: string; 
         reject(new Error('go is not installed: install the Debian package golang-go (`.ci/run` installs it)'));
         return;
       }
-      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : 1, stdout, stderr });
+      let code = 0;
+      if (error !== null) code = typeof error.code === 'number' ? error.code : 1;
+      resolve({ code, stdout, stderr });
     });
   });
 }
@@ -104,7 +106,7 @@ async function build(): Promise<string> {
 
 let built: Promise<string> | undefined;
 
-/** Compiles the verifier on first use and returns the binary's path; later calls share the build. */
+/** Compiles the verifier on first use and returns the binary's path. Later calls share that build. */
 export function goVerifierBinary(): Promise<string> {
   if (built === undefined) {
     built = build();
@@ -132,9 +134,9 @@ function execute(binary: string, input: string): Promise<{ code: number | null; 
 }
 
 /**
- * Judges every check with Go and returns one result per check, in order. Rejects when `go` is
- * missing, when the build fails, or when the verifier rejects the request or its output does not
- * match the checks; a certificate that Go rejects is a result with `ok: false`, not a rejection.
+ * Judges every check with Go and returns one result per check, in order. A certificate that Go
+ * rejects gives a result with `ok: false`. The promise rejects only when `go` is missing, the build
+ * fails, the verifier rejects the request, or its output does not match the checks.
  */
 export async function verifyWithGo(checks: readonly GoCheck[]): Promise<GoResult[]> {
   const binary = await goVerifierBinary();

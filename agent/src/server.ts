@@ -7,6 +7,7 @@
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import {
   ErrorReason,
@@ -15,6 +16,7 @@ import {
   type AgentHandlers,
   type ServiceResult,
 } from '@kubetrust/proto';
+import { LockedError, acquirePidLock } from '@kubetrust/shared/dist/files';
 import { peerUris } from '@kubetrust/shared/dist/identity';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import type { AgentConfig } from './config';
@@ -145,6 +147,17 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
   if (!ownCertificate.checkIssued(managementCa) || !ownCertificate.verify(managementCa.publicKey)) {
     throw new Error(`tls.certFile ${config.tls.certFile} is not issued by tls.caFile ${config.tls.caFile}; enroll the node again`);
   }
+  // One agent per state directory: a second instance started by mistake must not touch the
+  // journal or the staged keys of the running one.
+  let releaseLock: () => Promise<void>;
+  try {
+    releaseLock = await acquirePidLock(path.join(config.stateDir, 'agent.lock'));
+  } catch (error) {
+    if (error instanceof LockedError) {
+      throw new Error(`another agent (process ${error.holder}) already uses state directory ${config.stateDir}; stop it first or give this agent its own stateDir`);
+    }
+    throw error;
+  }
   const keys = new StagedKeys(config.stateDir);
   const pending = new PendingRestarts(config.stateDir);
   const installer = new Installer(config.installRoot, config.stateDir, keys, logger);
@@ -193,16 +206,24 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
   const provider = new StaticCertificateProvider(caPem, certificatePem, keyPem);
   const credentials = grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:${config.listen.port}`, credentials, (error, bound) => (error ? reject(error) : resolve(bound)));
-  });
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${host}:${config.listen.port}`, credentials, (error, bound) => (error ? reject(error) : resolve(bound)));
+    });
+  } catch (error) {
+    await releaseLock();
+    throw new Error(`cannot listen on ${host}:${config.listen.port} (${(error as Error).message}); check that no other process uses the port and that the address belongs to this node`);
+  }
   logger.info('agent listening', { node: config.nodeName, address: `${host}:${port}`, installRoot: config.installRoot });
   return {
     server,
     port,
-    stop: () =>
-      new Promise<void>((resolve) => {
+    stop: async () => {
+      await new Promise<void>((resolve) => {
         server.tryShutdown(() => resolve());
-      }),
+      });
+      await releaseLock();
+    },
   };
 }

@@ -39,17 +39,26 @@ export class AgentCallError extends Error {
   }
 }
 
+/** Strips grpc-js's connection boilerplate so that the cause itself is what the operator reads. */
+function cause(details: string): string {
+  return details
+    .replace(/^No connection established\. Last error: (Error: )?/, '')
+    .replace(/\s*Resolution note:\s*$/, '')
+    .trim();
+}
+
 function describe(node: NodeSpec, method: string, error: grpc.ServiceError): AgentCallError {
   const reason = reasonOf(error);
+  const details = cause(error.details);
   let message: string;
   if (error.code === grpc.status.UNAVAILABLE && /certificate|TLS|SSL|agent certificate does not carry/i.test(error.details)) {
-    message = `TLS handshake with the agent at ${node.agent.endpoint} failed (${error.details}); the agent must present the identity \`controller enroll --node ${node.name}\` issued with this state directory`;
+    message = `TLS handshake with the agent at ${node.agent.endpoint} failed (${details}); the agent must present the identity \`controller enroll --node ${node.name}\` issued with this state directory`;
   } else if (error.code === grpc.status.UNAVAILABLE || error.code === grpc.status.DEADLINE_EXCEEDED) {
-    message = `agent unreachable at ${node.agent.endpoint} (${error.details}); check that the agent runs there with the configuration from \`controller enroll\``;
+    message = `agent unreachable at ${node.agent.endpoint} (${details}); check that the agent runs there with the configuration from \`controller enroll\``;
   } else if (error.code === grpc.status.UNAUTHENTICATED || error.code === grpc.status.PERMISSION_DENIED) {
-    message = `agent at ${node.agent.endpoint} rejected the controller (${error.details}); re-enrol the node so it trusts this controller's management CA`;
+    message = `agent at ${node.agent.endpoint} rejected the controller (${details}); re-enrol the node so it trusts this controller's management CA`;
   } else {
-    message = `${method} failed${reason !== undefined ? ` (${reason})` : ''}: ${error.details}`;
+    message = `${method} failed${reason !== undefined ? ` (${reason})` : ''}: ${details}`;
   }
   return new AgentCallError(node.name, method, error.code, message);
 }

@@ -81,9 +81,7 @@ export class ClusterMaterial implements DesiredMaterial {
   }
 
   static async load(state: StateDir, inventory: Inventory): Promise<ClusterMaterial> {
-    const record = await state.readCluster();
-    if (record === undefined) throw new StateError(`state directory ${state.root} is not initialised; run \`controller init --inventory FILE --state-dir ${state.root}\` first`);
-    if (record.name !== inventory.name) throw new StateError(`state directory ${state.root} belongs to cluster "${record.name}", not "${inventory.name}"`);
+    await state.requireCluster(inventory.name);
     const cas = new Map<CaName, KeyMaterial>();
     for (const name of casForPki(inventory.pki)) cas.set(name, await state.loadKeyMaterial(state.caFiles(name), `${name} CA`));
     const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
@@ -322,9 +320,7 @@ async function mapConcurrent<T, R>(items: readonly T[], limit: number, task: (it
 export async function distribute(inventory: Inventory, stateDir: string, logger: Logger, options: DistributeOptions = {}): Promise<DistributeReport> {
   const state = new StateDir(stateDir);
   // Checked before locking, so that a mistyped --state-dir is reported without creating it.
-  if ((await state.readCluster()) === undefined) {
-    throw new StateError(`state directory ${stateDir} is not initialised; run \`controller init --inventory FILE --state-dir ${stateDir}\` first`);
-  }
+  await state.requireCluster(inventory.name);
   const unlock = await state.lock();
   try {
     const material = await ClusterMaterial.load(state, inventory);

@@ -43,6 +43,7 @@ export function findNode(inventory: Inventory, name: string): NodeSpec {
 export async function enrollNode(inventory: Inventory, stateDir: string, nodeName: string, outDir: string, logger: Logger, options: EnrollOptions = {}): Promise<EnrollResult> {
   const node = findNode(inventory, nodeName);
   const state = new StateDir(stateDir);
+  await state.requireCluster(inventory.name);
   const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
   const identity = agentIdentity(inventory.name, node.name);
   const host = node.agent.host;

@@ -3,7 +3,7 @@
  * key pair, the management CA and the controller's own identity.
  *
  * Reads: the inventory and whatever the state directory already holds.
- * Writes: the state directory only. Existing material is checked and reused; with `force` it is
+ * Writes: the state directory only. Each CA and key pair is reported on stdout; the log repeats it at debug level. Existing material is checked and reused; with `force` it is
  * moved aside to `replaced-<time>/` before new material is made, never deleted.
  */
 import * as crypto from 'node:crypto';
@@ -64,14 +64,14 @@ async function ensureCa(
   const files = state.caFiles(name);
   if ((await exists(files.certificate)) || (await exists(files.privateKey))) {
     const notAfter = await checkExistingCa(state, name, commonName, now);
-    logger.info('using existing CA', { ca: name, path: files.certificate });
+    logger.debug('using existing CA', { ca: name, path: files.certificate });
     return { name: `${name} CA`, status: 'reused', path: files.certificate, notAfter };
   }
   const keyPair = await generateKeyPair(algorithm);
   const certificatePem = selfSignedCa(commonName, keyPair, validityMs, now);
   await state.writeKeyMaterial(files, certificatePem, privateKeyToPem(keyPair.privateKey));
   const notAfter = inspectCertificate(certificatePem).notAfter.toISOString();
-  logger.info('created CA', { ca: name, path: files.certificate, notAfter });
+  logger.debug('created CA', { ca: name, path: files.certificate, notAfter });
   return { name: `${name} CA`, status: 'created', path: files.certificate, notAfter };
 }
 
@@ -83,12 +83,12 @@ async function ensureServiceAccount(state: StateDir, algorithm: KeyAlgorithm, lo
     if (derived.trim() !== pair.publicKeyPem.trim()) {
       throw new StateError(`service-account key pair: ${files.publicKey} does not match ${files.privateKey}; restore the matching pair from a backup`);
     }
-    logger.info('using existing service-account key pair', { path: files.privateKey });
+    logger.debug('using existing service-account key pair', { path: files.privateKey });
     return { name: 'service-account key pair', status: 'reused', path: files.privateKey };
   }
   const keyPair = await generateKeyPair(algorithm);
   await state.writeServiceAccount(privateKeyToPem(keyPair.privateKey), publicKeyToPem(keyPair.publicKey));
-  logger.info('created service-account key pair', { path: files.privateKey });
+  logger.debug('created service-account key pair', { path: files.privateKey });
   return { name: 'service-account key pair', status: 'created', path: files.privateKey };
 }
 
@@ -101,7 +101,7 @@ async function ensureControllerIdentity(state: StateDir, inventory: Inventory, n
     const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
     const signedByManagement = new crypto.X509Certificate(material.certificatePem).verify(new crypto.X509Certificate(management.certificatePem).publicKey);
     if (info.uris.includes(identity) && signedByManagement && info.notAfter.getTime() > now.getTime()) {
-      logger.info('using existing controller identity', { path: files.certificate });
+      logger.debug('using existing controller identity', { path: files.certificate });
       return { name: 'controller identity', status: 'reused', path: files.certificate, notAfter: info.notAfter.toISOString() };
     }
     // The identity is only the controller's own credential; a stale one is replaced, not kept.
@@ -117,7 +117,7 @@ async function ensureControllerIdentity(state: StateDir, inventory: Inventory, n
     now,
   );
   await state.writeKeyMaterial(files, certificatePem, privateKeyToPem(keyPair.privateKey));
-  logger.info('created controller identity', { path: files.certificate, identity });
+  logger.debug('created controller identity', { path: files.certificate, identity });
   return { name: 'controller identity', status: 'created', path: files.certificate, notAfter: inspectCertificate(certificatePem).notAfter.toISOString() };
 }
 

@@ -14,12 +14,14 @@ export function renderInit(result: InitResult): string {
   return lines.join('\n') + '\n';
 }
 
-function renderPlan(node: NodeReport): string[] {
+function renderPlan(node: NodeReport, dryRun: boolean): string[] {
   const lines: string[] = [];
   for (const entry of node.plan) {
     if (entry.action === 'unchanged') continue;
     lines.push(`    ${entry.action.padEnd(6)} ${entry.name} (${entry.reasons.join('; ')})`);
-    if (entry.current !== undefined) lines.push(`           installed now: serial ${entry.current.serialNumber}, expires ${entry.current.notAfter}`);
+    if (entry.current === undefined) continue;
+    const label = dryRun ? 'installed now' : 'replaced';
+    lines.push(`           ${label}: serial ${entry.current.serialNumber}, expires ${entry.current.notAfter}`);
   }
   return lines;
 }
@@ -30,7 +32,7 @@ export function renderDistribute(report: DistributeReport): string {
   for (const node of report.nodes) {
     const unchanged = node.plan.filter((entry) => entry.action === 'unchanged').length;
     lines.push(`  ${node.name}: ${node.status}${node.plan.length > 0 ? ` (${unchanged} of ${node.plan.length} items unchanged)` : ''}`);
-    lines.push(...renderPlan(node));
+    lines.push(...renderPlan(node, report.dryRun));
     if (node.pendingRestarts.length > 0) lines.push(`    restart pending after an earlier failure: ${node.pendingRestarts.join(', ')}`);
     if (report.dryRun) {
       const restarts = SERVICES.filter((service) => node.plan.some((entry) => entry.restarts.includes(service)) || node.pendingRestarts.includes(service));

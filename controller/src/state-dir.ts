@@ -12,10 +12,9 @@
  *   lock                       PID of the controller process using the directory
  */
 import * as crypto from 'node:crypto';
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { CaName } from '@kubetrust/shared/dist/catalogue';
-import { readFileIfExists, writeFileAtomic } from '@kubetrust/shared/dist/files';
+import { LockedError, acquirePidLock, readFileIfExists, writeFileAtomic } from '@kubetrust/shared/dist/files';
 import { loadPrivateKey } from '@kubetrust/shared/dist/pki';
 
 export class StateError extends Error {
@@ -72,6 +71,18 @@ export class StateDir {
   async readCluster(): Promise<ClusterRecord | undefined> {
     const data = await readFileIfExists(this.path('cluster.json'));
     return data === undefined ? undefined : (JSON.parse(data.toString('utf8')) as ClusterRecord);
+  }
+
+  /** Returns the cluster record, or throws when the directory is not initialised or belongs to another cluster. */
+  async requireCluster(cluster: string): Promise<ClusterRecord> {
+    const record = await this.readCluster();
+    if (record === undefined) {
+      throw new StateError(`state directory ${this.root} is not initialised; run \`controller init --inventory FILE --state-dir ${this.root}\` first`);
+    }
+    if (record.name !== cluster) {
+      throw new StateError(`state directory ${this.root} belongs to cluster "${record.name}", not "${cluster}"; pass the inventory of cluster "${record.name}" or the --state-dir of cluster "${cluster}"`);
+    }
+    return record;
   }
 
   async writeCluster(record: ClusterRecord): Promise<void> {
@@ -136,32 +147,13 @@ export class StateDir {
    * taken over; one held by a live process is an error naming its PID.
    */
   async lock(): Promise<() => Promise<void>> {
-    await fs.mkdir(this.root, { recursive: true, mode: 0o700 });
-    const lockFile = this.path('lock');
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        const handle = await fs.open(lockFile, 'wx', 0o600);
-        await handle.writeFile(String(process.pid));
-        await handle.close();
-        return () => fs.rm(lockFile, { force: true });
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-        const holder = Number((await readFileIfExists(lockFile))?.toString('utf8'));
-        if (Number.isInteger(holder) && holder > 0 && isRunning(holder)) {
-          throw new StateError(`state directory ${this.root} is in use by controller process ${holder}; wait for it to finish`);
-        }
-        await fs.rm(lockFile, { force: true });
+    try {
+      return await acquirePidLock(this.path('lock'));
+    } catch (error) {
+      if (error instanceof LockedError) {
+        throw new StateError(`state directory ${this.root} is in use by controller process ${error.holder}; wait for it to finish`);
       }
+      throw error;
     }
-    throw new StateError(`cannot lock state directory ${this.root}`);
-  }
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -71,3 +71,45 @@ export async function readFileIfExists(file: string): Promise<Buffer | undefined
 export function sha256Hex(data: Buffer | string): string {
   return crypto.createHash('sha256').update(data).digest('hex');
 }
+
+/** Raised when another live process holds a lock file. */
+export class LockedError extends Error {
+  constructor(
+    readonly file: string,
+    readonly holder: number,
+  ) {
+    super(`${file} is held by process ${holder}`);
+    this.name = 'LockedError';
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes a lock file holding this process's PID and returns its release function. A lock left by a
+ * process that no longer runs is taken over; one held by a live process raises LockedError.
+ */
+export async function acquirePidLock(file: string): Promise<() => Promise<void>> {
+  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await fs.open(file, 'wx', 0o600);
+      await handle.writeFile(String(process.pid));
+      await handle.close();
+      return () => fs.rm(file, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const holder = Number((await readFileIfExists(file))?.toString('utf8'));
+      if (Number.isInteger(holder) && holder > 0 && isRunning(holder)) throw new LockedError(file, holder);
+      await fs.rm(file, { force: true });
+    }
+  }
+  throw new Error(`cannot take the lock ${file}`);
+}

@@ -146,4 +146,9 @@ describe('agent authorisation over mutual TLS', function () {
     assert.equal(reasonOf(error!), ErrorReason.NotController);
     assert.match(error?.details ?? '', /only the controller may call this agent/);
   });
+
+  it('refuses a second agent on the same state directory', async () => {
+    const configFile = path.join(workdir, 'agent', 'agent.yaml');
+    await assert.rejects(startAgent(loadAgentConfig(configFile), silentLogger()), /another agent \(process \d+\) already uses state directory/);
+  });
 });

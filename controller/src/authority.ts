@@ -21,6 +21,7 @@ import {
   type ExtKeyUsage,
   type KeyUsage,
 } from '@kubetrust/shared/dist/pki';
+import type { KubeconfigItem, LeafItem } from '@kubetrust/shared/dist/catalogue';
 import type { KeyMaterial } from './state-dir';
 
 const CA_KEY_USAGE: readonly KeyUsage[] = ['keyCertSign', 'cRLSign'];
@@ -61,6 +62,22 @@ export interface LeafProfile {
   readonly dnsNames?: readonly string[];
   readonly ipAddresses?: readonly string[];
   readonly uris?: readonly string[];
+}
+
+/**
+ * The profile of a catalogue item's certificate: subject and SANs from the catalogue, its extended
+ * key usages for leaves, and clientAuth only for a kubeconfig's client certificate.
+ */
+export function leafProfile(item: LeafItem | KubeconfigItem, nodeName: string): LeafProfile {
+  const sans = item.type === 'leaf' ? item.sans : { dnsNames: [], ipAddresses: [] };
+  return {
+    label: `${item.name} for node ${nodeName}`,
+    commonName: item.subject.commonName,
+    organizations: item.subject.organizations,
+    extKeyUsage: item.type === 'leaf' ? item.extKeyUsage : ['clientAuth'],
+    dnsNames: sans.dnsNames,
+    ipAddresses: sans.ipAddresses,
+  };
 }
 
 export interface SignOptions {

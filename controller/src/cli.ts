@@ -6,6 +6,9 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
+import { registerIssueCommand } from './commands/issue-command';
+import { registerPlanCommand } from './commands/plan-command';
+import { registerValidateCommand } from './commands/validate-command';
 import { distribute } from './distribute';
 import { enrollNode } from './enroll';
 import { initState } from './init';
@@ -108,6 +111,11 @@ function buildProgram(): Command {
       process.stdout.write(options.output === 'json' ? JSON.stringify(distributeJson(report), null, 2) + '\n' : renderDistribute(report));
       if (report.nodes.some((node) => node.status === 'failed')) process.exitCode = EXIT_FAILED;
     });
+
+  const commandContext = { loggerFor, readInventory, outputOption, invalidInput: (message: string) => new UsageError(message), exitFailed: EXIT_FAILED };
+  registerPlanCommand(program, commandContext);
+  registerIssueCommand(program, commandContext);
+  registerValidateCommand(program, commandContext);
 
   return program;
 }

@@ -14,7 +14,7 @@ import { casForPki, itemsForNode, servicesForNode, type CaName, type NodeItem, t
 import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { inspectCertificate, parseCsr, type ParsedCsr } from '@kubetrust/shared/dist/pki';
-import { signLeaf } from './authority';
+import { leafProfile, signLeaf } from './authority';
 import { AgentConnection, type ControllerCredentials } from './agent-client';
 import { planNode, queriesFor, type DesiredMaterial, type PlannedItem } from './plan';
 import { StateDir, StateError, type KeyMaterial, type LedgerEntry } from './state-dir';
@@ -243,16 +243,10 @@ class NodeRollout {
       const ca = this.material.ca(item.parent);
       const now = this.now();
       const usedSerials = this.material.usedSerials(item.parent);
+      // The names come from the catalogue; checkCsr has already made sure the CSR asked for exactly these.
       const certificatePem = signLeaf(
         ca,
-        {
-          label: `${item.name} for node ${this.node.name}`,
-          commonName: item.subject.commonName,
-          organizations: item.subject.organizations,
-          extKeyUsage: item.type === 'leaf' ? item.extKeyUsage : ['clientAuth'],
-          dnsNames: request.dns_names ?? [],
-          ipAddresses: request.ip_addresses ?? [],
-        },
+        leafProfile(item, this.node.name),
         csr.publicKey,
         this.inventory.pki.certValidityMs,
         now,

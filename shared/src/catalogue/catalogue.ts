@@ -1,20 +1,26 @@
 /**
  * The certificate catalogue: every CA, key pair, leaf certificate and kubeconfig kubetrust issues,
- * with who receives it, where it goes and which services read it. Issuing, planning, distributing
- * and expiry checks all read this table; no certificate fact is written anywhere else.
+ * with who receives it, where it goes in each path layout, and which flag or configuration field of
+ * which service reads it. Issuing, planning, distributing, expiry checks and the flags report all
+ * read this table; no certificate fact is written anywhere else.
  *
  * Subjects, usages and SAN sets follow kubeadm's certificate list (cmd/kubeadm/app/phases/certs/
  * certlist.go and util/pkiutil, Kubernetes v1.29–v1.31) and the Kubernetes "PKI certificates and
- * requirements" page.
+ * requirements" page. Flag names are those of the kube-apiserver, kube-controller-manager,
+ * kube-scheduler, kubelet and etcd command-line references; configuration fields are those of
+ * KubeletConfiguration (kubelet.config.k8s.io/v1beta1) and KubeProxyConfiguration
+ * (kubeproxy.config.k8s.io/v1alpha1).
  */
 import { isIP } from 'node:net';
 import { firstAddressOfCidr } from '../inventory/net';
-import type { PkiSpec, Role } from '../inventory/types';
+import type { PathLayout, PkiSpec, Role } from '../inventory/types';
 import type { ExtKeyUsage } from '../pki/certificate';
 import type {
   CaEntry,
   CaName,
   CatalogueEntry,
+  CompanionFlag,
+  FileSetting,
   FileSpec,
   KeyPairEntry,
   KubeconfigEntry,
@@ -23,8 +29,12 @@ import type {
   SanSet,
   Service,
 } from './types';
+import { SERVICES } from './types';
 
+/** Directory of the kubeadm path layout. */
 const PKI = '/etc/kubernetes/pki';
+/** Directory of the cfssl path layout: `<name>.pem` for a certificate, `<name>-key.pem` for its key. */
+const SSL = '/etc/kubernetes/ssl';
 const CERT_MODE = 0o644;
 const PRIVATE_MODE = 0o600;
 const ROOT = { uid: 0, gid: 0 } as const;
@@ -32,8 +42,43 @@ const ROOT = { uid: 0, gid: 0 } as const;
 /** Port of each master's own kube-apiserver, used in the kubeconfigs of its local components. */
 export const APISERVER_SECURE_PORT = 6443;
 
-function file(path: string, mode: number, roles: readonly Role[], consumers: readonly Service[]): FileSpec {
-  return { path: { kubeadm: path }, mode, owner: ROOT, roles, consumers };
+/** Common name of the front-proxy client certificate, which kube-apiserver must allow by name. */
+const FRONT_PROXY_CLIENT_CN = 'front-proxy-client';
+
+type LayoutPaths = Readonly<Record<PathLayout, string>>;
+
+interface FileOptions {
+  readonly path: LayoutPaths;
+  readonly mode: number;
+  readonly roles: readonly Role[];
+  readonly settings?: readonly FileSetting[];
+  readonly companions?: readonly CompanionFlag[];
+}
+
+/** Builds a file whose consumers are exactly the services that have a setting for it. */
+function file({ path, mode, roles, settings = [], companions = [] }: FileOptions): FileSpec {
+  const consumers = SERVICES.filter((service) => settings.some((setting) => setting.service === service));
+  return { path, mode, owner: ROOT, roles, settings, companions, consumers };
+}
+
+/** Paths of a certificate and its key: `<kubeadm>.crt` and `.key`, `<cfssl>.pem` and `-key.pem`. */
+function pemPair(kubeadm: string, cfssl: string): { certificate: LayoutPaths; privateKey: LayoutPaths } {
+  return {
+    certificate: { kubeadm: `${kubeadm}.crt`, cfssl: `${cfssl}.pem` },
+    privateKey: { kubeadm: `${kubeadm}.key`, cfssl: `${cfssl}-key.pem` },
+  };
+}
+
+function flags(service: Service, ...names: readonly string[]): FileSetting[] {
+  return names.map((flag) => ({ service, flag }));
+}
+
+function kubeletConfigField(field: string): FileSetting {
+  return { service: 'kubelet', configKind: 'KubeletConfiguration', field };
+}
+
+function fixedFlag(service: Service, flag: string, value: string): CompanionFlag {
+  return { service, flag, value: () => value };
 }
 
 /** Removes duplicates, keeping the first occurrence. */
@@ -50,16 +95,20 @@ function splitNames(names: readonly string[]): SanSet {
 }
 
 /**
- * kube-apiserver serving SANs: node name and hostnames, the in-cluster service names, the first IP
- * of every service CIDR, the master's addresses, the endpoint host clients dial and the extra SANs.
- * DNS names are sorted and everything is deduplicated, as kubeadm does.
+ * kube-apiserver serving SANs, the same set on every master: every master's name, hostnames and
+ * addresses, the in-cluster service names, the first IP of every service CIDR, loopback (binary
+ * installs often point local components or a node-local proxy at https://127.0.0.1:6443), the
+ * endpoint host clients dial and the extra SANs. One set means a client that reaches any master,
+ * directly or behind a load balancer, verifies it the same way, so adding a master or a name
+ * reissues the certificate of every master. DNS names are sorted and everything is deduplicated.
  */
-export function apiServerSans({ inventory, node }: NodeContext): SanSet {
+export function apiServerSans({ inventory }: NodeContext): SanSet {
   const domain = inventory.clusterDomain;
+  const masters = inventory.nodes.filter((candidate) => candidate.roles.includes('master'));
   const extra = splitNames([inventory.apiServer.host, ...inventory.apiServer.extraSANs]);
   const dnsNames = unique([
-    node.name,
-    ...node.hostnames,
+    ...masters.flatMap((master) => [master.name, ...master.hostnames]),
+    'localhost',
     'kubernetes',
     'kubernetes.default',
     'kubernetes.default.svc',
@@ -68,7 +117,8 @@ export function apiServerSans({ inventory, node }: NodeContext): SanSet {
   ]).sort();
   const ipAddresses = unique([
     ...inventory.serviceCIDRs.map(firstAddressOfCidr),
-    ...node.addresses,
+    '127.0.0.1',
+    ...masters.flatMap((master) => master.addresses),
     ...extra.ipAddresses,
   ]);
   return { dnsNames, ipAddresses };
@@ -120,13 +170,25 @@ const CAS: readonly CaEntry[] = [
     name: 'cluster-ca',
     description: 'Cluster CA: trusted for client certificates by the apiserver and kubelets',
     commonName: 'kubernetes',
-    certificate: file(`${PKI}/ca.crt`, CERT_MODE, ['master', 'worker'], [
-      'kube-apiserver',
-      'kube-controller-manager',
-      'kubelet',
-    ]),
+    certificate: file({
+      path: { kubeadm: `${PKI}/ca.crt`, cfssl: `${SSL}/ca.pem` },
+      mode: CERT_MODE,
+      roles: ['master', 'worker'],
+      // NOTE: a bootstrapping kubelet serves a self-signed certificate unless its serverTLSBootstrap
+      // is true, and --kubelet-certificate-authority then rejects it for logs and exec.
+      settings: [
+        ...flags('kube-apiserver', '--client-ca-file', '--kubelet-certificate-authority'),
+        ...flags('kube-controller-manager', '--client-ca-file', '--root-ca-file', '--cluster-signing-cert-file'),
+        kubeletConfigField('authentication.x509.clientCAFile'),
+      ],
+    }),
     // The controller-manager's CSR signer needs the key; no other role ever receives it.
-    privateKey: file(`${PKI}/ca.key`, PRIVATE_MODE, ['master'], ['kube-controller-manager']),
+    privateKey: file({
+      path: { kubeadm: `${PKI}/ca.key`, cfssl: `${SSL}/ca-key.pem` },
+      mode: PRIVATE_MODE,
+      roles: ['master'],
+      settings: flags('kube-controller-manager', '--cluster-signing-key-file'),
+    }),
   },
   {
     kind: 'ca',
@@ -134,17 +196,26 @@ const CAS: readonly CaEntry[] = [
     description: 'etcd CA: trusted by etcd for peers and clients',
     commonName: 'etcd-ca',
     sharedWith: { when: (pki) => pki.etcdCA === 'shared', ca: 'cluster-ca' },
-    certificate: file(`${PKI}/etcd/ca.crt`, CERT_MODE, ['etcd', 'master'], ['etcd', 'kube-apiserver']),
+    certificate: file({
+      path: { kubeadm: `${PKI}/etcd/ca.crt`, cfssl: `${SSL}/etcd-ca.pem` },
+      mode: CERT_MODE,
+      roles: ['etcd', 'master'],
+      settings: [...flags('etcd', '--trusted-ca-file', '--peer-trusted-ca-file'), ...flags('kube-apiserver', '--etcd-cafile')],
+      // Without these two flags etcd accepts clients and peers that present no certificate.
+      companions: [fixedFlag('etcd', '--client-cert-auth', 'true'), fixedFlag('etcd', '--peer-client-cert-auth', 'true')],
+    }),
   },
   {
     kind: 'ca',
     name: 'front-proxy-ca',
     description: 'Front-proxy CA: trusted by the apiserver for the aggregation layer',
     commonName: 'front-proxy-ca',
-    certificate: file(`${PKI}/front-proxy-ca.crt`, CERT_MODE, ['master'], [
-      'kube-apiserver',
-      'kube-controller-manager',
-    ]),
+    certificate: file({
+      path: { kubeadm: `${PKI}/front-proxy-ca.crt`, cfssl: `${SSL}/front-proxy-ca.pem` },
+      mode: CERT_MODE,
+      roles: ['master'],
+      settings: [...flags('kube-apiserver', '--requestheader-client-ca-file'), ...flags('kube-controller-manager', '--requestheader-client-ca-file')],
+    }),
   },
 ];
 
@@ -152,9 +223,29 @@ const SERVICE_ACCOUNT: KeyPairEntry = {
   kind: 'keypair',
   name: 'service-account',
   description: 'Service-account token signing key pair, the same on every master',
-  privateKey: file(`${PKI}/sa.key`, PRIVATE_MODE, ['master'], ['kube-apiserver', 'kube-controller-manager']),
-  publicKey: file(`${PKI}/sa.pub`, CERT_MODE, ['master'], ['kube-apiserver']),
+  privateKey: file({
+    path: { kubeadm: `${PKI}/sa.key`, cfssl: `${SSL}/sa-key.pem` },
+    mode: PRIVATE_MODE,
+    roles: ['master'],
+    settings: [...flags('kube-apiserver', '--service-account-signing-key-file'), ...flags('kube-controller-manager', '--service-account-private-key-file')],
+    // kube-apiserver requires an issuer whenever it signs tokens. The API server's in-cluster URL is the usual choice.
+    companions: [{ service: 'kube-apiserver', flag: '--service-account-issuer', value: ({ inventory }) => `https://kubernetes.default.svc.${inventory.clusterDomain}` }],
+  }),
+  publicKey: file({
+    path: { kubeadm: `${PKI}/sa.pub`, cfssl: `${SSL}/sa.pub` },
+    mode: CERT_MODE,
+    roles: ['master'],
+    settings: flags('kube-apiserver', '--service-account-key-file'),
+  }),
 };
+
+interface LeafFiles {
+  readonly paths: ReturnType<typeof pemPair>;
+  readonly roles: readonly Role[];
+  readonly certificateSettings: readonly FileSetting[];
+  readonly keySettings: readonly FileSetting[];
+  readonly companions?: readonly CompanionFlag[];
+}
 
 function leaf(
   name: string,
@@ -163,9 +254,10 @@ function leaf(
   subject: LeafEntry['subject'],
   extKeyUsage: readonly ExtKeyUsage[],
   sans: LeafEntry['sans'],
-  files: { certificate: string; privateKey: string; roles: readonly Role[]; consumers: readonly Service[] },
+  files: LeafFiles,
   extra: Partial<Pick<LeafEntry, 'requiredBindings' | 'when'>> = {},
 ): LeafEntry {
+  const { paths, roles } = files;
   return {
     kind: 'leaf',
     name,
@@ -174,18 +266,18 @@ function leaf(
     subject,
     extKeyUsage,
     sans,
-    certificate: file(files.certificate, CERT_MODE, files.roles, files.consumers),
-    privateKey: file(files.privateKey, PRIVATE_MODE, files.roles, files.consumers),
+    certificate: file({ path: paths.certificate, mode: CERT_MODE, roles, settings: files.certificateSettings, companions: files.companions ?? [] }),
+    privateKey: file({ path: paths.privateKey, mode: PRIVATE_MODE, roles, settings: files.keySettings }),
     ...extra,
   };
 }
 
 const LEAVES: readonly LeafEntry[] = [
   leaf('apiserver', 'kube-apiserver serving certificate', 'cluster-ca', fixedSubject('kube-apiserver'), ['serverAuth'], apiServerSans, {
-    certificate: `${PKI}/apiserver.crt`,
-    privateKey: `${PKI}/apiserver.key`,
+    paths: pemPair(`${PKI}/apiserver`, `${SSL}/kubernetes`),
     roles: ['master'],
-    consumers: ['kube-apiserver'],
+    certificateSettings: flags('kube-apiserver', '--tls-cert-file'),
+    keySettings: flags('kube-apiserver', '--tls-private-key-file'),
   }),
   leaf(
     'apiserver-kubelet-client',
@@ -195,10 +287,10 @@ const LEAVES: readonly LeafEntry[] = [
     ['clientAuth'],
     NO_SANS,
     {
-      certificate: `${PKI}/apiserver-kubelet-client.crt`,
-      privateKey: `${PKI}/apiserver-kubelet-client.key`,
+      paths: pemPair(`${PKI}/apiserver-kubelet-client`, `${SSL}/apiserver-kubelet-client`),
       roles: ['master'],
-      consumers: ['kube-apiserver'],
+      certificateSettings: flags('kube-apiserver', '--kubelet-client-certificate'),
+      keySettings: flags('kube-apiserver', '--kubelet-client-key'),
     },
     // No group in the certificate: kubelets authorise this user through the binding instead of system:masters.
     { requiredBindings: () => [{ clusterRole: 'system:kubelet-api-admin', subjectKind: 'User', subjectName: 'kube-apiserver-kubelet-client' }] },
@@ -207,14 +299,15 @@ const LEAVES: readonly LeafEntry[] = [
     'front-proxy-client',
     'kube-apiserver client certificate for aggregated API servers; its CN must be in --requestheader-allowed-names',
     'front-proxy-ca',
-    fixedSubject('front-proxy-client'),
+    fixedSubject(FRONT_PROXY_CLIENT_CN),
     ['clientAuth'],
     NO_SANS,
     {
-      certificate: `${PKI}/front-proxy-client.crt`,
-      privateKey: `${PKI}/front-proxy-client.key`,
+      paths: pemPair(`${PKI}/front-proxy-client`, `${SSL}/front-proxy-client`),
       roles: ['master'],
-      consumers: ['kube-apiserver'],
+      certificateSettings: flags('kube-apiserver', '--proxy-client-cert-file'),
+      keySettings: flags('kube-apiserver', '--proxy-client-key-file'),
+      companions: [fixedFlag('kube-apiserver', '--requestheader-allowed-names', FRONT_PROXY_CLIENT_CN)],
     },
   ),
   leaf(
@@ -225,25 +318,25 @@ const LEAVES: readonly LeafEntry[] = [
     ['clientAuth'],
     NO_SANS,
     {
-      certificate: `${PKI}/apiserver-etcd-client.crt`,
-      privateKey: `${PKI}/apiserver-etcd-client.key`,
+      paths: pemPair(`${PKI}/apiserver-etcd-client`, `${SSL}/apiserver-etcd-client`),
       roles: ['master'],
-      consumers: ['kube-apiserver'],
+      certificateSettings: flags('kube-apiserver', '--etcd-certfile'),
+      keySettings: flags('kube-apiserver', '--etcd-keyfile'),
     },
   ),
   // etcd's embedded gRPC gateway dials its own client port with the serving certificate, so the
   // server certificate needs clientAuth as well; peers listen and dial with the peer certificate.
   leaf('etcd-server', 'etcd serving certificate', 'etcd-ca', ({ node }) => ({ commonName: node.name, organizations: [] }), SERVER_AND_CLIENT, etcdMemberSans, {
-    certificate: `${PKI}/etcd/server.crt`,
-    privateKey: `${PKI}/etcd/server.key`,
+    paths: pemPair(`${PKI}/etcd/server`, `${SSL}/etcd`),
     roles: ['etcd'],
-    consumers: ['etcd'],
+    certificateSettings: flags('etcd', '--cert-file'),
+    keySettings: flags('etcd', '--key-file'),
   }),
   leaf('etcd-peer', 'etcd peer certificate', 'etcd-ca', ({ node }) => ({ commonName: node.name, organizations: [] }), SERVER_AND_CLIENT, etcdMemberSans, {
-    certificate: `${PKI}/etcd/peer.crt`,
-    privateKey: `${PKI}/etcd/peer.key`,
+    paths: pemPair(`${PKI}/etcd/peer`, `${SSL}/etcd-peer`),
     roles: ['etcd'],
-    consumers: ['etcd'],
+    certificateSettings: flags('etcd', '--peer-cert-file'),
+    keySettings: flags('etcd', '--peer-key-file'),
   }),
   leaf(
     'etcd-healthcheck-client',
@@ -253,10 +346,11 @@ const LEAVES: readonly LeafEntry[] = [
     ['clientAuth'],
     NO_SANS,
     {
-      certificate: `${PKI}/etcd/healthcheck-client.crt`,
-      privateKey: `${PKI}/etcd/healthcheck-client.key`,
+      paths: pemPair(`${PKI}/etcd/healthcheck-client`, `${SSL}/etcd-healthcheck-client`),
       roles: ['etcd'],
-      consumers: [],
+      // Read by health checks and etcdctl, not by a service.
+      certificateSettings: [],
+      keySettings: [],
     },
   ),
   leaf(
@@ -267,10 +361,10 @@ const LEAVES: readonly LeafEntry[] = [
     ['serverAuth'],
     kubeletServingSans,
     {
-      certificate: '/var/lib/kubelet/pki/kubelet.crt',
-      privateKey: '/var/lib/kubelet/pki/kubelet.key',
+      paths: pemPair('/var/lib/kubelet/pki/kubelet', `${SSL}/kubelet`),
       roles: ['worker'],
-      consumers: ['kubelet'],
+      certificateSettings: [kubeletConfigField('tlsCertFile')],
+      keySettings: [kubeletConfigField('tlsPrivateKeyFile')],
     },
     { when: preProvisionedKubelet },
   ),
@@ -281,12 +375,15 @@ function kubeconfig(
   description: string,
   subject: KubeconfigEntry['subject'],
   server: KubeconfigEntry['server'],
-  path: string,
-  roles: readonly Role[],
-  consumers: readonly Service[],
+  spec: Omit<FileOptions, 'mode'>,
   extra: Partial<Pick<KubeconfigEntry, 'requiredBindings' | 'when'>> = {},
 ): KubeconfigEntry {
-  return { kind: 'kubeconfig', name, description, parent: 'cluster-ca', subject, server, file: file(path, PRIVATE_MODE, roles, consumers), ...extra };
+  return { kind: 'kubeconfig', name, description, parent: 'cluster-ca', subject, server, file: file({ ...spec, mode: PRIVATE_MODE }), ...extra };
+}
+
+/** kube-controller-manager and kube-scheduler read their kubeconfig through these three flags. */
+function controlPlaneKubeconfigFlags(service: Service): FileSetting[] {
+  return flags(service, '--kubeconfig', '--authentication-kubeconfig', '--authorization-kubeconfig');
 }
 
 const KUBECONFIGS: readonly KubeconfigEntry[] = [
@@ -295,9 +392,8 @@ const KUBECONFIGS: readonly KubeconfigEntry[] = [
     'Administrator kubeconfig; its group is spec.admin.group',
     ({ inventory }) => ({ commonName: 'kubernetes-admin', organizations: [inventory.admin.group] }),
     clusterEndpoint,
-    '/etc/kubernetes/admin.conf',
-    ['master'],
-    [],
+    // Read by kubectl, not by a service.
+    { path: { kubeadm: '/etc/kubernetes/admin.conf', cfssl: '/root/.kube/config' }, roles: ['master'] },
     // system:masters bypasses authorisation; any other group needs cluster-admin bound to it.
     { requiredBindings: (inventory) => (inventory.admin.group === 'system:masters' ? [] : [{ clusterRole: 'cluster-admin', subjectKind: 'Group', subjectName: inventory.admin.group }]) },
   ),
@@ -306,30 +402,43 @@ const KUBECONFIGS: readonly KubeconfigEntry[] = [
     'kube-controller-manager kubeconfig, pointing at the master\'s own apiserver',
     fixedSubject('system:kube-controller-manager'),
     ownApiServer,
-    '/etc/kubernetes/controller-manager.conf',
-    ['master'],
-    ['kube-controller-manager'],
+    {
+      path: { kubeadm: '/etc/kubernetes/controller-manager.conf', cfssl: '/etc/kubernetes/kube-controller-manager.kubeconfig' },
+      roles: ['master'],
+      settings: controlPlaneKubeconfigFlags('kube-controller-manager'),
+      // Without it every controller runs with this kubeconfig, whose role system:kube-controller-manager
+      // lacks the controllers' permissions. With it each controller uses its own service account.
+      companions: [fixedFlag('kube-controller-manager', '--use-service-account-credentials', 'true')],
+    },
   ),
   kubeconfig(
     'scheduler.conf',
     'kube-scheduler kubeconfig, pointing at the master\'s own apiserver',
     fixedSubject('system:kube-scheduler'),
     ownApiServer,
-    '/etc/kubernetes/scheduler.conf',
-    ['master'],
-    ['kube-scheduler'],
+    {
+      path: { kubeadm: '/etc/kubernetes/scheduler.conf', cfssl: '/etc/kubernetes/kube-scheduler.kubeconfig' },
+      roles: ['master'],
+      settings: controlPlaneKubeconfigFlags('kube-scheduler'),
+    },
   ),
   kubeconfig(
     'kubelet.conf',
     'kubelet kubeconfig with the node\'s own client certificate',
     ({ node }) => ({ commonName: `system:node:${node.name}`, organizations: ['system:nodes'] }),
     clusterEndpoint,
-    '/etc/kubernetes/kubelet.conf',
-    ['worker'],
-    ['kubelet'],
+    {
+      path: { kubeadm: '/etc/kubernetes/kubelet.conf', cfssl: '/etc/kubernetes/kubelet.kubeconfig' },
+      roles: ['worker'],
+      settings: flags('kubelet', '--kubeconfig'),
+    },
     { when: preProvisionedKubelet },
   ),
-  kubeconfig('kube-proxy.conf', 'kube-proxy kubeconfig', fixedSubject('system:kube-proxy'), clusterEndpoint, '/etc/kubernetes/kube-proxy.conf', ['worker'], ['kube-proxy']),
+  kubeconfig('kube-proxy.conf', 'kube-proxy kubeconfig', fixedSubject('system:kube-proxy'), clusterEndpoint, {
+    path: { kubeadm: '/etc/kubernetes/kube-proxy.conf', cfssl: '/etc/kubernetes/kube-proxy.kubeconfig' },
+    roles: ['worker'],
+    settings: [{ service: 'kube-proxy', configKind: 'KubeProxyConfiguration', field: 'clientConnection.kubeconfig' }],
+  }),
 ];
 
 /** Every entry, CAs first so that a walk in order always meets a parent before its children. */

@@ -152,12 +152,19 @@ function dropSharedTrustFiles(items: readonly NodeItem[]): NodeItem[] {
       kept.push(item);
       continue;
     }
-    const sameCa = item.type === 'static' && clash.type === 'static' && 'ca' in item.source && 'ca' in clash.source && item.source.ca === clash.source.ca && item.source.part === clash.source.part;
-    if (!sameCa) {
+    if (item.type !== 'static' || clash.type !== 'static' || !sameCaFile(item.source, clash.source)) {
       throw new Error(`catalogue items ${clash.name} and ${item.name} resolve to the same path ${itemPaths(item).join(', ')}; change one of them in pki.pathOverrides`);
     }
+    // The kept file now stands for both trust files, so a change to it restarts the readers of both.
+    const merged: StaticItem = { ...clash, file: { ...clash.file, consumers: SERVICES.filter((service) => clash.file.consumers.includes(service) || item.file.consumers.includes(service)) } };
+    kept[kept.indexOf(clash)] = merged;
+    for (const path of itemPaths(merged)) byPath.set(path, merged);
   }
   return kept;
+}
+
+function sameCaFile(a: StaticItem['source'], b: StaticItem['source']): boolean {
+  return 'ca' in a && 'ca' in b && a.ca === b.ca && a.part === b.part;
 }
 
 /** Every path an item writes. */

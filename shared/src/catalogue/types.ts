@@ -21,16 +21,46 @@ export const CA_NAMES = ['cluster-ca', 'etcd-ca', 'front-proxy-ca'] as const;
 export type CaName = (typeof CA_NAMES)[number];
 
 
+/** Configuration file kinds whose fields name catalogue files. */
+export const CONFIG_KINDS = ['KubeletConfiguration', 'KubeProxyConfiguration'] as const;
+export type ConfigKind = (typeof CONFIG_KINDS)[number];
+
+/**
+ * A component setting whose value is the path of a catalogue file: a command-line flag such as
+ * kube-apiserver's `--tls-cert-file`, or a field of a configuration file such as the
+ * KubeletConfiguration field `tlsCertFile`.
+ */
+export type FileSetting =
+  | { readonly service: Service; readonly flag: string }
+  | { readonly service: Service; readonly configKind: ConfigKind; readonly field: string };
+
+/**
+ * A flag with a fixed value that a certificate relies on, such as kube-apiserver's
+ * `--requestheader-allowed-names`, which must contain the front-proxy client's common name.
+ */
+export interface CompanionFlag {
+  readonly service: Service;
+  readonly flag: string;
+  readonly value: (context: NodeContext) => string;
+}
+
 /** One file a node receives. */
 export interface FileSpec {
-  /** Node path per path layout. TODO: the cfssl layout's paths are not in the catalogue yet. */
-  readonly path: Readonly<Partial<Record<PathLayout, string>>> & { readonly kubeadm: string };
+  /** Node path in each path layout. */
+  readonly path: Readonly<Record<PathLayout, string>>;
   readonly mode: number;
   /** Numeric owner; every file belongs to root today because the control-plane services run as root. */
   readonly owner: { readonly uid: number; readonly gid: number };
   /** Roles whose nodes receive the file. */
   readonly roles: readonly Role[];
-  /** Services that read the file; a node restarts those of them it runs when the file changes. */
+  /** Settings of the services that read the file, which point those services at its path. */
+  readonly settings: readonly FileSetting[];
+  /** Fixed flags that the services reading the file need so that the file works as intended. */
+  readonly companions: readonly CompanionFlag[];
+  /**
+   * Services that read the file, which are the services of `settings`. A node restarts those of
+   * them it runs when the file changes.
+   */
   readonly consumers: readonly Service[];
 }
 

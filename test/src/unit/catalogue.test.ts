@@ -149,8 +149,13 @@ describe('catalogue per node role', () => {
       'kubernetes.default',
       'kubernetes.default.svc',
       'kubernetes.default.svc.cluster.local',
+      'localhost',
+      'stacked-1',
     ]);
-    assert.deepEqual(apiserver.sans.ipAddresses, ['10.96.0.1', 'fd00:10:96::1', '192.0.2.21', '192.0.2.100', '198.51.100.7']);
+    assert.deepEqual(apiserver.sans.ipAddresses, ['10.96.0.1', 'fd00:10:96::1', '127.0.0.1', '192.0.2.21', '192.0.2.22', '192.0.2.100', '198.51.100.7']);
+    const other = itemsForNode(inv, node(inv, 'stacked-1')).find((item) => item.name === 'apiserver');
+    assert.ok(other?.type === 'leaf');
+    assert.deepEqual(other.sans, apiserver.sans, 'every master must carry the same SAN set');
     assert.deepEqual(apiserver.extKeyUsage, ['serverAuth']);
   });
 

@@ -1,0 +1,87 @@
+/**
+ * `controller plan`: without `--flags`, the same run as `controller distribute --dry-run`. With
+ * `--flags --node NAME`, the flags and configuration fields that point each service of that node
+ * at its files, which need no state directory.
+ */
+import * as path from 'node:path';
+import type { Command, Option } from 'commander';
+import type { Inventory } from '@kubetrust/shared/dist/inventory';
+import type { Logger } from '@kubetrust/shared/dist/log';
+import { DEFAULT_CONCURRENCY, distribute } from '../distribute';
+import { buildFlagsReport, flagsJson, renderFlags } from '../flags-report';
+import { distributeJson, renderDistribute } from '../report';
+
+/** Helpers of cli.ts that `plan` uses. cli.ts passes the same object to every command it registers from this directory. */
+export interface PlanCommandContext {
+  loggerFor(command: Command): Logger;
+  readInventory(file: string, logger: Logger): Inventory;
+  outputOption(): Option;
+  /** Builds the error that the CLI reports as invalid input, with exit code 2. */
+  invalidInput(message: string): Error;
+  /** Exit code for a run that completed and found or caused a failure. */
+  readonly exitFailed: number;
+}
+
+interface PlanOptions {
+  readonly inventory: string;
+  readonly stateDir?: string;
+  readonly node?: string;
+  readonly flags: boolean;
+  readonly concurrency: number;
+  readonly output: 'text' | 'json';
+}
+
+function concurrencyParser(context: PlanCommandContext): (value: string) => number {
+  return (value) => {
+    const parsed = Number(value);
+    if (!Number.isInteger(parsed) || parsed < 1) throw context.invalidInput(`--concurrency: "${value}" is not a positive integer; pass a number such as 16`);
+    return parsed;
+  };
+}
+
+function printFlags(inventory: Inventory, nodeName: string, output: PlanOptions['output']): void {
+  const report = buildFlagsReport(inventory, nodeName);
+  process.stdout.write(output === 'json' ? JSON.stringify(flagsJson(report), null, 2) + '\n' : renderFlags(report));
+}
+
+async function printDryRun(inventory: Inventory, stateDir: string, options: PlanOptions, logger: Logger, context: PlanCommandContext): Promise<void> {
+  const total = inventory.nodes.length;
+  let done = 0;
+  const report = await distribute(inventory, path.resolve(stateDir), logger, {
+    dryRun: true,
+    concurrency: options.concurrency,
+    onProgress: (event) => {
+      if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${++done}/${total}` });
+    },
+  });
+  process.stdout.write(options.output === 'json' ? JSON.stringify(distributeJson(report), null, 2) + '\n' : renderDistribute(report));
+  if (report.nodes.some((node) => node.status === 'failed')) process.exitCode = context.exitFailed;
+}
+
+async function runPlan(options: PlanOptions, command: Command, context: PlanCommandContext): Promise<void> {
+  const logger = context.loggerFor(command);
+  const inventory = context.readInventory(options.inventory, logger);
+  const nodes = inventory.nodes.map((node) => node.name).join(', ');
+  if (options.flags) {
+    if (options.node === undefined) throw context.invalidInput(`--flags needs --node NAME; nodes in the inventory: ${nodes}`);
+    printFlags(inventory, options.node, options.output);
+    return;
+  }
+  if (options.node !== undefined) throw context.invalidInput('--node selects the node of --flags; plan without --flags covers every node, so leave --node out or add --flags');
+  if (options.stateDir === undefined) throw context.invalidInput('plan without --flags needs --state-dir DIR, the directory that `controller init` created');
+  await printDryRun(inventory, options.stateDir, options, logger, context);
+}
+
+/** Adds `plan` to `program`. */
+export function registerPlanCommand(program: Command, context: PlanCommandContext): void {
+  program
+    .command('plan')
+    .description('print what distribute would change without changing anything (the same as distribute --dry-run), or with --flags the flags that point the services of one node at their files')
+    .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
+    .option('-s, --state-dir <dir>', 'controller state directory; required unless --flags is given')
+    .option('-n, --node <name>', 'node name from the inventory; required with --flags')
+    .option('--flags', 'print the flags and configuration fields that point each service of --node at the files kubetrust installs there; reads no state directory and contacts no agent', false)
+    .option('--concurrency <n>', 'nodes handled at the same time (without --flags)', concurrencyParser(context), DEFAULT_CONCURRENCY)
+    .addOption(context.outputOption())
+    .action((options: PlanOptions, command: Command) => runPlan(options, command, context));
+}

@@ -1,13 +1,14 @@
 /**
  * A real three-member etcd (Debian etcd-server) on the files kubetrust installs, for each way etcd
- * can be trusted: its own CA in the kubeadm layout, the cluster CA in single-ca, and its own CA in
- * single-ca. Every member runs with client and peer certificate authentication.
+ * can be trusted: its own CA in the kubeadm layout, the cluster CA in single-ca, its own CA in
+ * single-ca, and the cfssl path layout. Every path comes from the catalogue. Every member runs with client and peer certificate authentication.
  */
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import { LocalCluster, which } from '../harness/local-cluster';
 
@@ -44,7 +45,8 @@ spec:
 const SHAPES = [
   { title: 'own etcd CA, kubeadm layout, RSA-2048', name: 'etcd-kubeadm', subnet: '127.0.28', pki: '{layout: kubeadm, keyAlgorithm: RSA-2048}', ownCa: true },
   { title: 'cluster CA shared with etcd, single-ca layout, ECDSA-P256', name: 'etcd-shared', subnet: '127.0.29', pki: '{layout: single-ca, keyAlgorithm: ECDSA-P256}', ownCa: false },
-  { title: 'own etcd CA, single-ca layout, ECDSA-P384', name: 'etcd-separate', subnet: '127.0.32', pki: '{layout: single-ca, etcdCA: separate, keyAlgorithm: ECDSA-P384}', ownCa: true },
+  { title: 'own etcd CA, single-ca layout, ECDSA-P384', name: 'etcd-separate', subnet: '127.0.35', pki: '{layout: single-ca, etcdCA: separate, keyAlgorithm: ECDSA-P384}', ownCa: true },
+  { title: 'own etcd CA, cfssl path layout, RSA-2048', name: 'etcd-cfssl', subnet: '127.0.36', pki: '{layout: kubeadm, pathLayout: cfssl, keyAlgorithm: RSA-2048}', ownCa: true },
 ] as const;
 
 for (const shape of SHAPES) {
@@ -74,18 +76,34 @@ for (const shape of SHAPES) {
       if (workdir !== undefined) fs.rmSync(workdir, { recursive: true, force: true });
     });
 
+    /** Host path of the file a catalogue item writes on a node, in whatever path layout the shape uses. */
+    function itemFile(node: string, name: string, part: 'certificate' | 'privateKey' | 'file' = 'file'): string {
+      const item = itemsForNode(cluster.inventory, cluster.node(node).spec).find((candidate) => candidate.name === name);
+      assert.ok(item !== undefined, `${node} holds no ${name}`);
+      const nodePath = item.type === 'leaf' ? item[part === 'privateKey' ? 'privateKey' : 'certificate'].path : item.file.path;
+      return cluster.file(node, nodePath);
+    }
+
+    /** Flags that make etcdctl trust etcd's CA and present the apiserver's etcd client certificate. */
+    function apiserverClient(): string[] {
+      return [
+        `--cacert=${itemFile('master-1', 'etcd-ca.crt')}`,
+        `--cert=${itemFile('master-1', 'apiserver-etcd-client', 'certificate')}`,
+        `--key=${itemFile('master-1', 'apiserver-etcd-client', 'privateKey')}`,
+      ];
+    }
+
     /** Writes a kubeconfig's embedded client certificate and key to files etcdctl can read. */
-    function clientFromKubeconfig(node: string, kubeconfig: string): string[] {
-      const summary = parseKubeconfig(fs.readFileSync(cluster.file(node, kubeconfig), 'utf8'));
-      const base = path.join(workdir, `${node}-${path.basename(kubeconfig)}`);
+    function clientFromKubeconfig(node: string, kubeconfigItem: string): string[] {
+      const summary = parseKubeconfig(fs.readFileSync(itemFile(node, kubeconfigItem), 'utf8'));
+      const base = path.join(workdir, `${node}-${kubeconfigItem}`);
       fs.writeFileSync(`${base}.crt`, summary.clientCertificatePem);
       fs.writeFileSync(`${base}.key`, summary.clientKeyPem ?? '', { mode: 0o600 });
       return [`--cert=${base}.crt`, `--key=${base}.key`];
     }
 
     it('answers health checks with the apiserver etcd client', async () => {
-      const pki = cluster.file('master-1', '/etc/kubernetes/pki');
-      const health = await etcdctl([`--endpoints=${endpoints}`, `--cacert=${pki}/etcd/ca.crt`, `--cert=${pki}/apiserver-etcd-client.crt`, `--key=${pki}/apiserver-etcd-client.key`, 'endpoint', 'health']);
+      const health = await etcdctl([`--endpoints=${endpoints}`, ...apiserverClient(), 'endpoint', 'health']);
       assert.equal(health.code, 0, health.output);
       assert.equal(health.output.match(/is healthy/g)?.length, 3, health.output);
     });
@@ -99,9 +117,8 @@ for (const shape of SHAPES) {
 
     if (shape.ownCa) {
       it('rejects kubelet and admin certificates', async () => {
-        const pki = cluster.file('master-1', '/etc/kubernetes/pki');
-        for (const [node, kubeconfig] of [['worker-1', '/etc/kubernetes/kubelet.conf'], ['master-1', '/etc/kubernetes/admin.conf']] as const) {
-          const attempt = await etcdctl([`--endpoints=https://${shape.subnet}.11:2379`, `--cacert=${pki}/etcd/ca.crt`, ...clientFromKubeconfig(node, kubeconfig), 'endpoint', 'health']);
+        for (const [node, kubeconfig] of [['worker-1', 'kubelet.conf'], ['master-1', 'admin.conf']] as const) {
+          const attempt = await etcdctl([`--endpoints=https://${shape.subnet}.11:2379`, `--cacert=${itemFile('master-1', 'etcd-ca.crt')}`, ...clientFromKubeconfig(node, kubeconfig), 'endpoint', 'health']);
           assert.notEqual(attempt.code, 0, `etcd accepted the client certificate of ${kubeconfig}: ${attempt.output}`);
         }
       });
@@ -109,8 +126,7 @@ for (const shape of SHAPES) {
       // With one CA for everything, etcd's client check accepts any certificate the cluster CA
       // signed; this is why kubetrust recommends etcdCA: separate when etcd auth is off.
       it('accepts any cluster certificate when etcd shares the cluster CA', async () => {
-        const pki = cluster.file('master-1', '/etc/kubernetes/pki');
-        const attempt = await etcdctl([`--endpoints=https://${shape.subnet}.11:2379`, `--cacert=${pki}/etcd/ca.crt`, ...clientFromKubeconfig('worker-1', '/etc/kubernetes/kubelet.conf'), 'endpoint', 'health']);
+        const attempt = await etcdctl([`--endpoints=https://${shape.subnet}.11:2379`, `--cacert=${itemFile('master-1', 'etcd-ca.crt')}`, ...clientFromKubeconfig('worker-1', 'kubelet.conf'), 'endpoint', 'health']);
         assert.equal(attempt.code, 0, attempt.output);
       });
     }

@@ -21,6 +21,11 @@ export interface EtcdMemberSpec {
   /** `name=https://address:2380` for every member. */
   readonly initialCluster: string;
   readonly etcdBinary: string;
+  /**
+   * TLS flags as `controller plan --flags` prints them for the node (`--cert-file=<node path>` and
+   * so on), so the member runs on whatever path layout the inventory chose.
+   */
+  readonly tlsFlags: readonly string[];
 }
 
 export const ETCD_CLIENT_PORT = 2379;
@@ -50,8 +55,13 @@ async function stop(spec: EtcdMemberSpec): Promise<void> {
   fs.rmSync(spec.pidFile, { force: true });
 }
 
+/** Rewrites `--flag=/node/path` to point below the node's install root. */
+function belowInstallRoot(spec: EtcdMemberSpec, flag: string): string {
+  const [name, value] = flag.split('=', 2) as [string, string | undefined];
+  return value !== undefined && value.startsWith('/') ? `${name}=${path.join(spec.installRoot, value)}` : flag;
+}
+
 function etcdArguments(spec: EtcdMemberSpec): string[] {
-  const pki = (file: string): string => path.join(spec.installRoot, 'etc/kubernetes/pki/etcd', file);
   const client = `https://${spec.address}:${ETCD_CLIENT_PORT}`;
   const peer = `https://${spec.address}:${ETCD_PEER_PORT}`;
   return [
@@ -64,14 +74,7 @@ function etcdArguments(spec: EtcdMemberSpec): string[] {
     `--initial-cluster=${spec.initialCluster}`,
     '--initial-cluster-state=new',
     '--initial-cluster-token=kubetrust-test',
-    `--cert-file=${pki('server.crt')}`,
-    `--key-file=${pki('server.key')}`,
-    `--trusted-ca-file=${pki('ca.crt')}`,
-    '--client-cert-auth=true',
-    `--peer-cert-file=${pki('peer.crt')}`,
-    `--peer-key-file=${pki('peer.key')}`,
-    `--peer-trusted-ca-file=${pki('ca.crt')}`,
-    '--peer-client-cert-auth=true',
+    ...spec.tlsFlags.map((flag) => belowInstallRoot(spec, flag)),
   ];
 }
 

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
+import { flagsForNode, itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { loadInventory, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { ETCD_CLIENT_PORT, ETCD_PEER_PORT, type EtcdMemberSpec } from './etcd-service';
 
@@ -164,6 +165,9 @@ export class LocalCluster {
                 logFile: path.join(dir, 'etcd.log'),
                 initialCluster,
                 etcdBinary: this.etcdBinary,
+                tlsFlags: flagsForNode(this.inventory, spec)
+                  .filter((flag) => flag.service === 'etcd' && flag.kind === 'flag')
+                  .map((flag) => `${flag.flag}=${flag.value}`),
                 specFile: path.join(dir, 'etcd.json'),
               },
             }
@@ -183,15 +187,18 @@ export class LocalCluster {
     const services: Record<string, unknown> = {};
     for (const service of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy']) services[service] = record(service);
     if (node.etcd !== undefined) {
-      const pki = path.join(node.installRoot, 'etc/kubernetes/pki/etcd');
+      const items = itemsForNode(this.inventory, node.spec);
+      const trust = node.etcd.tlsFlags.find((flag) => flag.startsWith('--trusted-ca-file='))?.split('=')[1];
+      const client = items.find((item) => item.name === 'etcd-healthcheck-client');
+      if (trust === undefined || client?.type !== 'leaf') throw new Error(`node ${node.spec.name}: the catalogue gives etcd no trust file or health-check client`);
       services.etcd = {
         restart: { command: [process.execPath, ETCD_SERVICE, 'restart', node.etcd.specFile] },
         health: {
           https: {
             url: `https://${node.etcd.address}:${ETCD_CLIENT_PORT}/health`,
-            caFile: path.join(pki, 'ca.crt'),
-            certFile: path.join(pki, 'healthcheck-client.crt'),
-            keyFile: path.join(pki, 'healthcheck-client.key'),
+            caFile: path.join(node.installRoot, trust),
+            certFile: path.join(node.installRoot, client.certificate.path),
+            keyFile: path.join(node.installRoot, client.privateKey.path),
           },
         },
         timeoutSeconds: etcdTimeout,

@@ -58,6 +58,7 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
   return left.size === new Set(b).size && b.every((value) => left.has(value));
 }
 
+
 function fileProblems(state: FileState__Output, expected: ResolvedFile): string[] {
   const problems: string[] = [];
   if (state.mode !== expected.mode) problems.push(`${state.path}: mode ${state.mode.toString(8)}, expected ${expected.mode.toString(8)}`);
@@ -84,7 +85,10 @@ export function certificateProblems(info: CertificateInfo, expected: Certificate
   if (missing.length > 0) problems.push(`SAN missing: ${missing.join(', ')}`);
   const extra = [...info.dnsNames.filter((name) => !expected.sans.dnsNames.includes(name)), ...info.ipAddresses.filter((ip) => !expected.sans.ipAddresses.includes(ip))];
   if (extra.length > 0) problems.push(`SAN not in the inventory: ${extra.join(', ')}`);
-  if (!sameSet(info.extKeyUsage, expected.extKeyUsage)) problems.push(`usages differ: [${info.extKeyUsage.join(', ')}]`);
+  const missingUsages = expected.extKeyUsage.filter((usage) => !info.extKeyUsage.includes(usage));
+  const extraUsages = info.extKeyUsage.filter((usage) => !(expected.extKeyUsage as readonly string[]).includes(usage));
+  if (missingUsages.length > 0) problems.push(`usage missing: ${missingUsages.join(', ')}`);
+  if (extraUsages.length > 0) problems.push(`usage not in the catalogue: ${extraUsages.join(', ')}`);
   if (info.publicKeySha256 !== expected.keySha256) problems.push('key does not match certificate');
   if (info.notAfter.getTime() <= now.getTime()) problems.push(`expired at ${info.notAfter.toISOString()}`);
   else if (renewalDue(info, now)) problems.push(`expiring at ${info.notAfter.toISOString()}`);

@@ -778,7 +778,7 @@ describe('certificate failure cases on a running cluster', function () {
     assert.deepEqual(touchedNodes(plan.report), ['etcd-b']);
     const entry = planEntry(plan.report, 'etcd-b', 'etcd-peer');
     assert.equal(entry.action, 'change');
-    assert.deepEqual(entry.reasons, ['usages differ: [serverAuth]']);
+    assert.deepEqual(entry.reasons, ['usage missing: clientAuth']);
 
     const { result, report } = await cluster.distributeJson();
     assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
@@ -818,7 +818,7 @@ describe('certificate failure cases on a running cluster', function () {
     assert.equal(plan.result.code, 0, plan.result.stderr);
     assert.deepEqual(touchedNodes(plan.report), ['cp-a', 'cp-b']);
     assert.deepEqual(planEntry(plan.report, 'cp-a', 'front-proxy-client').reasons, ['issuer changed: not signed by the current CA']);
-    assert.deepEqual(planEntry(plan.report, 'cp-b', 'front-proxy-client').reasons, ['usages differ: [serverAuth]']);
+    assert.deepEqual(planEntry(plan.report, 'cp-b', 'front-proxy-client').reasons, ['usage missing: clientAuth', 'usage not in the catalogue: serverAuth']);
 
     const { result, report } = await cluster.distributeJson();
     assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);

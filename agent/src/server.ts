@@ -25,7 +25,7 @@ import { Installer } from './install';
 import { PendingRestarts, orderServices } from './pending-restarts';
 import { restartService } from './services';
 import { StagedKeys } from './staged-keys';
-import { readFileState } from './state';
+import { readNodeFile } from './state';
 import { AGENT_VERSION } from './version';
 
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown>;
@@ -169,7 +169,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
       node_name: config.nodeName,
       agent_version: AGENT_VERSION,
       clock_unix_ms: String(Date.now()),
-      files: await Promise.all(request.files.map((query) => readFileState(config.installRoot, query))),
+      files: await Promise.all(request.files.map((query) => readNodeFile(config.installRoot, query))),
       pending_restarts: await pending.list(),
     })),
     PrepareKeys: unary(config, managementCa, logger, 'PrepareKeys', ErrorReason.Internal, (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>

@@ -15,9 +15,9 @@ import type { FileQuery, FileState__Output } from '@kubetrust/proto';
 import { itemsForNode, type CaName, type NodeItem, type ResolvedFile, type SanSet } from '@kubetrust/shared/dist/catalogue';
 import { sha256Hex } from '@kubetrust/shared/dist/files';
 import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
-import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
+import { readFileState } from '@kubetrust/shared/dist/file-state';
 import type { Logger } from '@kubetrust/shared/dist/log';
-import { inspectCertificate, isSignedBy, loadPrivateKey, normalizeIp, publicKeySha256, type CertificateInfo } from '@kubetrust/shared/dist/pki';
+import { inspectCertificate, isSignedBy, normalizeIp, publicKeySha256, type CertificateInfo } from '@kubetrust/shared/dist/pki';
 import { renewalDue } from '@kubetrust/shared/dist/rotation';
 import { AgentConnection } from './agent-client';
 import { ClusterMaterial } from './distribute';
@@ -142,64 +142,10 @@ class Findings {
 // ---------------------------------------------------------------------------------------------
 // Reading a tree written by `controller issue`
 
-const EMPTY_STATE: Omit<FileState__Output, 'path'> = {
-  exists: false,
-  sha256: '',
-  mode: 0,
-  uid: 0,
-  gid: 0,
-  content: Buffer.alloc(0),
-  public_key_sha256: '',
-  kubeconfig: null,
-  error: '',
-};
-
-/** Reads a file as the given kind, filling the fields an agent's GetState would. */
-function describeFile(kind: FileQuery['kind'], data: Buffer): Partial<FileState__Output> {
-  switch (kind) {
-    case 'FILE_KIND_CERTIFICATE':
-      inspectCertificate(data);
-      return { content: data };
-    case 'FILE_KIND_PUBLIC_KEY':
-      crypto.createPublicKey(data);
-      return { content: data };
-    case 'FILE_KIND_PRIVATE_KEY':
-      return { public_key_sha256: publicKeySha256(loadPrivateKey(data)) };
-    case 'FILE_KIND_KUBECONFIG': {
-      const summary = parseKubeconfig(data.toString('utf8'));
-      return {
-        kubeconfig: {
-          server: summary.server,
-          user: summary.user,
-          certificate_authority_pem: Buffer.from(summary.certificateAuthorityPem),
-          client_certificate_pem: Buffer.from(summary.clientCertificatePem),
-          client_key_public_sha256: summary.clientKeyPem === undefined ? '' : publicKeySha256(loadPrivateKey(summary.clientKeyPem)),
-        },
-      };
-    }
-    default:
-      return {};
-  }
-}
-
-/** Reads one tree file into the shape GetState reports. NOTE: agent/src/state.ts reads node files the same way. */
-async function readTreeFile(nodeDir: string, query: FileQuery): Promise<FileState__Output> {
+/** Reads one tree file into the shape GetState reports. */
+function readTreeFile(nodeDir: string, query: FileQuery): Promise<FileState__Output> {
   const nodePath = query.path ?? '';
-  const file = pathBelow(nodeDir, nodePath);
-  let data: Buffer;
-  let stat: import('node:fs').Stats;
-  try {
-    [data, stat] = await Promise.all([fs.readFile(file), fs.stat(file)]);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { ...EMPTY_STATE, path: nodePath };
-    return { ...EMPTY_STATE, path: nodePath, exists: true, error: `cannot read ${file}: ${(error as Error).message}` };
-  }
-  const base: FileState__Output = { ...EMPTY_STATE, path: nodePath, exists: true, sha256: sha256Hex(data), mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid };
-  try {
-    return { ...base, ...describeFile(query.kind, data) };
-  } catch (error) {
-    return { ...base, error: `not a valid ${String(query.kind).replace('FILE_KIND_', '').toLowerCase().replace('_', ' ')}: ${(error as Error).message}` };
-  }
+  return readFileState(pathBelow(nodeDir, nodePath), nodePath, query.kind ?? 'FILE_KIND_UNSPECIFIED');
 }
 
 async function isDirectory(dir: string): Promise<boolean> {

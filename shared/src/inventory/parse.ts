@@ -8,7 +8,7 @@ import { parseAllDocuments, type YAMLError } from 'yaml';
 
 import { KEY_ALGORITHMS, type KeyAlgorithm } from '../pki/keys';
 import { formatDuration, parseDuration } from './duration';
-import { describeValue, findSimilarName, IssueList, isMapping, MappingReader, readChoice } from './fields';
+import { describeValue, IssueList, isMapping, MappingReader, readChoice } from './fields';
 import {
   DNS_NAME_RULES,
   hasFirstAddress,

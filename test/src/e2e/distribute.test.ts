@@ -8,7 +8,6 @@ import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { itemPaths, itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { LocalCluster, which } from '../harness/local-cluster';
@@ -59,25 +58,16 @@ function treeDigest(root: string): Map<string, string> {
 
 describe('controller distribute end to end', function () {
   this.timeout(300_000);
-  let workdir: string;
   let cluster: LocalCluster;
 
   before(async () => {
     assert.ok(which('etcd'), 'etcd is not installed: `.ci/run` installs the Debian package etcd-server');
     assert.ok(which('etcdctl'), 'etcdctl is not installed: `.ci/run` installs the Debian package etcd-client');
-    workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-e2e-'));
-    const inventoryFile = path.join(workdir, 'cluster.yaml');
-    fs.writeFileSync(inventoryFile, INVENTORY);
-    cluster = await LocalCluster.create({ inventoryFile, workdir, etcd: true });
-    const init = await cluster.init();
-    assert.equal(init.code, 0, init.stderr);
-    await cluster.enrollAll();
-    await cluster.startAgents();
+    cluster = await LocalCluster.start(INVENTORY, { etcd: true, prefix: 'kubetrust-e2e-' });
   });
 
   after(async () => {
-    await cluster?.stop();
-    if (workdir !== undefined) fs.rmSync(workdir, { recursive: true, force: true });
+    await cluster?.destroy();
   });
 
   it('installs exactly what each role needs and restarts its services', async () => {

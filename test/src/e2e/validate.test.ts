@@ -5,8 +5,6 @@
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { LocalCluster, runController, type CommandResult } from '../harness/local-cluster';
 
 const INVENTORY = `
@@ -29,7 +27,6 @@ interface ValidateJson {
 
 describe('controller validate --live', function () {
   this.timeout(300_000);
-  let workdir: string;
   let cluster: LocalCluster;
 
   async function validateLive(): Promise<{ result: CommandResult; report: ValidateJson }> {
@@ -42,19 +39,11 @@ describe('controller validate --live', function () {
   }
 
   before(async () => {
-    workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-validate-live-'));
-    const inventoryFile = path.join(workdir, 'cluster.yaml');
-    fs.writeFileSync(inventoryFile, INVENTORY);
-    cluster = await LocalCluster.create({ inventoryFile, workdir, etcd: false });
-    const init = await cluster.init();
-    assert.equal(init.code, 0, init.stderr);
-    await cluster.enrollAll();
-    await cluster.startAgents();
+    cluster = await LocalCluster.start(INVENTORY, { etcd: false, prefix: 'kubetrust-validate-live-' });
   });
 
   after(async () => {
-    await cluster?.stop();
-    if (workdir !== undefined) fs.rmSync(workdir, { recursive: true, force: true });
+    await cluster?.destroy();
   });
 
   it('reports every file as missing before distribute', async () => {

@@ -8,6 +8,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { flagsForNode, itemsForNode } from '@kubetrust/shared/dist/catalogue';
@@ -104,6 +105,28 @@ export class LocalCluster {
   ) {
     this.stateDir = path.join(workdir, 'state');
     this.etcdBinary = runEtcd ? which('etcd') : undefined;
+  }
+
+  /**
+   * Writes `inventoryYaml` to a fresh temporary work directory, runs `controller init`, enrols every
+   * node and starts every agent. The caller stops the cluster and removes `cluster.workdir`.
+   */
+  static async start(inventoryYaml: string, options: { etcd: boolean; prefix: string }): Promise<LocalCluster> {
+    const workdir = fs.mkdtempSync(path.join(os.tmpdir(), options.prefix));
+    const inventoryFile = path.join(workdir, 'cluster.yaml');
+    fs.writeFileSync(inventoryFile, inventoryYaml);
+    const cluster = await LocalCluster.create({ inventoryFile, workdir, etcd: options.etcd });
+    const init = await cluster.init();
+    if (init.code !== 0) throw new Error(`controller init failed (exit ${init.code}): ${init.stderr}`);
+    await cluster.enrollAll();
+    await cluster.startAgents();
+    return cluster;
+  }
+
+  /** Stops everything and removes the work directory. */
+  async destroy(): Promise<void> {
+    await this.stop();
+    fs.rmSync(this.workdir, { recursive: true, force: true });
   }
 
   static async create(options: LocalClusterOptions): Promise<LocalCluster> {

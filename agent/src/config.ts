@@ -33,6 +33,8 @@ export interface AgentConfig {
   readonly tls: { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
   /** URI SAN of the only client identity the agent accepts. */
   readonly controllerIdentity: string;
+  /** How many earlier changes the agent keeps backups of, for rollback. */
+  readonly backupsKept: number;
   /** Hooks per service; a service without an entry is restarted with `systemctl restart <name>` and has no health check. */
   readonly services: Readonly<Record<string, ServiceHooks>>;
 }
@@ -46,7 +48,8 @@ export class AgentConfigError extends Error {
   }
 }
 
-const TOP_LEVEL_FIELDS = ['apiVersion', 'kind', 'nodeName', 'cluster', 'listen', 'installRoot', 'stateDir', 'tls', 'controllerIdentity', 'services'];
+const TOP_LEVEL_FIELDS = ['apiVersion', 'kind', 'nodeName', 'cluster', 'listen', 'installRoot', 'stateDir', 'tls', 'controllerIdentity', 'backupsKept', 'services'];
+const DEFAULT_BACKUPS_KEPT = 5;
 
 class Reader {
   constructor(
@@ -150,6 +153,10 @@ export function parseAgentConfig(document: unknown, file: string): AgentConfig {
   const serviceMap = root.services === undefined || root.services === null ? {} : reader.mapping(root.services, 'services', SERVICES);
   for (const [name, hooks] of Object.entries(serviceMap)) services[name] = parseService(reader, hooks, `services.${name}`);
   const installRoot = root.installRoot === undefined ? '/' : reader.file_(root.installRoot, 'installRoot');
+  const backupsKept = root.backupsKept ?? DEFAULT_BACKUPS_KEPT;
+  if (typeof backupsKept !== 'number' || !Number.isInteger(backupsKept) || backupsKept < 1) {
+    reader.fail('backupsKept', `expected a whole number of at least 1, found ${JSON.stringify(backupsKept)}`, 'write the number of earlier changes to keep, such as 5');
+  }
   return {
     nodeName: reader.string(root.nodeName, 'nodeName'),
     cluster: reader.string(root.cluster, 'cluster'),
@@ -162,6 +169,7 @@ export function parseAgentConfig(document: unknown, file: string): AgentConfig {
       caFile: reader.file_(tls.caFile, 'tls.caFile'),
     },
     controllerIdentity: reader.string(root.controllerIdentity, 'controllerIdentity'),
+    backupsKept: backupsKept as number,
     services,
   };
 }

@@ -28,9 +28,32 @@ interface PlannedWrite {
   readonly gid: number;
 }
 
+/** One step of a change: rename a staged file over its target, or remove the target. */
 interface JournalEntry {
   readonly target: string;
-  readonly staged: string;
+  readonly staged?: string;
+  readonly remove?: true;
+}
+
+/** What a backup directory holds about the change that replaced its files. */
+interface BackupManifest {
+  readonly changeId: string;
+  readonly createdAt: string;
+  readonly restartServices: readonly string[];
+  readonly entries: readonly { readonly nodePath: string; readonly existed: boolean; readonly mode: number; readonly uid: number; readonly gid: number }[];
+  readonly rolledBack?: boolean;
+}
+
+const BACKUP_MANIFEST = 'manifest.json';
+const BACKUP_FILES = 'files';
+
+/** Backups kept per node unless the agent configuration sets backupsKept. */
+const DEFAULT_BACKUPS_KEPT = 5;
+
+export interface RollbackResult {
+  readonly changeId: string;
+  readonly changedPaths: string[];
+  readonly restartServices: readonly string[];
 }
 
 export interface InstallResult {
@@ -65,6 +88,16 @@ async function contentOf(change: FileChange__Output, keys: StagedKeys): Promise<
   }
 }
 
+/** Carries out one journal step; removing a file that is already gone is not an error. */
+async function applyJournalEntry(entry: JournalEntry): Promise<void> {
+  if (entry.remove === true) {
+    await fs.rm(entry.target, { force: true });
+    await syncDirectory(path.dirname(entry.target)).catch(() => undefined);
+    return;
+  }
+  if (entry.staged !== undefined) await commitStagedFile(entry.staged, entry.target);
+}
+
 async function isUnchanged(write: PlannedWrite, manageOwner: boolean): Promise<boolean> {
   const current = await readFileIfExists(write.target);
   if (current === undefined || !current.equals(write.data)) return false;
@@ -81,6 +114,7 @@ export class Installer {
     private readonly stateDir: string,
     private readonly keys: StagedKeys,
     private readonly logger: Logger,
+    private readonly backupsKept: number = DEFAULT_BACKUPS_KEPT,
   ) {}
 
   private async plan(changes: readonly FileChange__Output[]): Promise<{ writes: PlannedWrite[]; keyIds: string[] }> {
@@ -108,7 +142,12 @@ export class Installer {
    * Installs the files of one change; unchanged files are left alone. `beforeRename` runs after every
    * file is staged and before the first rename, so that the caller can record what must follow.
    */
-  async install(changeId: string, changes: readonly FileChange__Output[], beforeRename: () => Promise<void> = async () => {}): Promise<InstallResult> {
+  async install(
+    changeId: string,
+    changes: readonly FileChange__Output[],
+    beforeRename: () => Promise<void> = async () => {},
+    restartServices: readonly string[] = [],
+  ): Promise<InstallResult> {
     if (!CHANGE_ID.test(changeId)) throw new InvalidRequestError(`change id "${changeId}" is invalid`);
     const { writes, keyIds } = await this.plan(changes);
     const changed: PlannedWrite[] = [];
@@ -120,25 +159,100 @@ export class Installer {
       await this.keys.discard(keyIds);
       return { changedPaths: [], backupDir: '', usedKeyIds: keyIds };
     }
-    await this.backup(changed, backupDir);
+    await this.backup(changeId, changed, backupDir, restartServices);
     const journal = await this.stageAll(changed);
     await beforeRename();
-    await writeFileAtomic(path.join(this.stateDir, JOURNAL), JSON.stringify({ changeId, entries: journal }), { mode: 0o600 });
-    for (const entry of journal) await commitStagedFile(entry.staged, entry.target);
-    await fs.rm(path.join(this.stateDir, JOURNAL), { force: true });
+    await this.runJournal(changeId, journal);
     await this.keys.discard(keyIds);
+    await this.pruneBackups();
     this.logger.info('change installed', { change: changeId, files: changed.length });
     return { changedPaths: changed.map((write) => write.nodePath), backupDir, usedKeyIds: keyIds };
   }
 
-  private async backup(writes: readonly PlannedWrite[], backupDir: string): Promise<void> {
+  /** Writes the journal, carries out every step and removes the journal. */
+  private async runJournal(changeId: string, journal: readonly JournalEntry[]): Promise<void> {
+    await writeFileAtomic(path.join(this.stateDir, JOURNAL), JSON.stringify({ changeId, entries: journal }), { mode: 0o600 });
+    for (const entry of journal) await applyJournalEntry(entry);
+    await fs.rm(path.join(this.stateDir, JOURNAL), { force: true });
+  }
+
+  private async backup(changeId: string, writes: readonly PlannedWrite[], backupDir: string, restartServices: readonly string[]): Promise<void> {
+    const entries: BackupManifest['entries'][number][] = [];
     for (const write of writes) {
       const current = await readFileIfExists(write.target);
-      if (current === undefined) continue;
+      if (current === undefined) {
+        entries.push({ nodePath: write.nodePath, existed: false, mode: 0, uid: 0, gid: 0 });
+        continue;
+      }
       const stat = await fs.stat(write.target);
-      await writeFileAtomic(path.join(backupDir, write.nodePath), current, { mode: stat.mode & 0o7777 });
+      const mode = stat.mode & 0o7777;
+      // Backups may hold private keys, so every backup file is private whatever its original mode.
+      await writeFileAtomic(path.join(backupDir, BACKUP_FILES, write.nodePath), current, { mode: 0o600 });
+      entries.push({ nodePath: write.nodePath, existed: true, mode, uid: stat.uid, gid: stat.gid });
     }
-    await fs.mkdir(backupDir, { recursive: true });
+    const manifest: BackupManifest = { changeId, createdAt: new Date().toISOString(), restartServices: [...restartServices], entries };
+    await writeFileAtomic(path.join(backupDir, BACKUP_MANIFEST), JSON.stringify(manifest, null, 1), { mode: 0o600 });
+  }
+
+  private async readBackups(): Promise<BackupManifest[]> {
+    const root = path.join(this.stateDir, 'backups');
+    let names: string[];
+    try {
+      names = await fs.readdir(root);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    const manifests: BackupManifest[] = [];
+    for (const name of names) {
+      const data = await readFileIfExists(path.join(root, name, BACKUP_MANIFEST));
+      if (data !== undefined) manifests.push(JSON.parse(data.toString('utf8')) as BackupManifest);
+    }
+    return manifests.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  /** Deletes the oldest backups beyond the number kept. */
+  private async pruneBackups(): Promise<void> {
+    const backups = await this.readBackups();
+    for (const old of backups.slice(0, Math.max(0, backups.length - this.backupsKept))) {
+      await fs.rm(path.join(this.stateDir, 'backups', old.changeId), { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Puts back the files of one change (the latest not rolled back when `changeId` is empty): a file
+   * the change replaced gets its previous content, mode and owner; a file it created is removed.
+   * The steps go through the journal like an install, so a crash leaves all or nothing undone.
+   */
+  async rollback(changeId: string): Promise<RollbackResult> {
+    const backups = await this.readBackups();
+    const target = changeId === '' ? backups.filter((backup) => backup.rolledBack !== true).at(-1) : backups.find((backup) => backup.changeId === changeId);
+    if (target === undefined) {
+      const known = backups.map((backup) => backup.changeId).join(', ') || 'none';
+      throw new InvalidRequestError(changeId === '' ? 'there is no change to roll back' : `no backup of change "${changeId}"; backups kept: ${known}`);
+    }
+    if (target.rolledBack === true) throw new InvalidRequestError(`change "${target.changeId}" was already rolled back`);
+    const backupDir = path.join(this.stateDir, 'backups', target.changeId);
+    const journal: JournalEntry[] = [];
+    try {
+      for (const entry of target.entries) {
+        const hostFile = hostPath(this.installRoot, entry.nodePath);
+        if (!entry.existed) {
+          journal.push({ target: hostFile, remove: true });
+          continue;
+        }
+        const data = await fs.readFile(path.join(backupDir, BACKUP_FILES, entry.nodePath));
+        const owner = this.manageOwner ? { uid: entry.uid, gid: entry.gid } : {};
+        journal.push({ target: hostFile, staged: await stageFile(hostFile, data, { mode: entry.mode, ...owner }) });
+      }
+    } catch (error) {
+      await Promise.all(journal.filter((entry) => entry.staged !== undefined).map((entry) => fs.rm(entry.staged!, { force: true })));
+      throw error;
+    }
+    await this.runJournal(`rollback-${target.changeId}`, journal);
+    await writeFileAtomic(path.join(backupDir, BACKUP_MANIFEST), JSON.stringify({ ...target, rolledBack: true }, null, 1), { mode: 0o600 });
+    this.logger.warn('change rolled back', { change: target.changeId, files: journal.length });
+    return { changeId: target.changeId, changedPaths: target.entries.map((entry) => entry.nodePath), restartServices: target.restartServices };
   }
 
   private async stageAll(writes: readonly PlannedWrite[]): Promise<JournalEntry[]> {
@@ -150,7 +264,7 @@ export class Installer {
       }
       return staged;
     } catch (error) {
-      await Promise.all(staged.map((entry) => fs.rm(entry.staged, { force: true })));
+      await Promise.all(staged.map((entry) => (entry.staged === undefined ? undefined : fs.rm(entry.staged, { force: true }))));
       throw error;
     }
   }
@@ -162,7 +276,7 @@ export class Installer {
     if (data === undefined) return;
     const journal = JSON.parse(data.toString('utf8')) as { changeId: string; entries: JournalEntry[] };
     for (const entry of journal.entries) {
-      if ((await readFileIfExists(entry.staged)) !== undefined) await commitStagedFile(entry.staged, entry.target);
+      if (entry.remove === true || (entry.staged !== undefined && (await readFileIfExists(entry.staged)) !== undefined)) await applyJournalEntry(entry);
     }
     await fs.rm(journalFile, { force: true });
     await syncDirectory(this.stateDir);

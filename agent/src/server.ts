@@ -160,7 +160,18 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
   }
   const keys = new StagedKeys(config.stateDir);
   const pending = new PendingRestarts(config.stateDir);
-  const installer = new Installer(config.installRoot, config.stateDir, keys, logger);
+  const installer = new Installer(config.installRoot, config.stateDir, keys, logger, config.backupsKept);
+
+  /** Restarts every pending service in order; a service leaves the pending list only once healthy. */
+  const restartPending = async (): Promise<ServiceResult[]> => {
+    const services: ServiceResult[] = [];
+    for (const name of orderServices(await pending.list())) {
+      const result = await restartService(name, config.services[name], logger);
+      if (result.healthy) await pending.remove(name);
+      services.push(result);
+    }
+    return services;
+  };
   await installer.recoverInterruptedChange();
   const mutex = new Mutex();
 
@@ -185,15 +196,15 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
     ),
     Apply: unary(config, managementCa, logger, 'Apply', ErrorReason.InstallFailed, (request: import('@kubetrust/proto').ApplyRequest__Output) =>
       mutex.run(async () => {
-        const installed = await installer.install(request.change_id, request.files, () => pending.add(request.restart_services));
-        const restarts = orderServices(await pending.list());
-        const services: ServiceResult[] = [];
-        for (const name of restarts) {
-          const result = await restartService(name, config.services[name], logger);
-          if (result.healthy) await pending.remove(name);
-          services.push(result);
-        }
-        return { changed_paths: installed.changedPaths, services, backup_dir: installed.backupDir };
+        const installed = await installer.install(request.change_id, request.files, () => pending.add(request.restart_services), request.restart_services);
+        return { changed_paths: installed.changedPaths, services: await restartPending(), backup_dir: installed.backupDir };
+      }),
+    ),
+    Rollback: unary(config, managementCa, logger, 'Rollback', ErrorReason.InstallFailed, (request: import('@kubetrust/proto').RollbackRequest__Output) =>
+      mutex.run(async () => {
+        const rolledBack = await installer.rollback(request.change_id);
+        await pending.add(rolledBack.restartServices);
+        return { changed_paths: rolledBack.changedPaths, services: await restartPending(), backup_dir: '' };
       }),
     ),
   };

@@ -14,6 +14,7 @@ import {
   type NodeState__Output,
   type PrepareKeysRequest,
   type PrepareKeysResponse__Output,
+  type RollbackRequest,
 } from '@kubetrust/proto';
 import { agentIdentity, peerUris } from '@kubetrust/shared/dist/identity';
 import type { NodeSpec } from '@kubetrust/shared/dist/inventory';
@@ -24,7 +25,7 @@ export interface ControllerCredentials {
   readonly privateKeyPem: string;
 }
 
-export const DEADLINES_MS = { getState: 15_000, prepareKeys: 180_000, apply: 600_000 } as const;
+export const DEADLINES_MS = { getState: 15_000, prepareKeys: 180_000, apply: 600_000, rollback: 600_000 } as const;
 
 /** A failed agent call, with the node and a hint at what to do. */
 export class AgentCallError extends Error {
@@ -98,7 +99,7 @@ export class AgentConnection {
     });
   }
 
-  private call<Req, Res>(method: 'GetState' | 'PrepareKeys' | 'Apply', request: Req, deadlineMs: number): Promise<Res> {
+  private call<Req, Res>(method: 'GetState' | 'PrepareKeys' | 'Apply' | 'Rollback', request: Req, deadlineMs: number): Promise<Res> {
     return new Promise((resolve, reject) => {
       const invoke = this.client[method].bind(this.client) as unknown as (
         request: Req,
@@ -123,6 +124,10 @@ export class AgentConnection {
 
   apply(request: ApplyRequest): Promise<ApplyResponse__Output> {
     return this.call('Apply', request, DEADLINES_MS.apply);
+  }
+
+  rollback(request: RollbackRequest): Promise<ApplyResponse__Output> {
+    return this.call('Rollback', request, DEADLINES_MS.rollback);
   }
 
   close(): void {

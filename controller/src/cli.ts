@@ -8,9 +8,11 @@ import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
 import { registerIssueCommand } from './commands/issue-command';
 import { registerPlanCommand } from './commands/plan-command';
+import { registerRollbackCommand } from './commands/rollback-command';
 import { registerValidateCommand } from './commands/validate-command';
 import { distribute } from './distribute';
 import { enrollNode } from './enroll';
+import { startEventLoopReport } from './event-loop-report';
 import { initState } from './init';
 import { distributeJson, renderDistribute, renderInit } from './report';
 import { StateError } from './state-dir';
@@ -116,11 +118,13 @@ function buildProgram(): Command {
   registerPlanCommand(program, commandContext);
   registerIssueCommand(program, commandContext);
   registerValidateCommand(program, commandContext);
+  registerRollbackCommand(program, commandContext);
 
   return program;
 }
 
 export async function runController(argv: readonly string[]): Promise<number> {
+  startEventLoopReport();
   const program = buildProgram();
   try {
     await program.parseAsync(argv as string[]);

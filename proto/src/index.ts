@@ -22,6 +22,7 @@ export type { KubeconfigContent, KubeconfigContent__Output } from './generated/k
 export type { KubeconfigState, KubeconfigState__Output } from './generated/kubetrust/agent/v1/KubeconfigState';
 export type { NodeState, NodeState__Output } from './generated/kubetrust/agent/v1/NodeState';
 export type { PrepareKeysRequest, PrepareKeysRequest__Output } from './generated/kubetrust/agent/v1/PrepareKeysRequest';
+export type { RollbackRequest, RollbackRequest__Output } from './generated/kubetrust/agent/v1/RollbackRequest';
 export type { PrepareKeysResponse, PrepareKeysResponse__Output } from './generated/kubetrust/agent/v1/PrepareKeysResponse';
 export type { ServiceResult, ServiceResult__Output } from './generated/kubetrust/agent/v1/ServiceResult';
 

@@ -6,21 +6,11 @@
  * offline-issue.ts. RPCs: none.
  */
 import * as path from 'node:path';
-import type { Command, Option } from 'commander';
-import type { Inventory } from '@kubetrust/shared/dist/inventory';
-import type { Logger } from '@kubetrust/shared/dist/log';
+import type { Command } from 'commander';
 import { IssueInputError, issueOffline, type OfflineIssueResult } from '../offline-issue';
+import type { CommandContext } from './context';
 
 /** Helpers of cli.ts that the commands registered from this directory use. */
-export interface CommandContext {
-  loggerFor(command: Command): Logger;
-  readInventory(file: string, logger: Logger): Inventory;
-  outputOption(): Option;
-  /** Builds the error that the CLI reports as invalid input, with exit code 2. */
-  invalidInput(message: string): Error;
-  /** Exit code for a run that completed and found or caused a failure. */
-  readonly exitFailed: number;
-}
 
 interface IssueOptions {
   inventory: string;

@@ -4,23 +4,15 @@
  * at its files, which need no state directory.
  */
 import * as path from 'node:path';
-import type { Command, Option } from 'commander';
+import type { Command } from 'commander';
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { DEFAULT_CONCURRENCY, distribute } from '../distribute';
 import { buildFlagsReport, flagsJson, renderFlags } from '../flags-report';
 import { distributeJson, renderDistribute } from '../report';
+import type { CommandContext } from './context';
 
 /** Helpers of cli.ts that `plan` uses. cli.ts passes the same object to every command it registers from this directory. */
-export interface PlanCommandContext {
-  loggerFor(command: Command): Logger;
-  readInventory(file: string, logger: Logger): Inventory;
-  outputOption(): Option;
-  /** Builds the error that the CLI reports as invalid input, with exit code 2. */
-  invalidInput(message: string): Error;
-  /** Exit code for a run that completed and found or caused a failure. */
-  readonly exitFailed: number;
-}
 
 interface PlanOptions {
   readonly inventory: string;
@@ -31,7 +23,7 @@ interface PlanOptions {
   readonly output: 'text' | 'json';
 }
 
-function concurrencyParser(context: PlanCommandContext): (value: string) => number {
+function concurrencyParser(context: CommandContext): (value: string) => number {
   return (value) => {
     const parsed = Number(value);
     if (!Number.isInteger(parsed) || parsed < 1) throw context.invalidInput(`--concurrency: "${value}" is not a positive integer; pass a number such as 16`);
@@ -44,7 +36,7 @@ function printFlags(inventory: Inventory, nodeName: string, output: PlanOptions[
   process.stdout.write(output === 'json' ? JSON.stringify(flagsJson(report), null, 2) + '\n' : renderFlags(report));
 }
 
-async function printDryRun(inventory: Inventory, stateDir: string, options: PlanOptions, logger: Logger, context: PlanCommandContext): Promise<void> {
+async function printDryRun(inventory: Inventory, stateDir: string, options: PlanOptions, logger: Logger, context: CommandContext): Promise<void> {
   const total = inventory.nodes.length;
   let done = 0;
   const report = await distribute(inventory, path.resolve(stateDir), logger, {
@@ -58,7 +50,7 @@ async function printDryRun(inventory: Inventory, stateDir: string, options: Plan
   if (report.nodes.some((node) => node.status === 'failed')) process.exitCode = context.exitFailed;
 }
 
-async function runPlan(options: PlanOptions, command: Command, context: PlanCommandContext): Promise<void> {
+async function runPlan(options: PlanOptions, command: Command, context: CommandContext): Promise<void> {
   const logger = context.loggerFor(command);
   const inventory = context.readInventory(options.inventory, logger);
   const nodes = inventory.nodes.map((node) => node.name).join(', ');
@@ -73,7 +65,7 @@ async function runPlan(options: PlanOptions, command: Command, context: PlanComm
 }
 
 /** Adds `plan` to `program`. */
-export function registerPlanCommand(program: Command, context: PlanCommandContext): void {
+export function registerPlanCommand(program: Command, context: CommandContext): void {
   program
     .command('plan')
     .description('print what distribute would change without changing anything (the same as distribute --dry-run), or with --flags the flags that point the services of one node at their files')

@@ -8,7 +8,7 @@
  */
 import { Option, type Command } from 'commander';
 import { ValidateInputError, validateCluster, type Problem, type ValidateResult } from '../validate';
-import type { CommandContext } from './issue-command';
+import type { CommandContext } from './context';
 
 interface ValidateCommandOptions {
   inventory: string;

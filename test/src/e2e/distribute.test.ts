@@ -10,7 +10,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { itemPaths, itemsForNode } from '@kubetrust/shared/dist/catalogue';
-import { LocalCluster, which } from '../harness/local-cluster';
+import { LocalCluster, runController, which } from '../harness/local-cluster';
 
 const INVENTORY = `
 apiVersion: kubetrust/v1
@@ -266,5 +266,29 @@ describe('controller distribute end to end', function () {
     assert.equal(cluster.restarts('worker-1').at(-1), 'kube-proxy');
     const settled = await cluster.distributeJson();
     assert.equal(settled.report.nodes.find((candidate) => candidate.name === 'worker-1')?.status, 'unchanged');
+  });
+
+  it('rolls a node back to its previous files', async () => {
+    const file = cluster.file('worker-2', '/etc/kubernetes/kube-proxy.conf');
+    const before = fs.readFileSync(file, 'utf8');
+    fs.rmSync(cluster.file('worker-2', '/var/lib/kubelet/pki/kubelet.crt'));
+    const { result } = await cluster.distributeJson();
+    assert.equal(result.code, 0, result.stderr);
+    const reissued = fs.readFileSync(cluster.file('worker-2', '/var/lib/kubelet/pki/kubelet.crt'), 'utf8');
+    const restartsBefore = cluster.restarts('worker-2').length;
+
+    const rollback = await runController(['rollback', '--inventory', cluster.inventoryFile, '--state-dir', cluster.stateDir, '--node', 'worker-2', '--output', 'json']);
+    assert.equal(rollback.code, 0, rollback.stderr);
+    const report = JSON.parse(rollback.stdout) as { restoredFiles: string[]; restartedServices: string[] };
+    assert.deepEqual([...report.restoredFiles].sort(), ['/var/lib/kubelet/pki/kubelet.crt', '/var/lib/kubelet/pki/kubelet.key']);
+    assert.deepEqual(report.restartedServices, ['kubelet']);
+    assert.ok(!fs.existsSync(cluster.file('worker-2', '/var/lib/kubelet/pki/kubelet.crt')), 'the certificate that did not exist before the change is still there');
+    assert.equal(fs.readFileSync(file, 'utf8'), before, 'a file outside the change was touched');
+    assert.equal(cluster.restarts('worker-2').length, restartsBefore + 1);
+
+    // The next distribute repairs what the rollback put back.
+    const again = await cluster.distributeJson();
+    assert.equal(again.result.code, 0, again.result.stderr);
+    assert.notEqual(fs.readFileSync(cluster.file('worker-2', '/var/lib/kubelet/pki/kubelet.crt'), 'utf8'), reissued);
   });
 });

@@ -44,7 +44,7 @@ describe('agent installer', () => {
     await installer.install('c1', [data('/etc/a.crt', 'one'), data('/etc/b.crt', 'two')]);
     const second = await installer.install('c2', [data('/etc/a.crt', 'one'), data('/etc/b.crt', 'three')]);
     assert.deepEqual(second.changedPaths, ['/etc/b.crt']);
-    assert.equal(fs.readFileSync(path.join(state, 'backups/c2/etc/b.crt'), 'utf8'), 'two');
+    assert.equal(fs.readFileSync(path.join(state, 'backups/c2/files/etc/b.crt'), 'utf8'), 'two');
     const third = await installer.install('c3', [data('/etc/a.crt', 'one'), data('/etc/b.crt', 'three')]);
     assert.deepEqual(third.changedPaths, []);
   });
@@ -110,6 +110,40 @@ describe('agent installer', () => {
     fs.utimesSync(path.join(state, 'staged-keys/old-1.key'), twoHoursAgo, twoHoursAgo);
     assert.equal(await keys.purgeAbandoned(), 1);
     assert.deepEqual(fs.readdirSync(path.join(state, 'staged-keys')), ['fresh-1.key']);
+  });
+
+  it('rolls back replaced and created files', async () => {
+    await installer.install('c1', [data('/etc/a.crt', 'old a', 0o600)]);
+    await installer.install('c2', [data('/etc/a.crt', 'new a', 0o644), data('/etc/b.crt', 'created b')], async () => {}, ['kube-apiserver']);
+    const result = await installer.rollback('');
+    assert.equal(result.changeId, 'c2');
+    assert.deepEqual(result.restartServices, ['kube-apiserver']);
+    assert.deepEqual([...result.changedPaths].sort(), ['/etc/a.crt', '/etc/b.crt']);
+    assert.equal(fs.readFileSync(path.join(root, 'etc/a.crt'), 'utf8'), 'old a');
+    assert.equal(fs.statSync(path.join(root, 'etc/a.crt')).mode & 0o777, 0o600);
+    assert.ok(!fs.existsSync(path.join(root, 'etc/b.crt')), 'a file the change created is still there');
+    assert.equal(fs.statSync(path.join(state, 'backups/c2/files/etc/a.crt')).mode & 0o777, 0o600);
+  });
+
+  it('rolls back each change once, newest first', async () => {
+    await installer.install('c1', [data('/etc/a.crt', 'one')]);
+    await installer.install('c2', [data('/etc/a.crt', 'two')]);
+    assert.equal((await installer.rollback('')).changeId, 'c2');
+    assert.equal(fs.readFileSync(path.join(root, 'etc/a.crt'), 'utf8'), 'one');
+    await assert.rejects(installer.rollback('c2'), /change "c2" was already rolled back/);
+    assert.equal((await installer.rollback('')).changeId, 'c1');
+    assert.ok(!fs.existsSync(path.join(root, 'etc/a.crt')));
+    await assert.rejects(installer.rollback(''), /there is no change to roll back/);
+    await assert.rejects(installer.rollback('c9'), /no backup of change "c9"; backups kept: c1, c2/);
+  });
+
+  it('keeps only the configured number of backups', async () => {
+    const keepTwo = new Installer(root, state, keys, silentLogger(), 2);
+    for (const id of ['c1', 'c2', 'c3', 'c4']) {
+      await keepTwo.install(id, [data('/etc/a.crt', id)]);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.deepEqual(fs.readdirSync(path.join(state, 'backups')).sort(), ['c3', 'c4']);
   });
 
   it('finishes a change interrupted after its journal was written', async () => {

@@ -1,0 +1,132 @@
+/**
+ * Opt-in measurement for benchmarks: with KUBETRUST_EVENT_LOOP_REPORT=FILE in the environment, the
+ * controller writes one JSON document to FILE when the process exits. It contains the event loop's
+ * delay histogram (perf_hooks.monitorEventLoopDelay), the longest gap between two runs of a
+ * setInterval callback, and the process's CPU time and peak RSS (process.resourceUsage). Commands
+ * mark where their main work starts with markEventLoopPhase, and the report gives both figures per
+ * phase. Both monitors start when runController is called, so loading the modules before that is not
+ * covered. Unset, nothing is measured or written.
+ */
+import * as fs from 'node:fs';
+import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
+
+export const EVENT_LOOP_REPORT_ENV = 'KUBETRUST_EVENT_LOOP_REPORT';
+
+/** Sampling interval of both monitors, in milliseconds. */
+const RESOLUTION_MS = 5;
+
+export interface EventLoopPhase {
+  /** `startup` until the first mark, then the name given to markEventLoopPhase. */
+  readonly name: string;
+  /** Milliseconds from the start of the measurement. */
+  readonly startMs: number;
+  readonly endMs: number;
+  /**
+   * monitorEventLoopDelay figures in milliseconds. The histogram records nothing before its first
+   * sample, so a block right at the start of the process shows only in intervalGapMaxMs.
+   */
+  readonly delayMaxMs: number;
+  readonly delayP99Ms: number;
+  /** Longest time between two interval callbacks minus the interval, in milliseconds. */
+  readonly intervalGapMaxMs: number;
+}
+
+export interface EventLoopReport {
+  readonly argv: readonly string[];
+  /** Milliseconds from the start of the measurement to process exit. */
+  readonly wallMs: number;
+  readonly resolutionMs: number;
+  /** The largest figures over all phases, in milliseconds. */
+  readonly delayMaxMs: number;
+  readonly intervalGapMaxMs: number;
+  readonly phases: readonly EventLoopPhase[];
+  /** process.resourceUsage() at exit: CPU times in milliseconds, peak RSS in kilobytes. */
+  readonly userCpuMs: number;
+  readonly systemCpuMs: number;
+  readonly maxRssKb: number;
+  readonly exitCode: number;
+}
+
+interface Monitor {
+  readonly start: number;
+  readonly histogram: IntervalHistogram;
+  readonly phases: EventLoopPhase[];
+  phaseName: string;
+  phaseStart: number;
+  gapMaxMs: number;
+  lastTick: number;
+}
+
+let monitor: Monitor | undefined;
+
+function closePhase(current: Monitor, now: number): void {
+  // A block that lasts until now has not reached the next callback yet, so it is counted here.
+  const gapMs = Math.max(current.gapMaxMs, now - current.lastTick - RESOLUTION_MS, 0);
+  const histogram = current.histogram;
+  current.phases.push({
+    name: current.phaseName,
+    startMs: current.phaseStart - current.start,
+    endMs: now - current.start,
+    delayMaxMs: histogram.count > 0 ? histogram.max / 1e6 : 0,
+    delayP99Ms: histogram.count > 0 ? histogram.percentile(99) / 1e6 : 0,
+    intervalGapMaxMs: gapMs,
+  });
+  histogram.reset();
+  current.gapMaxMs = 0;
+  current.lastTick = now;
+}
+
+/** Ends the current phase and starts one named `name`; does nothing unless the report is on. */
+export function markEventLoopPhase(name: string): void {
+  if (monitor === undefined) return;
+  const now = performance.now();
+  closePhase(monitor, now);
+  monitor.phaseName = name;
+  monitor.phaseStart = now;
+}
+
+/**
+ * Starts both monitors when the environment variable names a file, and writes the report at exit.
+ * Only the first call in a process starts them.
+ */
+export function startEventLoopReport(env: NodeJS.ProcessEnv = process.env): void {
+  const file = env[EVENT_LOOP_REPORT_ENV];
+  if (file === undefined || file === '' || monitor !== undefined) return;
+
+  const start = performance.now();
+  const histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
+  histogram.enable();
+  const current: Monitor = { start, histogram, phases: [], phaseName: 'startup', phaseStart: start, gapMaxMs: 0, lastTick: start };
+  monitor = current;
+  const interval = setInterval(() => {
+    const now = performance.now();
+    current.gapMaxMs = Math.max(current.gapMaxMs, now - current.lastTick - RESOLUTION_MS);
+    current.lastTick = now;
+  }, RESOLUTION_MS);
+  interval.unref();
+
+  process.once('exit', (code) => {
+    clearInterval(interval);
+    const now = performance.now();
+    closePhase(current, now);
+    histogram.disable();
+    const usage = process.resourceUsage();
+    const report: EventLoopReport = {
+      argv: process.argv.slice(2),
+      wallMs: now - start,
+      resolutionMs: RESOLUTION_MS,
+      delayMaxMs: Math.max(...current.phases.map((phase) => phase.delayMaxMs)),
+      intervalGapMaxMs: Math.max(...current.phases.map((phase) => phase.intervalGapMaxMs)),
+      phases: current.phases,
+      userCpuMs: usage.userCPUTime / 1000,
+      systemCpuMs: usage.systemCPUTime / 1000,
+      maxRssKb: usage.maxRSS,
+      exitCode: code,
+    };
+    try {
+      fs.writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
+    } catch (error) {
+      process.stderr.write(`warning: ${EVENT_LOOP_REPORT_ENV}: writing ${file} failed: ${(error as Error).message}\n`);
+    }
+  });
+}

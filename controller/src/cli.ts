@@ -10,7 +10,7 @@ import { registerIssueCommand } from './commands/issue-command';
 import { registerPlanCommand } from './commands/plan-command';
 import { registerRollbackCommand } from './commands/rollback-command';
 import { registerValidateCommand } from './commands/validate-command';
-import { distribute } from './distribute';
+import { ScopeError, distribute, type DistributeReport } from './distribute';
 import { enrollNode } from './enroll';
 import { startEventLoopReport } from './event-loop-report';
 import { initState } from './init';
@@ -19,6 +19,7 @@ import { StateError } from './state-dir';
 
 export const EXIT_FAILED = 1;
 export const EXIT_INVALID = 2;
+export const EXIT_PARTIAL = 3;
 
 interface GlobalOptions {
   logLevel: LogLevel;
@@ -91,27 +92,33 @@ function buildProgram(): Command {
     .requiredOption('-s, --state-dir <dir>', 'controller state directory')
     .option('--dry-run', 'print the plan and change nothing: no certificate is issued, no file written, no service restarted', false)
     .option('--cap-to-ca', 'end a certificate that would outlive its CA when the CA ends, instead of failing that node', false)
-    .option('--concurrency <n>', 'nodes handled at the same time', (value) => {
-      const parsed = Number(value);
-      if (!Number.isInteger(parsed) || parsed < 1) throw new UsageError(`--concurrency: "${value}" is not a positive integer; pass a number such as 16`);
-      return parsed;
-    }, 16)
+    .option('--concurrency <n>', 'nodes planned at the same time', positiveInteger('--concurrency'), 16)
+    .option('--nodes <names>', 'only these nodes, separated by commas', commaList)
+    .option('--roles <roles>', 'only nodes with one of these roles (etcd, master, worker), separated by commas', commaList)
+    .option('--only <items>', 'only these catalogue items as the plan names them (apiserver, admin.conf, ...), separated by commas', commaList)
+    .option('--max-parallel <n>', 'workers changed at the same time (default: 10% of the workers, at least 1)', positiveInteger('--max-parallel'))
+    .option('--continue-on-error', 'let later worker batches run after a worker failed; etcd members and masters always stop the rollout', false)
     .addOption(outputOption())
-    .action(async (options: { inventory: string; stateDir: string; dryRun: boolean; capToCa: boolean; concurrency: number; output: string }, command: Command) => {
+    .action(async (options: DistributeCliOptions, command: Command) => {
       const logger = loggerFor(command);
       const inventory = readInventory(options.inventory, logger);
-      const total = inventory.nodes.length;
-      let done = 0;
       const report = await distribute(inventory, path.resolve(options.stateDir), logger, {
         dryRun: options.dryRun,
         capToCa: options.capToCa,
         concurrency: options.concurrency,
+        scope: {
+          ...(options.nodes !== undefined ? { nodes: options.nodes } : {}),
+          ...(options.roles !== undefined ? { roles: options.roles } : {}),
+          ...(options.only !== undefined ? { only: options.only } : {}),
+        },
+        ...(options.maxParallel !== undefined ? { maxParallel: options.maxParallel } : {}),
+        continueOnError: options.continueOnError,
         onProgress: (event) => {
-          if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${++done}/${total}` });
+          if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${event.done ?? 0}/${event.total ?? 0}` });
         },
       });
       process.stdout.write(options.output === 'json' ? JSON.stringify(distributeJson(report), null, 2) + '\n' : renderDistribute(report));
-      if (report.nodes.some((node) => node.status === 'failed')) process.exitCode = EXIT_FAILED;
+      process.exitCode = distributeExitCode(report);
     });
 
   const commandContext = { loggerFor, readInventory, outputOption, invalidInput: (message: string) => new UsageError(message), exitFailed: EXIT_FAILED };
@@ -121,6 +128,39 @@ function buildProgram(): Command {
   registerRollbackCommand(program, commandContext);
 
   return program;
+}
+
+interface DistributeCliOptions {
+  inventory: string;
+  stateDir: string;
+  dryRun: boolean;
+  capToCa: boolean;
+  concurrency: number;
+  nodes?: string[];
+  roles?: string[];
+  only?: string[];
+  maxParallel?: number;
+  continueOnError: boolean;
+  output: string;
+}
+
+function positiveInteger(option: string): (value: string) => number {
+  return (value) => {
+    const parsed = Number(value);
+    if (!Number.isInteger(parsed) || parsed < 1) throw new UsageError(`${option}: "${value}" is not a positive integer; pass a number such as 4`);
+    return parsed;
+  };
+}
+
+function commaList(value: string): string[] {
+  return value.split(',').map((part) => part.trim()).filter((part) => part !== '');
+}
+
+/** 0: every node succeeded. 3: some nodes changed and others failed, rolled back or were skipped. 1: nothing changed and something failed. */
+export function distributeExitCode(report: DistributeReport): number {
+  const bad = report.nodes.some((node) => node.status === 'failed' || node.status === 'rolled-back' || node.status === 'skipped');
+  if (!bad) return 0;
+  return report.nodes.some((node) => node.status === 'changed') ? EXIT_PARTIAL : EXIT_FAILED;
 }
 
 export async function runController(argv: readonly string[]): Promise<number> {
@@ -133,7 +173,7 @@ export async function runController(argv: readonly string[]): Promise<number> {
     const commanderCode = (error as { code?: string }).code;
     if (commanderCode === 'commander.helpDisplayed' || commanderCode === 'commander.version' || commanderCode === 'commander.help') return 0;
     if (commanderCode?.startsWith('commander.')) return EXIT_INVALID;
-    if (error instanceof InventoryError || error instanceof StateError || error instanceof UsageError) {
+    if (error instanceof InventoryError || error instanceof StateError || error instanceof UsageError || error instanceof ScopeError) {
       process.stderr.write(`error: ${error.message}\n`);
       return EXIT_INVALID;
     }

@@ -11,12 +11,14 @@
 import * as crypto from 'node:crypto';
 import type { FileChange, KeyRequest } from '@kubetrust/proto';
 import { casForPki, itemsForNode, servicesForNode, type CaName, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
-import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
+import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
-import { inspectCertificate, parseCsr, type ParsedCsr } from '@kubetrust/shared/dist/pki';
+import { parseCsr, readSerialAndValidity, type ParsedCsr } from '@kubetrust/shared/dist/pki';
 import { leafProfile, signLeaf } from './authority';
 import { AgentConnection, type ControllerCredentials } from './agent-client';
+import { markEventLoopPhase } from './event-loop-report';
 import { planNode, queriesFor, type DesiredMaterial, type PlannedItem } from './plan';
+import { rollOut } from './rollout';
 import { StateDir, StateError, type KeyMaterial, type LedgerEntry } from './state-dir';
 
 export interface DistributeOptions {
@@ -26,11 +28,22 @@ export interface DistributeOptions {
   /** Nodes processed at the same time. */
   readonly concurrency?: number;
   readonly now?: () => Date;
-  /** Called when a node starts and ends, for progress output. */
-  readonly onProgress?: (event: { node: string; phase: 'start' | 'done'; status?: NodeStatus }) => void;
+  /** Called when a node's change starts and ends, for progress output. */
+  readonly onProgress?: (event: { node: string; phase: 'start' | 'done'; status?: NodeStatus; done?: number; total?: number }) => void;
+  /** Limits the run to some nodes, roles or catalogue items. */
+  readonly scope?: DistributeScope;
+  /** Workers changed at the same time; default 10% of the workers, at least 1. */
+  readonly maxParallel?: number;
+  /** Let later worker batches run after a worker failed; never applies to etcd members or masters. */
+  readonly continueOnError?: boolean;
 }
 
-export type NodeStatus = 'changed' | 'unchanged' | 'failed' | 'planned';
+/**
+ * changed: files or restarts were applied and every service is healthy. rolled-back: a service was
+ * unhealthy after the change, and the previous files are back and healthy. skipped: the node needed
+ * a change but the rollout stopped before it. planned: a dry run found changes.
+ */
+export type NodeStatus = 'changed' | 'unchanged' | 'failed' | 'planned' | 'rolled-back' | 'skipped';
 
 export interface NodeReport {
   readonly name: string;
@@ -41,7 +54,22 @@ export interface NodeReport {
   /** Services the agent still has to restart after an earlier failed or interrupted restart. */
   readonly pendingRestarts: readonly string[];
   readonly services: readonly { name: string; healthy: boolean; check: string; output: string }[];
+  /** Files put back by a rollback after a failed health check. */
+  readonly rolledBackFiles?: readonly string[];
   readonly error?: string;
+}
+
+/** A node's plan, made before anything on any node changes. */
+export interface NodePlan {
+  readonly node: NodeSpec;
+  readonly planned: readonly PlannedItem[];
+  readonly plan: readonly PlanEntry[];
+  readonly pendingRestarts: readonly string[];
+  readonly needsChange: boolean;
+}
+
+function serviceReport(service: { name: string; healthy: boolean; check: string; output: string }): NodeReport['services'][number] {
+  return { name: service.name, healthy: service.healthy, check: service.check, output: service.output };
 }
 
 export interface PlanEntry {
@@ -157,7 +185,7 @@ interface Issued {
   readonly ledger: LedgerEntry;
 }
 
-class NodeRollout {
+export class NodeRollout {
   constructor(
     private readonly inventory: Inventory,
     private readonly node: NodeSpec,
@@ -168,50 +196,71 @@ class NodeRollout {
     private readonly capToCa: boolean,
   ) {}
 
-  async run(dryRun: boolean): Promise<NodeReport> {
+  /** Reads what the node holds and plans every catalogue item (or only the `only` ones) against it. */
+  async plan(only: ReadonlySet<string> | undefined): Promise<NodePlan> {
     const connection = new AgentConnection(this.inventory.name, this.node, this.material.controller);
     try {
-      const items = itemsForNode(this.inventory, this.node);
+      const items = itemsForNode(this.inventory, this.node).filter((item) => only === undefined || only.has(item.name));
       const held = await connection.getState({ files: queriesFor(items) });
       if (held.node_name !== this.node.name) {
         throw new Error(`agent at ${this.node.agent.endpoint} reports node name "${held.node_name}", expected "${this.node.name}"`);
       }
       const planned = planNode(items, held.files, this.material, this.now());
-      const plan = planned.map((entry) => toPlanEntry(entry, this.node));
-      const pending = planned.filter((entry) => entry.action !== 'unchanged');
       const pendingRestarts = held.pending_restarts;
-      const nothingToDo = pending.length === 0 && pendingRestarts.length === 0;
-      if (dryRun || nothingToDo) {
-        const status: NodeStatus = nothingToDo ? 'unchanged' : 'planned';
-        return { name: this.node.name, status, changedFiles: [], restartedServices: [], plan, pendingRestarts, services: [] };
-      }
+      const needsChange = planned.some((entry) => entry.action !== 'unchanged') || pendingRestarts.length > 0;
+      return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node)), pendingRestarts, needsChange };
+    } finally {
+      connection.close();
+    }
+  }
+
+  /**
+   * Issues and installs the planned changes. When a service is unhealthy afterwards, the node is
+   * rolled back to its previous files and its services are restarted and checked again on them.
+   */
+  async apply(nodePlan: NodePlan): Promise<NodeReport> {
+    const { plan, pendingRestarts } = nodePlan;
+    const pending = nodePlan.planned.filter((entry) => entry.action !== 'unchanged');
+    const connection = new AgentConnection(this.inventory.name, this.node, this.material.controller);
+    try {
       const issued = await this.issue(connection, pending);
       const restarts = servicesForNode(this.node).filter((service) => plan.some((entry) => entry.restarts.includes(service)));
-      const response = await connection.apply({
-        change_id: `${this.now().toISOString().replace(/[^0-9]/g, '').slice(0, 14)}-${crypto.randomBytes(4).toString('hex')}`,
-        files: pending.flatMap((entry) => this.fileChanges(entry, issued)),
-        restart_services: restarts,
-      });
+      const changeId = `${this.now().toISOString().replace(/[^0-9]/g, '').slice(0, 14)}-${crypto.randomBytes(4).toString('hex')}`;
+      const response = await connection.apply({ change_id: changeId, files: pending.flatMap((entry) => this.fileChanges(entry, issued)), restart_services: restarts });
       await this.state.appendLedger([...issued.values()].map((entry) => entry.ledger));
       const unhealthy = response.services.filter((service) => !service.healthy);
       const restarted = response.services.filter((service) => service.restarted);
-      let status: NodeStatus = response.changed_paths.length > 0 || restarted.length > 0 ? 'changed' : 'unchanged';
-      if (unhealthy.length > 0) status = 'failed';
       const report: NodeReport = {
         name: this.node.name,
-        status,
+        status: response.changed_paths.length > 0 || restarted.length > 0 ? 'changed' : 'unchanged',
         changedFiles: response.changed_paths,
         restartedServices: restarted.map((service) => service.name),
         plan,
         pendingRestarts,
-        services: response.services.map((service) => ({ name: service.name, healthy: service.healthy, check: service.check, output: service.output })),
+        services: response.services.map(serviceReport),
       };
       if (unhealthy.length === 0) return report;
       const error = unhealthy.map((service) => `${service.name} unhealthy after restart (${service.check}): ${service.output}`).join('; ');
-      return { ...report, error };
+      if (response.changed_paths.length === 0) return { ...report, status: 'failed', error };
+      return await this.rollBack(connection, changeId, report, error);
     } finally {
       connection.close();
     }
+  }
+
+  private async rollBack(connection: AgentConnection, changeId: string, report: NodeReport, error: string): Promise<NodeReport> {
+    this.logger.warn('rolling back node', { node: this.node.name, change: changeId, reason: error });
+    const rollback = await connection.rollback({ change_id: changeId });
+    const stillUnhealthy = rollback.services.filter((service) => !service.healthy);
+    const rolledBack: NodeReport = {
+      ...report,
+      status: stillUnhealthy.length === 0 ? 'rolled-back' : 'failed',
+      rolledBackFiles: rollback.changed_paths,
+      services: [...report.services, ...rollback.services.map(serviceReport)],
+    };
+    if (stillUnhealthy.length === 0) return { ...rolledBack, error: `${error}; rolled back to the previous files, which are healthy` };
+    const after = stillUnhealthy.map((service) => `${service.name} (${service.check}): ${service.output}`).join('; ');
+    return { ...rolledBack, error: `${error}; rolled back to the previous files, but still unhealthy: ${after}` };
   }
 
   /** Asks the agent for keys and CSRs for every certificate to issue, then signs them. */
@@ -252,7 +301,7 @@ class NodeRollout {
         now,
         { capToCa: this.capToCa, usedSerials },
       );
-      const info = inspectCertificate(certificatePem);
+      const info = readSerialAndValidity(certificatePem);
       usedSerials.add(info.serialNumber);
       this.logger.info('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, notAfter: info.notAfter.toISOString() });
       issued.set(item.name, {
@@ -311,7 +360,39 @@ async function mapConcurrent<T, R>(items: readonly T[], limit: number, task: (it
   return results;
 }
 
+/** Raised for scope options that name nodes, roles or certificates that do not exist. */
+export class ScopeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ScopeError';
+  }
+}
+
+export interface DistributeScope {
+  readonly nodes?: readonly string[];
+  readonly roles?: readonly string[];
+  /** Catalogue item names, as the plan shows them (apiserver, admin.conf, cluster-ca.crt, ...). */
+  readonly only?: readonly string[];
+}
+
+/** Selects the nodes in scope; every unknown name is an error listing the valid ones. */
+export function selectNodes(inventory: Inventory, scope: DistributeScope): NodeSpec[] {
+  const names = inventory.nodes.map((node) => node.name);
+  const unknownNodes = (scope.nodes ?? []).filter((name) => !names.includes(name));
+  if (unknownNodes.length > 0) throw new ScopeError(`--nodes: unknown node ${unknownNodes.join(', ')}; use names from the inventory: ${names.join(', ')}`);
+  const unknownRoles = (scope.roles ?? []).filter((role) => !(ROLES as readonly string[]).includes(role));
+  if (unknownRoles.length > 0) throw new ScopeError(`--roles: unknown role ${unknownRoles.join(', ')}; use ${ROLES.join(', ')}`);
+  const items = new Set(inventory.nodes.flatMap((node) => itemsForNode(inventory, node).map((item) => item.name)));
+  const unknownItems = (scope.only ?? []).filter((name) => !items.has(name));
+  if (unknownItems.length > 0) throw new ScopeError(`--only: no node of this cluster holds ${unknownItems.join(', ')}; use one of: ${[...items].join(', ')}`);
+  return inventory.nodes.filter(
+    (node) => (scope.nodes === undefined || scope.nodes.includes(node.name)) && (scope.roles === undefined || node.roles.some((role) => scope.roles!.includes(role))),
+  );
+}
+
 export async function distribute(inventory: Inventory, stateDir: string, logger: Logger, options: DistributeOptions = {}): Promise<DistributeReport> {
+  const selected = selectNodes(inventory, options.scope ?? {});
+  const only = options.scope?.only === undefined ? undefined : new Set(options.scope.only);
   const state = new StateDir(stateDir);
   // Checked before locking, so that a mistyped --state-dir is reported without creating it.
   await state.requireCluster(inventory.name);
@@ -320,21 +401,56 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     const material = await ClusterMaterial.load(state, inventory);
     const now = options.now ?? (() => new Date());
     const dryRun = options.dryRun === true;
-    const nodes = await mapConcurrent(inventory.nodes, options.concurrency ?? DEFAULT_CONCURRENCY, async (node) => {
-      options.onProgress?.({ node: node.name, phase: 'start' });
-      let report: NodeReport;
+    const rollout = (node: NodeSpec): NodeRollout => new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true);
+    markEventLoopPhase('distribute');
+
+    // Plan every node before changing any, so that ordering decisions see the whole cluster.
+    const planned = await mapConcurrent(selected, options.concurrency ?? DEFAULT_CONCURRENCY, async (node): Promise<NodePlan | NodeReport> => {
       try {
-        report = await new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true).run(dryRun);
+        return await rollout(node).plan(only);
       } catch (error) {
         const message = error instanceof Error ? error.message : String(error);
         logger.error('node failed', { node: node.name, error: message });
-        report = { name: node.name, status: 'failed', changedFiles: [], restartedServices: [], plan: [], pendingRestarts: [], services: [], error: message };
+        return { name: node.name, status: 'failed', changedFiles: [], restartedServices: [], plan: [], pendingRestarts: [], services: [], error: message };
       }
-      options.onProgress?.({ node: node.name, phase: 'done', status: report.status });
-      return report;
     });
-    return { cluster: inventory.name, dryRun, nodes };
+    const plans = planned.filter((entry): entry is NodePlan => 'needsChange' in entry);
+    const reports = new Map<string, NodeReport>();
+    for (const entry of planned) if (!('needsChange' in entry)) reports.set(entry.name, entry);
+    for (const plan of plans) {
+      if (!plan.needsChange || dryRun) reports.set(plan.node.name, planReport(plan, plan.needsChange ? 'planned' : 'unchanged'));
+    }
+
+    if (!dryRun) {
+      const unreachableEtcd = selected.filter((node) => node.roles.includes('etcd') && reports.get(node.name)?.status === 'failed').map((node) => node.name);
+      const total = plans.filter((plan) => plan.needsChange).length;
+      let done = 0;
+      const steps = {
+        apply: async (plan: NodePlan): Promise<NodeReport> => {
+          options.onProgress?.({ node: plan.node.name, phase: 'start' });
+          try {
+            return await rollout(plan.node).apply(plan);
+          } catch (error) {
+            const message = error instanceof Error ? error.message : String(error);
+            logger.error('node failed', { node: plan.node.name, error: message });
+            return { ...planReport(plan, 'failed'), error: message };
+          }
+        },
+        skipped: (plan: NodePlan, reason: string): NodeReport => ({ ...planReport(plan, 'skipped'), error: reason }),
+        onNodeDone: (report: NodeReport): void => {
+          done++;
+          options.onProgress?.({ node: report.name, phase: 'done', status: report.status, done, total });
+        },
+      };
+      const rolloutOptions = { ...(options.maxParallel !== undefined ? { maxParallel: options.maxParallel } : {}), continueOnError: options.continueOnError === true };
+      for (const report of await rollOut(plans, unreachableEtcd, steps, rolloutOptions)) reports.set(report.name, report);
+    }
+    return { cluster: inventory.name, dryRun, nodes: selected.map((node) => reports.get(node.name)!) };
   } finally {
     await unlock();
   }
+}
+
+function planReport(plan: NodePlan, status: NodeStatus): NodeReport {
+  return { name: plan.node.name, status, changedFiles: [], restartedServices: [], plan: plan.plan, pendingRestarts: plan.pendingRestarts, services: [] };
 }

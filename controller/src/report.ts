@@ -39,6 +39,7 @@ export function renderDistribute(report: DistributeReport): string {
       if (restarts.length > 0) lines.push(`    would restart: ${restarts.join(', ')}`);
     } else {
       if (node.changedFiles.length > 0) lines.push(`    files written: ${node.changedFiles.join(', ')}`);
+      if (node.rolledBackFiles !== undefined) lines.push(`    rolled back: ${node.rolledBackFiles.join(', ')}`);
       if (node.restartedServices.length > 0) lines.push(`    restarted: ${node.restartedServices.join(', ')}`);
     }
     for (const service of node.services.filter((result) => !result.healthy)) {
@@ -50,7 +51,7 @@ export function renderDistribute(report: DistributeReport): string {
   lines.push(
     report.dryRun
       ? `${count('planned')} node(s) would change, ${count('unchanged')} unchanged, ${count('failed')} failed`
-      : `${count('changed')} node(s) changed, ${count('unchanged')} unchanged, ${count('failed')} failed`,
+      : `${count('changed')} node(s) changed, ${count('unchanged')} unchanged, ${count('failed')} failed, ${count('rolled-back')} rolled back, ${count('skipped')} skipped`,
   );
   return lines.join('\n') + '\n';
 }
@@ -66,6 +67,7 @@ export function distributeJson(report: DistributeReport): unknown {
       changedFiles: node.changedFiles,
       restartedServices: node.restartedServices,
       pendingRestarts: node.pendingRestarts,
+      ...(node.rolledBackFiles !== undefined ? { rolledBackFiles: node.rolledBackFiles } : {}),
       ...(node.error !== undefined ? { error: node.error } : {}),
       services: node.services,
       plan: node.plan,

@@ -249,6 +249,11 @@ describe('controller distribute end to end', function () {
       assert.equal(worker?.status, 'failed');
       assert.deepEqual(worker?.changedFiles, ['/etc/kubernetes/kube-proxy.conf']);
       assert.match(worker?.error ?? '', /kube-proxy unhealthy after restart \(command \/bin\/sh -c .*\): \/bin\/sh failed: exit status 1\nkube-proxy is not serving/);
+      // The node is rolled back: the kubeconfig the change created is gone again, and because the
+      // broken hook also fails on the old files, the node stays failed and says so.
+      assert.deepEqual(worker?.rolledBackFiles, ['/etc/kubernetes/kube-proxy.conf']);
+      assert.ok(!fs.existsSync(cluster.file('worker-1', '/etc/kubernetes/kube-proxy.conf')), 'the rollback left the new kubeconfig in place');
+      assert.match(worker?.error ?? '', /rolled back to the previous files, but still unhealthy/);
       for (const other of report.nodes.filter((candidate) => candidate.name !== 'worker-1')) assert.equal(other.status, 'unchanged', other.name);
     } finally {
       fs.writeFileSync(node.configFile, original);
@@ -256,12 +261,12 @@ describe('controller distribute end to end', function () {
       await cluster.startAgents(['worker-1']);
     }
 
-    // The failed restart stays pending on the node and is repeated although no file changes.
+    // With the hook fixed, the next run installs the kubeconfig again and restarts kube-proxy.
     const retry = await cluster.distributeJson();
     assert.equal(retry.result.code, 0, retry.result.stdout);
     const retried = retry.report.nodes.find((candidate) => candidate.name === 'worker-1');
     assert.equal(retried?.status, 'changed');
-    assert.deepEqual(retried?.changedFiles, []);
+    assert.deepEqual(retried?.changedFiles, ['/etc/kubernetes/kube-proxy.conf']);
     assert.deepEqual(retried?.restartedServices, ['kube-proxy']);
     assert.equal(cluster.restarts('worker-1').at(-1), 'kube-proxy');
     const settled = await cluster.distributeJson();

@@ -297,7 +297,8 @@ export interface DistributeJson {
   readonly dryRun: boolean;
   readonly nodes: readonly {
     readonly name: string;
-    readonly status: 'changed' | 'unchanged' | 'failed' | 'planned';
+    readonly status: 'changed' | 'unchanged' | 'failed' | 'planned' | 'rolled-back' | 'skipped';
+    readonly rolledBackFiles?: readonly string[];
     readonly changedFiles: readonly string[];
     readonly restartedServices: readonly string[];
     readonly error?: string;

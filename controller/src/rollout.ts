@@ -1,0 +1,106 @@
+/**
+ * The order in which distribute changes nodes. Every selected node is planned first, before any
+ * node changes. Then:
+ *
+ * 1. etcd members one at a time, each passing its health gate before the next starts, so that
+ *    quorum never depends on two restarting members. A cluster being created (no member holds its
+ *    etcd certificates yet) is started all at once, because its first member cannot become healthy
+ *    alone. If a member cannot be reached, no other member is changed.
+ * 2. Masters one at a time.
+ * 3. Workers in batches of `maxParallel`.
+ *
+ * A node whose change fails, or is rolled back after a failed health gate, stops the rollout: the
+ * nodes after it are reported `skipped`. With `continueOnError`, later worker batches still run;
+ * the option never applies to etcd members or masters.
+ */
+import type { Role } from '@kubetrust/shared/dist/inventory';
+import type { NodePlan, NodeReport } from './distribute';
+
+export type RolloutPhase = 'etcd' | 'master' | 'worker';
+
+export interface RolloutOptions {
+  /** Workers changed at the same time; default 10% of the workers, at least 1. */
+  readonly maxParallel?: number;
+  readonly continueOnError?: boolean;
+}
+
+/** What the rollout needs from the per-node steps, so that tests can drive it without agents. */
+export interface RolloutSteps {
+  apply(plan: NodePlan): Promise<NodeReport>;
+  skipped(plan: NodePlan, reason: string): NodeReport;
+  onNodeDone?(report: NodeReport): void;
+}
+
+/** The phase a node belongs to: its most quorum-sensitive role. */
+export function phaseOf(roles: readonly Role[]): RolloutPhase {
+  if (roles.includes('etcd')) return 'etcd';
+  if (roles.includes('master')) return 'master';
+  return 'worker';
+}
+
+export function defaultMaxParallel(workers: number): number {
+  return Math.max(1, Math.ceil(workers * 0.1));
+}
+
+function failed(report: NodeReport): boolean {
+  return report.status === 'failed' || report.status === 'rolled-back';
+}
+
+/** True when no etcd member holds its server certificate yet, so the cluster is being created. */
+function etcdBeingCreated(plans: readonly NodePlan[]): boolean {
+  return plans.every((plan) => plan.plan.some((entry) => entry.name === 'etcd-server' && entry.action === 'add'));
+}
+
+async function runInBatches(plans: readonly NodePlan[], size: number, steps: RolloutSteps, stopAfterFailure: boolean, label: string): Promise<{ reports: NodeReport[]; stoppedBy?: string }> {
+  const reports: NodeReport[] = [];
+  for (let start = 0; start < plans.length; start += size) {
+    const batch = plans.slice(start, start + size);
+    const results = await Promise.all(
+      batch.map(async (plan) => {
+        const report = await steps.apply(plan);
+        steps.onNodeDone?.(report);
+        return report;
+      }),
+    );
+    reports.push(...results);
+    const failure = results.find(failed);
+    if (failure !== undefined && stopAfterFailure) {
+      const rest = plans.slice(start + size).map((plan) => steps.skipped(plan, `not changed: the rollout stopped after ${label} ${failure.name} failed`));
+      return { reports: [...reports, ...rest], stoppedBy: failure.name };
+    }
+  }
+  return { reports };
+}
+
+/**
+ * Changes the nodes of `plans` that need a change, in rollout order. `unreachable` names the
+ * selected etcd members that could not be planned. Returns one report per changed or skipped node.
+ */
+export async function rollOut(plans: readonly NodePlan[], unreachableEtcd: readonly string[], steps: RolloutSteps, options: RolloutOptions = {}): Promise<NodeReport[]> {
+  const pending = plans.filter((plan) => plan.needsChange);
+  const byPhase = (phase: RolloutPhase): NodePlan[] => pending.filter((plan) => phaseOf(plan.node.roles) === phase);
+  const etcd = byPhase('etcd');
+  const masters = byPhase('master');
+  const workers = byPhase('worker');
+  const workerCount = plans.filter((plan) => phaseOf(plan.node.roles) === 'worker').length;
+  const skipAll = (rest: readonly NodePlan[], reason: string): NodeReport[] => rest.map((plan) => steps.skipped(plan, reason));
+
+  if (etcd.length > 0 && unreachableEtcd.length > 0) {
+    const reason = `not changed: etcd member ${unreachableEtcd.join(', ')} cannot be reached, and changing another member could lose quorum; bring it back first`;
+    return skipAll([...etcd, ...masters, ...workers], reason);
+  }
+
+  const reports: NodeReport[] = [];
+  const etcdRun = await runInBatches(etcd, etcdBeingCreated(etcd) ? etcd.length : 1, steps, true, 'etcd member');
+  reports.push(...etcdRun.reports);
+  if (etcdRun.stoppedBy !== undefined) return [...reports, ...skipAll([...masters, ...workers], `not changed: the rollout stopped after etcd member ${etcdRun.stoppedBy} failed`)];
+
+  const masterRun = await runInBatches(masters, 1, steps, true, 'master');
+  reports.push(...masterRun.reports);
+  if (masterRun.stoppedBy !== undefined) return [...reports, ...skipAll(workers, `not changed: the rollout stopped after master ${masterRun.stoppedBy} failed`)];
+
+  const size = options.maxParallel ?? defaultMaxParallel(workerCount);
+  const workerRun = await runInBatches(workers, size, steps, options.continueOnError !== true, 'worker');
+  reports.push(...workerRun.reports);
+  return reports;
+}

@@ -1,0 +1,133 @@
+import { strict as assert } from 'node:assert';
+import type { NodePlan, NodeReport } from '@kubetrust/controller';
+import { defaultMaxParallel, phaseOf, rollOut } from '@kubetrust/controller/dist/rollout';
+import type { Role } from '@kubetrust/shared/dist/inventory';
+
+interface Call {
+  readonly node: string;
+  readonly started: number;
+}
+
+/** A plan for a node named `name`; `creating` marks an etcd member that holds no etcd certificate yet. */
+function plan(name: string, roles: Role[], options: { creating?: boolean; needsChange?: boolean } = {}): NodePlan {
+  const etcdAction = options.creating === true ? 'add' : 'change';
+  return {
+    node: { name, addresses: ['192.0.2.1'], hostnames: [], roles, agent: { endpoint: '192.0.2.1:7443', host: '192.0.2.1', port: 7443 }, kubelet: { credentials: 'pre-provisioned' } },
+    planned: [],
+    plan: roles.includes('etcd') ? [{ name: 'etcd-server', action: etcdAction, paths: [], reasons: [], restarts: [] }] : [],
+    pendingRestarts: [],
+    needsChange: options.needsChange ?? true,
+  };
+}
+
+/** Steps that record the order of calls and fail the named nodes. */
+function recorder(failing: readonly string[] = [], outcome: NodeReport['status'] = 'rolled-back') {
+  const calls: Call[] = [];
+  let clock = 0;
+  let running = 0;
+  let maxRunning = 0;
+  const report = (name: string, status: NodeReport['status']): NodeReport => ({ name, status, changedFiles: [], restartedServices: [], plan: [], pendingRestarts: [], services: [] });
+  return {
+    calls,
+    maxRunning: () => maxRunning,
+    steps: {
+      apply: async (nodePlan: NodePlan): Promise<NodeReport> => {
+        calls.push({ node: nodePlan.node.name, started: clock++ });
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        await new Promise((resolve) => setImmediate(resolve));
+        running--;
+        return report(nodePlan.node.name, failing.includes(nodePlan.node.name) ? outcome : 'changed');
+      },
+      skipped: (nodePlan: NodePlan, reason: string): NodeReport => ({ ...report(nodePlan.node.name, 'skipped'), error: reason }),
+    },
+  };
+}
+
+const CLUSTER = [
+  plan('worker-1', ['worker']),
+  plan('master-1', ['master']),
+  plan('etcd-1', ['etcd']),
+  plan('worker-2', ['worker']),
+  plan('etcd-2', ['etcd']),
+  plan('master-2', ['master', 'worker']),
+  plan('etcd-3', ['etcd']),
+];
+
+describe('rollout order', () => {
+  it('changes etcd, then masters, then workers', async () => {
+    const run = recorder();
+    const reports = await rollOut(CLUSTER, [], run.steps, { maxParallel: 1 });
+    assert.deepEqual(run.calls.map((call) => call.node), ['etcd-1', 'etcd-2', 'etcd-3', 'master-1', 'master-2', 'worker-1', 'worker-2']);
+    assert.ok(reports.every((report) => report.status === 'changed'));
+  });
+
+  it('changes one etcd member at a time', async () => {
+    const run = recorder();
+    await rollOut(CLUSTER.filter((entry) => entry.node.roles.includes('etcd')), [], run.steps);
+    assert.equal(run.maxRunning(), 1);
+  });
+
+  it('starts a new etcd cluster all at once', async () => {
+    const run = recorder();
+    const creating = ['etcd-1', 'etcd-2', 'etcd-3'].map((name) => plan(name, ['etcd'], { creating: true }));
+    await rollOut(creating, [], run.steps);
+    assert.equal(run.maxRunning(), 3);
+  });
+
+  it('batches workers by max parallel', async () => {
+    const run = recorder();
+    const workers = Array.from({ length: 5 }, (_, index) => plan(`worker-${index}`, ['worker']));
+    await rollOut(workers, [], run.steps, { maxParallel: 2 });
+    assert.equal(run.maxRunning(), 2);
+    assert.equal(run.calls.length, 5);
+  });
+
+  it('stops after a failed etcd member', async () => {
+    const run = recorder(['etcd-2']);
+    const reports = await rollOut(CLUSTER, [], run.steps, { maxParallel: 1 });
+    assert.deepEqual(run.calls.map((call) => call.node), ['etcd-1', 'etcd-2']);
+    const byName = new Map(reports.map((report) => [report.name, report]));
+    assert.equal(byName.get('etcd-2')?.status, 'rolled-back');
+    for (const name of ['etcd-3', 'master-1', 'master-2', 'worker-1', 'worker-2']) {
+      assert.equal(byName.get(name)?.status, 'skipped', name);
+      assert.match(byName.get(name)?.error ?? '', /stopped after etcd member etcd-2 failed/);
+    }
+  });
+
+  it('keeps masters stopping even with continue on error', async () => {
+    const run = recorder(['master-1'], 'failed');
+    const reports = await rollOut(CLUSTER, [], run.steps, { maxParallel: 1, continueOnError: true });
+    assert.deepEqual(run.calls.map((call) => call.node), ['etcd-1', 'etcd-2', 'etcd-3', 'master-1']);
+    assert.equal(reports.find((report) => report.name === 'worker-2')?.status, 'skipped');
+  });
+
+  it('lets worker batches go on with continue on error', async () => {
+    const run = recorder(['worker-1']);
+    const reports = await rollOut(CLUSTER, [], run.steps, { maxParallel: 1, continueOnError: true });
+    assert.ok(run.calls.some((call) => call.node === 'worker-2'));
+    assert.equal(reports.find((report) => report.name === 'worker-2')?.status, 'changed');
+  });
+
+  it('touches no etcd member while one is unreachable', async () => {
+    const run = recorder();
+    const reports = await rollOut(CLUSTER.filter((entry) => entry.node.name !== 'etcd-3'), ['etcd-3'], run.steps);
+    assert.deepEqual(run.calls, []);
+    assert.match(reports.find((report) => report.name === 'etcd-1')?.error ?? '', /etcd member etcd-3 cannot be reached/);
+  });
+
+  it('leaves nodes without changes alone', async () => {
+    const run = recorder();
+    const reports = await rollOut([plan('worker-1', ['worker'], { needsChange: false }), plan('worker-2', ['worker'])], [], run.steps);
+    assert.deepEqual(run.calls.map((call) => call.node), ['worker-2']);
+    assert.deepEqual(reports.map((report) => report.name), ['worker-2']);
+  });
+
+  it('puts each node in its most sensitive phase', () => {
+    assert.equal(phaseOf(['worker', 'master', 'etcd']), 'etcd');
+    assert.equal(phaseOf(['worker', 'master']), 'master');
+    assert.equal(phaseOf(['worker']), 'worker');
+    assert.equal(defaultMaxParallel(0), 1);
+    assert.equal(defaultMaxParallel(25), 3);
+  });
+});

@@ -97,6 +97,7 @@ function buildProgram(): Command {
     .option('--roles <roles>', 'only nodes with one of these roles (etcd, master, worker), separated by commas', commaList)
     .option('--only <items>', 'only these catalogue items as the plan names them (apiserver, admin.conf, ...), separated by commas', commaList)
     .option('--max-parallel <n>', 'workers changed at the same time (default: 10% of the workers, at least 1)', positiveInteger('--max-parallel'))
+    .option('--max-clock-skew <seconds>', 'fail a node whose clock differs from this host by more than this many seconds', positiveInteger('--max-clock-skew'), 120)
     .option('--continue-on-error', 'let later worker batches run after a worker failed; etcd members and masters always stop the rollout', false)
     .addOption(outputOption())
     .action(async (options: DistributeCliOptions, command: Command) => {
@@ -113,6 +114,7 @@ function buildProgram(): Command {
         },
         ...(options.maxParallel !== undefined ? { maxParallel: options.maxParallel } : {}),
         continueOnError: options.continueOnError,
+        maxClockSkewMs: options.maxClockSkew * 1000,
         onProgress: (event) => {
           if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${event.done ?? 0}/${event.total ?? 0}` });
         },
@@ -141,6 +143,7 @@ interface DistributeCliOptions {
   only?: string[];
   maxParallel?: number;
   continueOnError: boolean;
+  maxClockSkew: number;
   output: string;
 }
 

@@ -32,6 +32,8 @@ export interface DistributeOptions {
   readonly onProgress?: (event: { node: string; phase: 'start' | 'done'; status?: NodeStatus; done?: number; total?: number }) => void;
   /** Limits the run to some nodes, roles or catalogue items. */
   readonly scope?: DistributeScope;
+  /** A node whose clock is further than this from the controller's is failed before anything is issued. */
+  readonly maxClockSkewMs?: number;
   /** Workers changed at the same time; default 10% of the workers, at least 1. */
   readonly maxParallel?: number;
   /** Let later worker batches run after a worker failed; never applies to etcd members or masters. */
@@ -194,6 +196,7 @@ export class NodeRollout {
     private readonly logger: Logger,
     private readonly now: () => Date,
     private readonly capToCa: boolean,
+    private readonly maxClockSkewMs: number = DEFAULT_MAX_CLOCK_SKEW_MS,
   ) {}
 
   /** Reads what the node holds and plans every catalogue item (or only the `only` ones) against it. */
@@ -201,7 +204,9 @@ export class NodeRollout {
     const connection = new AgentConnection(this.inventory.name, this.node, this.material.controller);
     try {
       const items = itemsForNode(this.inventory, this.node).filter((item) => only === undefined || only.has(item.name));
+      const askedAt = this.now().getTime();
       const held = await connection.getState({ files: queriesFor(items) });
+      checkClockSkew(this.node.name, Number(held.clock_unix_ms), (askedAt + this.now().getTime()) / 2, this.maxClockSkewMs);
       if (held.node_name !== this.node.name) {
         throw new Error(`agent at ${this.node.agent.endpoint} reports node name "${held.node_name}", expected "${this.node.name}"`);
       }
@@ -360,6 +365,26 @@ async function mapConcurrent<T, R>(items: readonly T[], limit: number, task: (it
   return results;
 }
 
+/** How far a node's clock may be from the controller's before nothing is issued for it. */
+export const DEFAULT_MAX_CLOCK_SKEW_MS = 2 * 60 * 1000;
+
+/**
+ * Throws when the node's clock is more than `maxSkewMs` away from the controller's. A node whose
+ * clock runs behind rejects a fresh certificate as not yet valid (NotBefore is backdated only five
+ * minutes); one that runs ahead expires certificates early. `controllerMs` is the midpoint of the
+ * call, which cancels the network delay when both directions take as long.
+ */
+export function checkClockSkew(node: string, nodeMs: number, controllerMs: number, maxSkewMs: number): void {
+  if (!Number.isFinite(nodeMs) || nodeMs <= 0) return;
+  const skew = nodeMs - controllerMs;
+  if (Math.abs(skew) <= maxSkewMs) return;
+  const direction = skew > 0 ? 'ahead of' : 'behind';
+  throw new Error(
+    `clock of node ${node} is ${Math.round(Math.abs(skew) / 1000)} s ${direction} the controller's (allowed: ${Math.round(maxSkewMs / 1000)} s); ` +
+      'fix time synchronisation (chrony or NTP) on the node before issuing, because certificates would not be valid there yet',
+  );
+}
+
 /** Raised for scope options that name nodes, roles or certificates that do not exist. */
 export class ScopeError extends Error {
   constructor(message: string) {
@@ -401,7 +426,8 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     const material = await ClusterMaterial.load(state, inventory);
     const now = options.now ?? (() => new Date());
     const dryRun = options.dryRun === true;
-    const rollout = (node: NodeSpec): NodeRollout => new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true);
+    const rollout = (node: NodeSpec): NodeRollout =>
+      new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS);
     markEventLoopPhase('distribute');
 
     // Plan every node before changing any, so that ordering decisions see the whole cluster.

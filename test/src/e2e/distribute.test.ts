@@ -10,6 +10,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { itemPaths, itemsForNode } from '@kubetrust/shared/dist/catalogue';
+import { distribute } from '@kubetrust/controller';
+import { silentLogger } from '@kubetrust/shared/dist/log';
 import { LocalCluster, runController, which } from '../harness/local-cluster';
 
 const INVENTORY = `
@@ -295,5 +297,14 @@ describe('controller distribute end to end', function () {
     const again = await cluster.distributeJson();
     assert.equal(again.result.code, 0, again.result.stderr);
     assert.notEqual(fs.readFileSync(cluster.file('worker-2', '/var/lib/kubelet/pki/kubelet.crt'), 'utf8'), reissued);
+  });
+
+  it('fails every node whose clock is far off', async () => {
+    const tenMinutesAhead = (): Date => new Date(Date.now() + 10 * 60 * 1000);
+    const report = await distribute(cluster.inventory, cluster.stateDir, silentLogger(), { dryRun: true, now: tenMinutesAhead });
+    for (const node of report.nodes) {
+      assert.equal(node.status, 'failed', node.name);
+      assert.match(node.error ?? '', new RegExp(`clock of node ${node.name} is 6\\d\\d s behind the controller's`));
+    }
   });
 });

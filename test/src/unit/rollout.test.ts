@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import type { NodePlan, NodeReport } from '@kubetrust/controller';
+import { checkClockSkew, type NodePlan, type NodeReport } from '@kubetrust/controller';
 import { defaultMaxParallel, phaseOf, rollOut } from '@kubetrust/controller/dist/rollout';
 import type { Role } from '@kubetrust/shared/dist/inventory';
 
@@ -129,5 +129,20 @@ describe('rollout order', () => {
     assert.equal(phaseOf(['worker']), 'worker');
     assert.equal(defaultMaxParallel(0), 1);
     assert.equal(defaultMaxParallel(25), 3);
+  });
+});
+
+describe('clock skew preflight', () => {
+  it('accepts a clock within the margin', () => {
+    assert.doesNotThrow(() => checkClockSkew('wk-1', 1_000_000 + 119_000, 1_000_000, 120_000));
+    assert.doesNotThrow(() => checkClockSkew('wk-1', 1_000_000 - 119_000, 1_000_000, 120_000));
+  });
+
+  it('rejects a node running behind', () => {
+    assert.throws(() => checkClockSkew('wk-1', 1_000_000, 1_000_000 + 300_000, 120_000), /clock of node wk-1 is 300 s behind the controller's \(allowed: 120 s\); fix time synchronisation/);
+  });
+
+  it('rejects a node running ahead', () => {
+    assert.throws(() => checkClockSkew('wk-1', 1_000_000 + 200_000, 1_000_000, 120_000), /200 s ahead of the controller's/);
   });
 });

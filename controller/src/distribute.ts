@@ -231,8 +231,10 @@ export class NodeRollout {
       const issued = await this.issue(connection, pending);
       const restarts = servicesForNode(this.node).filter((service) => plan.some((entry) => entry.restarts.includes(service)));
       const changeId = `${this.now().toISOString().replace(/[^0-9]/g, '').slice(0, 14)}-${crypto.randomBytes(4).toString('hex')}`;
-      const response = await connection.apply({ change_id: changeId, files: pending.flatMap((entry) => this.fileChanges(entry, issued)), restart_services: restarts });
+      // Recorded before the push: a controller killed after the agent installed the files still has
+      // every installed certificate in its ledger, at the cost of listing some that never arrived.
       await this.state.appendLedger([...issued.values()].map((entry) => entry.ledger));
+      const response = await connection.apply({ change_id: changeId, files: pending.flatMap((entry) => this.fileChanges(entry, issued)), restart_services: restarts });
       const unhealthy = response.services.filter((service) => !service.healthy);
       const restarted = response.services.filter((service) => service.restarted);
       const report: NodeReport = {

@@ -222,6 +222,12 @@ describe('controller distribute end to end', function () {
 
     const { result, report } = await cluster.distributeJson();
     assert.equal(result.code, 0, result.stderr);
+    // The dry run announced exactly what the real run then did, on every node.
+    for (const planned of plan.report.nodes) {
+      const actual = report.nodes.find((candidate) => candidate.name === planned.name);
+      const announced = planned.plan.filter((item) => item.action !== 'unchanged').flatMap((item) => item.paths).sort();
+      assert.deepEqual([...(actual?.changedFiles ?? [])].sort(), announced, `${planned.name}: dry run and real run differ`);
+    }
     const node = report.nodes.find((candidate) => candidate.name === 'etcd-2');
     assert.equal(node?.status, 'changed', node?.error);
     assert.deepEqual([...(node?.changedFiles ?? [])].sort(), ['/etc/kubernetes/pki/etcd/server.crt', '/etc/kubernetes/pki/etcd/server.key']);

@@ -14,6 +14,7 @@ import { ScopeError, distribute, type DistributeReport } from './distribute';
 import { enrollNode } from './enroll';
 import { startEventLoopReport } from './event-loop-report';
 import { initState } from './init';
+import { LiveProgress } from './progress';
 import { distributeJson, renderDistribute, renderInit } from './report';
 import { StateError } from './state-dir';
 
@@ -103,6 +104,8 @@ function buildProgram(): Command {
     .action(async (options: DistributeCliOptions, command: Command) => {
       const logger = loggerFor(command);
       const inventory = readInventory(options.inventory, logger);
+      // On a terminal a live line shows progress; elsewhere (pipes, CI, JSON output) each node logs a line.
+      const live = process.stderr.isTTY && options.output === 'text' ? new LiveProgress(process.stderr, options.dryRun ? 'plan' : 'distribute') : undefined;
       const report = await distribute(inventory, path.resolve(options.stateDir), logger, {
         dryRun: options.dryRun,
         capToCa: options.capToCa,
@@ -116,9 +119,11 @@ function buildProgram(): Command {
         continueOnError: options.continueOnError,
         maxClockSkewMs: options.maxClockSkew * 1000,
         onProgress: (event) => {
-          if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${event.done ?? 0}/${event.total ?? 0}` });
+          if (live !== undefined) live.update(event);
+          else if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${event.done ?? 0}/${event.total ?? 0}` });
         },
       });
+      live?.finish();
       process.stdout.write(options.output === 'json' ? JSON.stringify(distributeJson(report), null, 2) + '\n' : renderDistribute(report));
       process.exitCode = distributeExitCode(report);
     });

@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { checkClockSkew, type NodePlan, type NodeReport } from '@kubetrust/controller';
+import { LiveProgress } from '@kubetrust/controller/dist/progress';
 import { defaultMaxParallel, phaseOf, rollOut } from '@kubetrust/controller/dist/rollout';
 import type { Role } from '@kubetrust/shared/dist/inventory';
 
@@ -144,5 +145,36 @@ describe('clock skew preflight', () => {
 
   it('rejects a node running ahead', () => {
     assert.throws(() => checkClockSkew('wk-1', 1_000_000 + 200_000, 1_000_000, 120_000), /200 s ahead of the controller's/);
+  });
+});
+
+describe('live progress line', () => {
+  function fakeTerminal(columns: number): { stream: import('node:tty').WriteStream; output: () => string } {
+    let written = '';
+    const stream = { columns, write: (text: string) => ((written += text), true) } as unknown as import('node:tty').WriteStream;
+    return { stream, output: () => written };
+  }
+
+  it('redraws one line with counts and the nodes in progress', () => {
+    const terminal = fakeTerminal(120);
+    const progress = new LiveProgress(terminal.stream, 'distribute');
+    progress.update({ node: 'etcd-1', phase: 'start' });
+    progress.update({ node: 'etcd-1', phase: 'done', done: 1, total: 3 });
+    progress.update({ node: 'master-1', phase: 'start' });
+    const frames = terminal.output().split('\r\x1b[K').filter(Boolean);
+    assert.equal(frames.length, 3);
+    assert.match(frames[0]!, /^distribute: planning · changing etcd-1 · \d+\.\d s$/);
+    assert.match(frames[2]!, /^distribute: 1\/3 nodes · changing master-1 · \d+\.\d s$/);
+    assert.ok(!terminal.output().includes('\n'), 'the progress line must not scroll');
+    progress.finish();
+    assert.ok(terminal.output().endsWith('\r\x1b[K'));
+  });
+
+  it('cuts the line to the terminal width', () => {
+    const terminal = fakeTerminal(30);
+    new LiveProgress(terminal.stream, 'distribute').update({ node: 'a-very-long-node-name-for-testing', phase: 'start' });
+    const frame = terminal.output().replace('\r\x1b[K', '');
+    assert.equal(frame.length, 29);
+    assert.ok(frame.endsWith('…'));
   });
 });

@@ -17,9 +17,10 @@ import { sha256Hex, syncDirectory, writeFileAtomic } from '@kubetrust/shared/dis
 import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { renderKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import type { Logger } from '@kubetrust/shared/dist/log';
-import { generateKeyPair, inspectCertificate, privateKeyToPem, type KeyAlgorithm, type KeyPair } from '@kubetrust/shared/dist/pki';
+import { generateKeyPair, inspectCertificate, privateKeyToPem, readSerialAndValidity, type KeyAlgorithm, type KeyPair } from '@kubetrust/shared/dist/pki';
 import { leafProfile, signLeaf } from './authority';
 import { ClusterMaterial } from './distribute';
+import { markEventLoopPhase } from './event-loop-report';
 import { StateDir, type LedgerEntry } from './state-dir';
 
 export const MANIFEST_FILE = 'manifest.json';
@@ -255,8 +256,11 @@ class NodeIssuer {
     // so the CA and node keys below it are never readable by other users.
     const stagingDir = await fs.mkdtemp(path.join(outDir, `.${this.node.name}.staging-`));
     try {
+      const directories = new Set<string>();
       const files: ManifestFile[] = [];
-      for (const output of outputs) files.push(await this.write(stagingDir, output));
+      for (const output of outputs) files.push(await this.write(stagingDir, output, directories));
+      // Each directory is synced once, after its last file, where writeFileAtomic syncs it per file.
+      for (const directory of directories) await syncDirectory(directory);
       return { node: this.node, stagingDir, files, ledger: this.ledger, issuedAt: this.now().toISOString() };
     } catch (error) {
       await fs.rm(stagingDir, { recursive: true, force: true });
@@ -298,16 +302,26 @@ class NodeIssuer {
     const now = this.now();
     const usedSerials = this.material.usedSerials(item.parent);
     const certificatePem = signLeaf(this.material.ca(item.parent), leafProfile(item, this.node.name), keyPair.publicKey, this.inventory.pki.certValidityMs, now, { usedSerials, capToCa: this.capToCa });
-    const info = inspectCertificate(certificatePem);
+    const info = readSerialAndValidity(certificatePem);
     usedSerials.add(info.serialNumber);
     const certificate: ManifestCertificate = { serialNumber: info.serialNumber, notAfter: info.notAfter.toISOString(), issuer: item.parent };
     this.ledger.push({ node: this.node.name, name: item.name, ca: item.parent, serialNumber: info.serialNumber, notAfter: certificate.notAfter, issuedAt: now.toISOString() });
-    this.logger.debug('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, notAfter: certificate.notAfter });
+    // winston builds and passes on a log entry before it drops one below its level, so a debug entry per certificate is skipped unless enabled.
+    if (this.logger.isDebugEnabled()) {
+      this.logger.debug('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, notAfter: certificate.notAfter });
+    }
     return { certificatePem, certificate };
   }
 
-  private async write(stagingDir: string, output: OutputFile): Promise<ManifestFile> {
-    await writeFileAtomic(pathBelow(stagingDir, output.file.path), output.data, { mode: output.file.mode });
+  /** Writes one file below the staging directory and adds its directory to `directories`. */
+  private async write(stagingDir: string, output: OutputFile, directories: Set<string>): Promise<ManifestFile> {
+    const target = pathBelow(stagingDir, output.file.path);
+    const directory = path.dirname(target);
+    if (!directories.has(directory)) {
+      await fs.mkdir(directory, { recursive: true, mode: 0o755 });
+      directories.add(directory);
+    }
+    await writeNewFile(target, output.data, output.file.mode);
     return {
       node: this.node.name,
       path: output.file.path,
@@ -325,12 +339,30 @@ class NodeIssuer {
 }
 
 /**
- * Moves a staged node directory into place. An existing node directory is renamed aside first and
- * removed after the swap, so OUT/<node> is always either the old tree or the new one.
+ * Creates a file that must not exist yet with `mode`, writes `data` and fsyncs it. The staging
+ * directory is private to this run and becomes the node directory with one rename, so a file goes
+ * straight to its final name there, without the temporary file and rename of writeFileAtomic.
+ */
+async function writeNewFile(target: string, data: string, mode: number): Promise<void> {
+  const handle = await fs.open(target, 'wx', mode);
+  try {
+    await handle.writeFile(data);
+    // The mode given to open is reduced by the umask, so it is set again.
+    await handle.chmod(mode);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Moves a staged node directory into place and returns where the node's old tree went, if it had
+ * one. The old tree is renamed aside first, so OUT/<node> is always either the old tree or the new
+ * one; the caller removes it once OUT is synced.
  * NOTE: a crash between the two renames leaves OUT/<node> missing and the old tree in
  * OUT/.<node>.replaced-*; a second run with --force writes the node again.
  */
-async function commitNode(outDir: string, staged: StagedNode): Promise<void> {
+async function swapNode(outDir: string, staged: StagedNode): Promise<string | undefined> {
   const target = path.join(outDir, staged.node.name);
   const aside = path.join(outDir, `.${staged.node.name}.replaced-${crypto.randomBytes(4).toString('hex')}`);
   let movedAside = true;
@@ -339,31 +371,42 @@ async function commitNode(outDir: string, staged: StagedNode): Promise<void> {
     movedAside = false;
   });
   await fs.rename(staged.stagingDir, target);
-  await syncDirectory(outDir);
-  if (movedAside) await fs.rm(aside, { recursive: true, force: true });
+  return movedAside ? aside : undefined;
 }
 
 /**
- * Commits every staged node. When a commit fails, the certificates of the nodes already committed
- * still go to the ledger, the remaining staging directories are removed and the error names both.
+ * Commits every staged node, then syncs OUT once for all the renames and removes the old trees.
+ * When a commit fails, the certificates of the nodes already committed still go to the ledger, the
+ * remaining staging directories are removed and the error names both.
  */
 async function commitAll(outDir: string, staged: readonly StagedNode[], state: StateDir): Promise<void> {
   const committed: StagedNode[] = [];
+  const replaced: string[] = [];
   try {
     for (const entry of staged) {
-      await commitNode(outDir, entry);
+      const oldTree = await swapNode(outDir, entry);
       committed.push(entry);
+      if (oldTree !== undefined) replaced.push(oldTree);
     }
+    await syncDirectory(outDir);
   } catch (error) {
+    // The old trees of committed nodes go only when their renames are on disk.
+    const synced = await syncDirectory(outDir).then(
+      () => true,
+      () => false,
+    );
+    if (synced) await Promise.all(replaced.map((tree) => fs.rm(tree, { recursive: true, force: true })));
     await state.appendLedger(committed.flatMap((entry) => entry.ledger));
     const remaining = staged.filter((entry) => !committed.includes(entry));
     await Promise.all(remaining.map((entry) => fs.rm(entry.stagingDir, { recursive: true, force: true })));
     const written = committed.map((entry) => entry.node.name).join(', ') || 'none';
+    const step = remaining[0] !== undefined ? `moving node ${remaining[0].node.name} into ${outDir}` : `syncing ${outDir} after moving every node into it`;
     throw new Error(
-      `moving node ${remaining[0]?.node.name ?? ''} into ${outDir} failed (nodes written: ${written}; ${MANIFEST_FILE} not updated): ${(error as Error).message}; fix the cause and run issue again with --force`,
+      `${step} failed (nodes written: ${written}; ${MANIFEST_FILE} not updated): ${(error as Error).message}; fix the cause and run issue again with --force`,
       { cause: error },
     );
   }
+  await Promise.all(replaced.map((tree) => fs.rm(tree, { recursive: true, force: true })));
 }
 
 function isManifest(value: unknown): value is Manifest {
@@ -484,6 +527,7 @@ export async function issueOffline(inventory: Inventory, stateDir: string, logge
   try {
     const material = await ClusterMaterial.load(state, inventory);
     await fs.mkdir(outDir, { recursive: true, mode: 0o700 });
+    markEventLoopPhase('issue');
     const staged = await stageAll(inventory, plans, outDir, material, logger, options);
     await commitAll(outDir, staged, state);
     const manifest = await buildManifest(inventory, outDir, staged, (options.now ?? (() => new Date()))(), logger);

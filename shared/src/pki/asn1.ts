@@ -183,7 +183,11 @@ export function readOid(node: Asn1, context: string): string {
 /** Decodes a two's complement INTEGER of any size. */
 export function readInteger(node: Asn1, context: string): bigint {
   expectUniversal(node, Type.INTEGER, 'INTEGER', context);
-  const bytes = primitiveBytes(node, context);
+  return decodeInteger(primitiveBytes(node, context), context);
+}
+
+/** Decodes the contents octets of a two's complement INTEGER. */
+export function decodeInteger(bytes: Buffer, context: string): bigint {
   if (bytes.length === 0) {
     throw new Error(`${context}: empty INTEGER`);
   }
@@ -267,9 +271,16 @@ const GENERALIZED_TIME = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
 
 /** Decodes UTCTime or GeneralizedTime in the DER form that RFC 5280 requires: seconds, "Z", no fraction. */
 export function readTime(node: Asn1, context: string): Date {
-  const text = primitiveBytes(node, context).toString('latin1');
-  const isUtcTime = node.tagClass === Class.UNIVERSAL && node.type === Type.UTCTIME;
-  const isGeneralizedTime = node.tagClass === Class.UNIVERSAL && node.type === Type.GENERALIZEDTIME;
+  const bytes = primitiveBytes(node, context);
+  // A universal primitive tag octet is the tag number itself.
+  return decodeTime(node.tagClass === Class.UNIVERSAL ? node.type : -1, bytes, context);
+}
+
+/** Decodes the contents octets of a time whose universal tag number is `tagNumber`, as readTime does. */
+export function decodeTime(tagNumber: number, bytes: Buffer, context: string): Date {
+  const text = bytes.toString('latin1');
+  const isUtcTime = tagNumber === Type.UTCTIME;
+  const isGeneralizedTime = tagNumber === Type.GENERALIZEDTIME;
   let match: RegExpExecArray | null = null;
   if (isUtcTime) {
     match = UTC_TIME.exec(text);
@@ -603,8 +614,72 @@ export function signStructure(data: Asn1, privateKey: crypto.KeyObject): Buffer 
     throw new Error(`invalid signing key: expected a private key, got a ${privateKey.type} key`);
   }
   const algorithm = signatureAlgorithmFor(privateKey);
-  const signature = crypto.sign(algorithm.hash, toDer(data), signingOptions(privateKey));
-  return toDer(sequence([data, signatureAlgorithmIdentifier(privateKey), bitString(signature)]));
+  // The data is encoded once and the outer SEQUENCE is put around the bytes, which gives the same
+  // DER as encoding the whole tree and saves forge a second pass over the certificate.
+  const dataDer = toDer(data);
+  const signature = crypto.sign(algorithm.hash, dataDer, signingOptions(privateKey));
+  return derSequence([dataDer, toDer(signatureAlgorithmIdentifier(privateKey)), toDer(bitString(signature))]);
+}
+
+/** Encodes a definite length as DER requires: one octet up to 127, otherwise the fewest octets after a count octet. */
+function derLength(length: number): Buffer {
+  if (length <= 0x7f) {
+    return Buffer.from([length]);
+  }
+  const octets: number[] = [];
+  for (let rest = length; rest > 0; rest = Math.floor(rest / 256)) {
+    octets.unshift(rest % 256);
+  }
+  return Buffer.from([0x80 | octets.length, ...octets]);
+}
+
+/** Encodes a SEQUENCE whose elements are already DER. */
+function derSequence(elements: readonly Buffer[]): Buffer {
+  const contents = Buffer.concat(elements);
+  return Buffer.concat([Buffer.from([0x30]), derLength(contents.length), contents]);
+}
+
+/** A tag-length-value element in a DER buffer: its first tag octet and where its contents start and end. */
+export interface DerElement {
+  readonly tag: number;
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * Reads the element at `offset` of `der` without decoding its contents. Accepts only one-octet
+ * tags and definite lengths in the minimal form, and throws when the element does not fit inside
+ * `limit`.
+ */
+export function readDerElement(der: Buffer, offset: number, limit: number, context: string): DerElement {
+  if (offset + 2 > limit) {
+    throw new Error(`${context}: truncated element at offset ${offset}`);
+  }
+  const tag = der[offset]!;
+  if ((tag & 0x1f) === 0x1f) {
+    throw new Error(`${context}: multi-octet tag at offset ${offset}`);
+  }
+  const first = der[offset + 1]!;
+  let start = offset + 2;
+  let length = first;
+  if (first > 0x7f) {
+    const count = first & 0x7f;
+    if (count === 0 || count > 4 || start + count > limit) {
+      throw new Error(`${context}: invalid length at offset ${offset}`);
+    }
+    length = 0;
+    for (let index = 0; index < count; index++) {
+      length = length * 256 + der[start + index]!;
+    }
+    start += count;
+    if (length <= 0x7f || der[offset + 2] === 0) {
+      throw new Error(`${context}: length at offset ${offset} is not in the minimal form DER requires`);
+    }
+  }
+  if (start + length > limit) {
+    throw new Error(`${context}: element at offset ${offset} runs past its parent`);
+  }
+  return { tag, start, end: start + length };
 }
 
 /**

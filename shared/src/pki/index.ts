@@ -21,4 +21,4 @@ export {
   randomSerialNumber,
 } from './certificate';
 export { type CsrSubject, type ParsedCsr, createCsr, parseCsr } from './csr';
-export { type CertificateInfo, inspectCertificate, isSignedBy, normalizeIp, splitPem } from './inspect';
+export { type CertificateInfo, inspectCertificate, isSignedBy, normalizeIp, readSerialAndValidity, splitPem } from './inspect';

@@ -4,6 +4,7 @@
  */
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
+import { catalogueIssues } from '@kubetrust/shared/dist/catalogue';
 import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
 import { registerIssueCommand } from './commands/issue-command';
@@ -36,6 +37,8 @@ function loggerFor(command: Command): Logger {
 
 function readInventory(file: string, logger: Logger): Inventory {
   const parsed = loadInventory(file);
+  const issues = catalogueIssues(parsed.inventory);
+  if (issues.length > 0) throw new InventoryError(file, issues);
   for (const warning of parsed.warnings) logger.warn('inventory warning', { field: warning.path, message: warning.message, fix: warning.fix });
   return parsed.inventory;
 }
@@ -178,7 +181,8 @@ export async function runController(argv: readonly string[]): Promise<number> {
     await program.parseAsync(argv as string[]);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (error) {
-    const commanderCode = (error as { code?: string }).code;
+    const code = (error as { code?: unknown }).code;
+    const commanderCode = typeof code === 'string' ? code : undefined;
     if (commanderCode === 'commander.helpDisplayed' || commanderCode === 'commander.version' || commanderCode === 'commander.help') return 0;
     if (commanderCode?.startsWith('commander.')) return EXIT_INVALID;
     if (error instanceof InventoryError || error instanceof StateError || error instanceof UsageError || error instanceof ScopeError) {

@@ -3,7 +3,7 @@
  * service-account key pair, the cluster record and the issuance ledger. Every write is atomic
  * (temporary file, fsync, rename) and nothing is overwritten silently.
  *
- *   cluster.json               cluster name and PKI choices recorded at init
+ *   cluster.json               cluster name and the time init created the state
  *   pki/<ca>.crt, pki/<ca>.key cluster-plane CAs (cluster-ca, etcd-ca, front-proxy-ca)
  *   pki/sa.key, pki/sa.pub     service-account signing key pair
  *   management/ca.{crt,key}    management CA: signs the controller and agent identities

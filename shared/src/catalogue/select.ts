@@ -2,7 +2,7 @@
  * Resolves the catalogue for one node: which items it must hold, at which paths, and which of its
  * services read each file. An item is the unit installed together (a certificate with its key).
  */
-import type { Inventory, NodeSpec, PathLayout } from '../inventory/types';
+import type { Inventory, InventoryIssue, NodeSpec, PathLayout } from '../inventory/types';
 import type { ExtKeyUsage } from '../pki/certificate';
 import { CATALOGUE, SERVICES_BY_ROLE, signingCa } from './catalogue';
 import type { CaName, FileSpec, NodeContext, SanSet, Service, SubjectSpec } from './types';
@@ -176,4 +176,52 @@ export function itemPaths(item: NodeItem): string[] {
     case 'leaf':
       return [item.certificate.path, item.privateKey.path];
   }
+}
+
+/** Every `pki.pathOverrides` key the catalogue knows, such as `apiserver.certificate`. */
+export function overrideKeys(): string[] {
+  return CATALOGUE.flatMap((entry) => {
+    switch (entry.kind) {
+      case 'ca':
+        return entry.privateKey === undefined ? [overrideKey(entry.name, 'certificate')] : [overrideKey(entry.name, 'certificate'), overrideKey(entry.name, 'privateKey')];
+      case 'keypair':
+        return [overrideKey(entry.name, 'privateKey'), overrideKey(entry.name, 'publicKey')];
+      case 'leaf':
+        return [overrideKey(entry.name, 'certificate'), overrideKey(entry.name, 'privateKey')];
+      case 'kubeconfig':
+        return [overrideKey(entry.name, 'file')];
+    }
+  });
+}
+
+/**
+ * Problems the inventory parser cannot see because they need the catalogue: a path override for
+ * a file that does not exist, two files on one path, or a node whose certificate would carry its
+ * CA's subject (an etcd member named like its CA).
+ */
+export function catalogueIssues(inventory: Inventory): InventoryIssue[] {
+  const issues: InventoryIssue[] = [];
+  const known = overrideKeys();
+  for (const key of Object.keys(inventory.pki.pathOverrides)) {
+    if (!known.includes(key)) {
+      issues.push({ path: `spec.pki.pathOverrides.${key}`, message: `"${key}" is not a catalogue file`, fix: `use one of: ${known.join(', ')}` });
+    }
+  }
+  const caNames = new Map(CATALOGUE.filter((entry) => entry.kind === 'ca').map((entry) => [entry.name, entry.commonName] as const));
+  inventory.nodes.forEach((node, index) => {
+    let items: NodeItem[];
+    try {
+      items = itemsForNode(inventory, node);
+    } catch (error) {
+      issues.push({ path: `spec.nodes[${index}]`, message: (error as Error).message, fix: 'give each file its own path in pki.pathOverrides' });
+      return;
+    }
+    for (const item of items) {
+      if (item.type === 'static' || item.subject.organizations.length > 0) continue;
+      if (item.subject.commonName === caNames.get(item.parent)) {
+        issues.push({ path: `spec.nodes[${index}].name`, message: `node "${node.name}" would get a ${item.name} certificate with the subject of its CA (CN "${item.subject.commonName}")`, fix: 'rename the node' });
+      }
+    }
+  });
+  return issues;
 }

@@ -299,6 +299,11 @@ describe('controller distribute end to end', function () {
     assert.equal(fs.readFileSync(file, 'utf8'), before, 'a file outside the change was touched');
     assert.equal(cluster.restarts('worker-2').length, restartsBefore + 1);
 
+    const unknown = await runController(['rollback', '--inventory', cluster.inventoryFile, '--state-dir', cluster.stateDir, '--node', 'worker-2', '--change', 'no-such-change']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /^error: Rollback failed \(INVALID_REQUEST\): no backup of change "no-such-change"; backups kept: /m);
+    assert.doesNotMatch(unknown.stderr, /TypeError|    at /, 'the error was printed as a stack trace');
+
     // The next distribute repairs what the rollback put back.
     const again = await cluster.distributeJson();
     assert.equal(again.result.code, 0, again.result.stderr);

@@ -4,6 +4,7 @@ import {
   CA_NAMES,
   SERVICES,
   casForPki,
+  catalogueIssues,
   itemsForNode,
   itemPaths,
   signingCa,
@@ -242,5 +243,24 @@ describe('catalogue per node role', () => {
     const items = itemsForNode(shared, node(shared, 'stacked-1'));
     const writers = items.filter((item) => itemPaths(item).includes('/etc/kubernetes/pki/ca.crt'));
     assert.equal(writers.length, 1);
+  });
+
+  it('reports a path override for an unknown file', () => {
+    const text = INVENTORY.replace('spec:\n', 'spec:\n  pki: {pathOverrides: {apiservr.certificate: /etc/kubernetes/ssl/kubernetes.pem}}\n');
+    const issues = catalogueIssues(parseInventory(text, 'unit.yaml').inventory);
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0]?.path, 'spec.pki.pathOverrides.apiservr.certificate');
+    assert.match(issues[0]?.message ?? '', /"apiservr.certificate" is not a catalogue file/);
+    assert.match(issues[0]?.fix ?? '', /apiserver\.certificate/);
+  });
+
+  it('reports an etcd member named like its CA', () => {
+    const text = INVENTORY.replace('name: etcd-1,', 'name: etcd-ca,');
+    const issues = catalogueIssues(parseInventory(text, 'unit.yaml').inventory);
+    assert.ok(issues.some((issue) => issue.path === 'spec.nodes[0].name' && /subject of its CA \(CN "etcd-ca"\)/.test(issue.message)), JSON.stringify(issues));
+  });
+
+  it('finds nothing wrong with a sound inventory', () => {
+    assert.deepEqual(catalogueIssues(inv), []);
   });
 });

@@ -52,7 +52,10 @@ const DEFAULT_BACKUPS_KEPT = 5;
 
 export interface RollbackResult {
   readonly changeId: string;
-  readonly changedPaths: string[];
+  /** Files put back to their content before the change. */
+  readonly restoredPaths: string[];
+  /** Files the change had created, now deleted. */
+  readonly removedPaths: string[];
   readonly restartServices: readonly string[];
 }
 
@@ -224,7 +227,7 @@ export class Installer {
    * the change replaced gets its previous content, mode and owner; a file it created is removed.
    * The steps go through the journal like an install, so a crash leaves all or nothing undone.
    */
-  async rollback(changeId: string): Promise<RollbackResult> {
+  async rollback(changeId: string, allowRemovingAll = false): Promise<RollbackResult> {
     const backups = await this.readBackups();
     const target = changeId === '' ? backups.filter((backup) => backup.rolledBack !== true).at(-1) : backups.find((backup) => backup.changeId === changeId);
     if (target === undefined) {
@@ -232,6 +235,12 @@ export class Installer {
       throw new InvalidRequestError(changeId === '' ? 'there is no change to roll back' : `no backup of change "${changeId}"; backups kept: ${known}`);
     }
     if (target.rolledBack === true) throw new InvalidRequestError(`change "${target.changeId}" was already rolled back`);
+    if (!allowRemovingAll && target.entries.every((entry) => !entry.existed)) {
+      throw new InvalidRequestError(
+        `change "${target.changeId}" created every file it installed (${target.entries.length}), so undoing it would delete them all and leave the node without them; ` +
+          'pass the change id explicitly and allow the removal if that is what you want',
+      );
+    }
     const backupDir = path.join(this.stateDir, 'backups', target.changeId);
     const journal: JournalEntry[] = [];
     try {
@@ -252,7 +261,12 @@ export class Installer {
     await this.runJournal(`rollback-${target.changeId}`, journal);
     await writeFileAtomic(path.join(backupDir, BACKUP_MANIFEST), JSON.stringify({ ...target, rolledBack: true }, null, 1), { mode: 0o600 });
     this.logger.warn('change rolled back', { change: target.changeId, files: journal.length });
-    return { changeId: target.changeId, changedPaths: target.entries.map((entry) => entry.nodePath), restartServices: target.restartServices };
+    return {
+      changeId: target.changeId,
+      restoredPaths: target.entries.filter((entry) => entry.existed).map((entry) => entry.nodePath),
+      removedPaths: target.entries.filter((entry) => !entry.existed).map((entry) => entry.nodePath),
+      restartServices: target.restartServices,
+    };
   }
 
   private async stageAll(writes: readonly PlannedWrite[]): Promise<JournalEntry[]> {

@@ -202,13 +202,21 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
     ),
     Rollback: unary(config, managementCa, logger, 'Rollback', ErrorReason.InstallFailed, (request: import('@kubetrust/proto').RollbackRequest__Output) =>
       mutex.run(async () => {
-        const rolledBack = await installer.rollback(request.change_id);
+        const rolledBack = await installer.rollback(request.change_id, request.allow_removing_all);
         await pending.add(rolledBack.restartServices);
-        return { changed_paths: rolledBack.changedPaths, services: await restartPending(), backup_dir: '' };
+        return {
+          changed_paths: rolledBack.restoredPaths,
+          removed_paths: rolledBack.removedPaths,
+          change_id: rolledBack.changeId,
+          services: await restartPending(),
+          backup_dir: '',
+        };
       }),
     ),
   };
 
+  // grpc-js prints its own diagnostics to the console; route them into the agent's log instead.
+  grpc.setLogger({ error: (...args: unknown[]) => logger.debug('grpc', { detail: args.map(String).join(' ') }) } as unknown as Partial<Console>);
   const proto = loadAgentProto();
   const server = new grpc.Server();
   server.addService(proto.kubetrust.agent.v1.Agent.service, handlers);

@@ -22,8 +22,9 @@ interface Outcome {
   readonly output: string;
 }
 
+/** Trims command output to one line, with ` | ` between its lines, so that reports and logs stay one record per line. */
 function trim(text: string): string {
-  const clean = text.trim();
+  const clean = text.trim().replace(/\s*\n\s*/g, ' | ');
   return clean.length > MAX_OUTPUT ? `${clean.slice(0, MAX_OUTPUT)}…` : clean;
 }
 

@@ -109,6 +109,8 @@ function buildProgram(): Command {
       const inventory = readInventory(options.inventory, logger);
       // On a terminal a live line shows progress; elsewhere (pipes, CI, JSON output) each node logs a line.
       const live = process.stderr.isTTY && options.output === 'text' ? new LiveProgress(process.stderr, options.dryRun ? 'plan' : 'distribute') : undefined;
+      // Info lines would tear the live line apart; warnings and errors still print, on their own line.
+      if (live !== undefined && logger.level === 'info') logger.level = 'warn';
       const report = await distribute(inventory, path.resolve(options.stateDir), logger, {
         dryRun: options.dryRun,
         capToCa: options.capToCa,

@@ -257,12 +257,13 @@ export class NodeRollout {
 
   private async rollBack(connection: AgentConnection, changeId: string, report: NodeReport, error: string): Promise<NodeReport> {
     this.logger.warn('rolling back node', { node: this.node.name, change: changeId, reason: error });
-    const rollback = await connection.rollback({ change_id: changeId });
+    // The change was made by this very run, so undoing it may delete files it created.
+    const rollback = await connection.rollback({ change_id: changeId, allow_removing_all: true });
     const stillUnhealthy = rollback.services.filter((service) => !service.healthy);
     const rolledBack: NodeReport = {
       ...report,
       status: stillUnhealthy.length === 0 ? 'rolled-back' : 'failed',
-      rolledBackFiles: rollback.changed_paths,
+      rolledBackFiles: [...rollback.changed_paths, ...rollback.removed_paths],
       services: [...report.services, ...rollback.services.map(serviceReport)],
     };
     if (stillUnhealthy.length === 0) return { ...rolledBack, error: `${error}; rolled back to the previous files, which are healthy` };
@@ -412,9 +413,11 @@ export function selectNodes(inventory: Inventory, scope: DistributeScope): NodeS
   const items = new Set(inventory.nodes.flatMap((node) => itemsForNode(inventory, node).map((item) => item.name)));
   const unknownItems = (scope.only ?? []).filter((name) => !items.has(name));
   if (unknownItems.length > 0) throw new ScopeError(`--only: no node of this cluster holds ${unknownItems.join(', ')}; use one of: ${[...items].join(', ')}`);
-  return inventory.nodes.filter(
+  const selected = inventory.nodes.filter(
     (node) => (scope.nodes === undefined || scope.nodes.includes(node.name)) && (scope.roles === undefined || node.roles.some((role) => scope.roles!.includes(role))),
   );
+  if (selected.length === 0) throw new ScopeError('no node matches --nodes and --roles together; widen the selection');
+  return selected;
 }
 
 export async function distribute(inventory: Inventory, stateDir: string, logger: Logger, options: DistributeOptions = {}): Promise<DistributeReport> {
@@ -455,7 +458,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
       let done = 0;
       const steps = {
         apply: async (plan: NodePlan): Promise<NodeReport> => {
-          options.onProgress?.({ node: plan.node.name, phase: 'start' });
+          options.onProgress?.({ node: plan.node.name, phase: 'start', done, total });
           try {
             return await rollout(plan.node).apply(plan);
           } catch (error) {

@@ -27,7 +27,7 @@ export class LiveProgress {
 
   private draw(): void {
     const elapsed = ((Date.now() - this.startedAt) / 1000).toFixed(1);
-    const counts = this.total > 0 ? `${this.done}/${this.total} nodes` : 'planning';
+    const counts = this.total > 0 ? `${this.done}/${this.total} nodes done` : 'planning';
     const working = this.active.size > 0 ? ` · changing ${[...this.active].slice(0, 3).join(', ')}${this.active.size > 3 ? ', …' : ''}` : '';
     const line = `${this.label}: ${counts}${working} · ${elapsed} s`;
     const width = this.stream.columns > 0 ? this.stream.columns - 1 : 100;

@@ -42,8 +42,9 @@ export function renderDistribute(report: DistributeReport): string {
       if (node.rolledBackFiles !== undefined) lines.push(`    rolled back: ${node.rolledBackFiles.join(', ')}`);
       if (node.restartedServices.length > 0) lines.push(`    restarted: ${node.restartedServices.join(', ')}`);
     }
-    for (const service of node.services.filter((result) => !result.healthy)) {
-      lines.push(`    unhealthy: ${service.name} (${service.check}): ${service.output}`);
+    // The error already quotes every failed check; list them separately only when there is none.
+    if (node.error === undefined) {
+      for (const service of node.services.filter((result) => !result.healthy)) lines.push(`    unhealthy: ${service.name} (${service.check}): ${service.output}`);
     }
     if (node.error !== undefined) lines.push(`    error: ${node.error}`);
   }

@@ -20,13 +20,21 @@ interface PlanOptions {
   readonly node?: string;
   readonly flags: boolean;
   readonly concurrency: number;
+  readonly nodes?: string[];
+  readonly roles?: string[];
+  readonly only?: string[];
+  readonly maxClockSkew: number;
   readonly output: 'text' | 'json';
 }
 
-function concurrencyParser(context: CommandContext): (value: string) => number {
+function commaList(value: string): string[] {
+  return value.split(',').map((part) => part.trim()).filter((part) => part !== '');
+}
+
+function positiveInteger(context: CommandContext, option: string): (value: string) => number {
   return (value) => {
     const parsed = Number(value);
-    if (!Number.isInteger(parsed) || parsed < 1) throw context.invalidInput(`--concurrency: "${value}" is not a positive integer; pass a number such as 16`);
+    if (!Number.isInteger(parsed) || parsed < 1) throw context.invalidInput(`${option}: "${value}" is not a positive integer; pass a number such as 16`);
     return parsed;
   };
 }
@@ -42,6 +50,12 @@ async function printDryRun(inventory: Inventory, stateDir: string, options: Plan
   const report = await distribute(inventory, path.resolve(stateDir), logger, {
     dryRun: true,
     concurrency: options.concurrency,
+    scope: {
+      ...(options.nodes !== undefined ? { nodes: options.nodes } : {}),
+      ...(options.roles !== undefined ? { roles: options.roles } : {}),
+      ...(options.only !== undefined ? { only: options.only } : {}),
+    },
+    maxClockSkewMs: options.maxClockSkew * 1000,
     onProgress: (event) => {
       if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${++done}/${total}` });
     },
@@ -73,7 +87,11 @@ export function registerPlanCommand(program: Command, context: CommandContext): 
     .option('-s, --state-dir <dir>', 'controller state directory; required unless --flags is given')
     .option('-n, --node <name>', 'node name from the inventory; required with --flags')
     .option('--flags', 'print the flags and configuration fields that point each service of --node at the files kubetrust installs there; reads no state directory and contacts no agent', false)
-    .option('--concurrency <n>', 'nodes handled at the same time (without --flags)', concurrencyParser(context), DEFAULT_CONCURRENCY)
+    .option('--concurrency <n>', 'nodes handled at the same time (without --flags)', positiveInteger(context, '--concurrency'), DEFAULT_CONCURRENCY)
+    .option('--nodes <names>', 'only these nodes, separated by commas (without --flags)', commaList)
+    .option('--roles <roles>', 'only nodes with one of these roles, separated by commas (without --flags)', commaList)
+    .option('--only <items>', 'only these catalogue items as the plan names them, separated by commas (without --flags)', commaList)
+    .option('--max-clock-skew <seconds>', 'fail a node whose clock differs from this host by more than this many seconds', positiveInteger(context, '--max-clock-skew'), 120)
     .addOption(context.outputOption())
     .action((options: PlanOptions, command: Command) => runPlan(options, command, context));
 }

@@ -17,6 +17,7 @@ interface RollbackOptions {
   stateDir: string;
   node: string;
   change?: string;
+  allowRemoval: boolean;
   output: 'text' | 'json';
 }
 
@@ -28,6 +29,7 @@ export function registerRollbackCommand(program: Command, context: CommandContex
     .requiredOption('-s, --state-dir <dir>', 'controller state directory')
     .requiredOption('-n, --node <name>', 'node name from the inventory')
     .option('--change <id>', 'change to undo, as the agent reported its backup (default: the most recent change not rolled back)')
+    .option('--allow-removal', 'also undo a change that only created files, such as a first install, which deletes every file it installed', false)
     .addOption(context.outputOption())
     .action(async (options: RollbackOptions, command: Command) => {
       const logger = context.loggerFor(command);
@@ -38,21 +40,28 @@ export function registerRollbackCommand(program: Command, context: CommandContex
       const material = await ClusterMaterial.load(state, inventory);
       const connection = new AgentConnection(inventory.name, node, material.controller);
       try {
-        const response = await connection.rollback({ change_id: options.change ?? '' });
+        const response = await connection.rollback({ change_id: options.change ?? '', allow_removing_all: options.allowRemoval });
         const unhealthy = response.services.filter((service) => !service.healthy);
         const report = {
           node: node.name,
+          change: response.change_id,
           restoredFiles: response.changed_paths,
+          removedFiles: response.removed_paths,
           restartedServices: response.services.filter((service) => service.restarted).map((service) => service.name),
           services: response.services.map((service) => ({ name: service.name, healthy: service.healthy, check: service.check, output: service.output })),
         };
         if (options.output === 'json') {
           process.stdout.write(JSON.stringify(report, null, 2) + '\n');
         } else {
-          process.stdout.write(`Rolled back node ${node.name}\n  files restored: ${report.restoredFiles.join(', ') || 'none'}\n  restarted: ${report.restartedServices.join(', ') || 'none'}\n`);
+          process.stdout.write(
+            `Rolled back change ${report.change} on node ${node.name}\n` +
+              `  files restored to their earlier content: ${report.restoredFiles.join(', ') || 'none'}\n` +
+              `  files removed because the change had created them: ${report.removedFiles.join(', ') || 'none'}\n` +
+              `  restarted: ${report.restartedServices.join(', ') || 'none'}\n`,
+          );
           for (const service of unhealthy) process.stdout.write(`  unhealthy: ${service.name} (${service.check}): ${service.output}\n`);
         }
-        logger.warn('node rolled back', { node: node.name, files: report.restoredFiles.length });
+        logger.warn('node rolled back', { node: node.name, change: report.change, restored: report.restoredFiles.length, removed: report.removedFiles.length });
         if (unhealthy.length > 0) process.exitCode = context.exitFailed;
       } finally {
         connection.close();

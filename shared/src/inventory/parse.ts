@@ -670,8 +670,8 @@ function readPathOverrides(pki: MappingReader, issues: IssueList): Readonly<Reco
   let valid = true;
   for (const [key, value] of raw) {
     const path = `${pki.pathOf('pathOverrides')}.${String(key)}`;
-    if (typeof key !== 'string' || !/^[a-z0-9.-]+\.(certificate|privateKey|publicKey|file)$/.test(key)) {
-      issues.add(path, `key ${describeValue(key)} does not name a catalogue file`, 'write <entry>.<file> such as apiserver.certificate, apiserver.privateKey or admin.conf.file');
+    if (typeof key !== 'string' || !/^[a-z0-9.-]+\.[A-Za-z]+$/.test(key)) {
+      issues.add(path, `"${String(key)}" is not written as <entry>.<file>`, 'write a key such as apiserver.certificate, apiserver.privateKey or admin.conf.file');
       valid = false;
       continue;
     }

@@ -256,7 +256,7 @@ describe('controller distribute end to end', function () {
       const worker = report.nodes.find((candidate) => candidate.name === 'worker-1');
       assert.equal(worker?.status, 'failed');
       assert.deepEqual(worker?.changedFiles, ['/etc/kubernetes/kube-proxy.conf']);
-      assert.match(worker?.error ?? '', /kube-proxy unhealthy after restart \(command \/bin\/sh -c .*\): \/bin\/sh failed: exit status 1\nkube-proxy is not serving/);
+      assert.match(worker?.error ?? '', /kube-proxy unhealthy after restart \(command \/bin\/sh -c .*\): \/bin\/sh failed: exit status 1 \| kube-proxy is not serving/);
       // The node is rolled back: the kubeconfig the change created is gone again, and because the
       // broken hook also fails on the old files, the node stays failed and says so.
       assert.deepEqual(worker?.rolledBackFiles, ['/etc/kubernetes/kube-proxy.conf']);
@@ -292,8 +292,10 @@ describe('controller distribute end to end', function () {
 
     const rollback = await runController(['rollback', '--inventory', cluster.inventoryFile, '--state-dir', cluster.stateDir, '--node', 'worker-2', '--output', 'json']);
     assert.equal(rollback.code, 0, rollback.stderr);
-    const report = JSON.parse(rollback.stdout) as { restoredFiles: string[]; restartedServices: string[] };
-    assert.deepEqual([...report.restoredFiles].sort(), ['/var/lib/kubelet/pki/kubelet.crt', '/var/lib/kubelet/pki/kubelet.key']);
+    const report = JSON.parse(rollback.stdout) as { change: string; restoredFiles: string[]; removedFiles: string[]; restartedServices: string[] };
+    assert.match(report.change, /^\d{14}-[0-9a-f]{8}$/);
+    assert.deepEqual(report.restoredFiles, ['/var/lib/kubelet/pki/kubelet.key']);
+    assert.deepEqual(report.removedFiles, ['/var/lib/kubelet/pki/kubelet.crt']);
     assert.deepEqual(report.restartedServices, ['kubelet']);
     assert.ok(!fs.existsSync(cluster.file('worker-2', '/var/lib/kubelet/pki/kubelet.crt')), 'the certificate that did not exist before the change is still there');
     assert.equal(fs.readFileSync(file, 'utf8'), before, 'a file outside the change was touched');

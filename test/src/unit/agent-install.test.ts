@@ -118,7 +118,8 @@ describe('agent installer', () => {
     const result = await installer.rollback('');
     assert.equal(result.changeId, 'c2');
     assert.deepEqual(result.restartServices, ['kube-apiserver']);
-    assert.deepEqual([...result.changedPaths].sort(), ['/etc/a.crt', '/etc/b.crt']);
+    assert.deepEqual(result.restoredPaths, ['/etc/a.crt']);
+    assert.deepEqual(result.removedPaths, ['/etc/b.crt']);
     assert.equal(fs.readFileSync(path.join(root, 'etc/a.crt'), 'utf8'), 'old a');
     assert.equal(fs.statSync(path.join(root, 'etc/a.crt')).mode & 0o777, 0o600);
     assert.ok(!fs.existsSync(path.join(root, 'etc/b.crt')), 'a file the change created is still there');
@@ -131,7 +132,10 @@ describe('agent installer', () => {
     assert.equal((await installer.rollback('')).changeId, 'c2');
     assert.equal(fs.readFileSync(path.join(root, 'etc/a.crt'), 'utf8'), 'one');
     await assert.rejects(installer.rollback('c2'), /change "c2" was already rolled back/);
-    assert.equal((await installer.rollback('')).changeId, 'c1');
+    // c1 created every file it installed: undoing it deletes them, so it needs explicit permission.
+    await assert.rejects(installer.rollback(''), /change "c1" created every file it installed \(1\), so undoing it would delete them all/);
+    assert.equal(fs.readFileSync(path.join(root, 'etc/a.crt'), 'utf8'), 'one');
+    assert.equal((await installer.rollback('c1', true)).changeId, 'c1');
     assert.ok(!fs.existsSync(path.join(root, 'etc/a.crt')));
     await assert.rejects(installer.rollback(''), /there is no change to roll back/);
     await assert.rejects(installer.rollback('c9'), /no backup of change "c9"; backups kept: c1, c2/);

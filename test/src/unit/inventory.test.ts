@@ -744,7 +744,7 @@ describe('inventory', () => {
         title: 'path override key without a file part',
         edits: [['spec.pki.pathOverrides', { apiserver: '/etc/kubernetes/ssl/kubernetes.pem' }]],
         path: 'spec.pki.pathOverrides.apiserver',
-        message: /does not name a catalogue file/,
+        message: /"apiserver" is not written as <entry>.<file>/,
         mentions: ['apiserver.certificate'],
       },
       {

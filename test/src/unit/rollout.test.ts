@@ -164,7 +164,7 @@ describe('live progress line', () => {
     const frames = terminal.output().split('\r\x1b[K').filter(Boolean);
     assert.equal(frames.length, 3);
     assert.match(frames[0]!, /^distribute: planning · changing etcd-1 · \d+\.\d s$/);
-    assert.match(frames[2]!, /^distribute: 1\/3 nodes · changing master-1 · \d+\.\d s$/);
+    assert.match(frames[2]!, /^distribute: 1\/3 nodes done · changing master-1 · \d+\.\d s$/);
     assert.ok(!terminal.output().includes('\n'), 'the progress line must not scroll');
     progress.finish();
     assert.ok(terminal.output().endsWith('\r\x1b[K'));

@@ -27,7 +27,7 @@ export interface EventLoopPhase {
    */
   readonly delayMaxMs: number;
   readonly delayP99Ms: number;
-  /** Longest time between two interval callbacks minus the interval, in milliseconds. */
+  /** Maximum time between two interval callbacks minus the interval, in milliseconds. */
   readonly intervalGapMaxMs: number;
 }
 

@@ -12,6 +12,7 @@
  *   lock                       PID of the controller process using the directory
  */
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { CaName } from '@kubetrust/shared/dist/catalogue';
 import { LockedError, acquirePidLock, readFileIfExists, writeFileAtomic } from '@kubetrust/shared/dist/files';
@@ -46,6 +47,32 @@ export interface LedgerEntry {
 
 const PRIVATE = { mode: 0o600 };
 const PUBLIC = { mode: 0o644 };
+
+/**
+ * Formats one ledger entry as JSON.stringify({ issued }, null, 1) formats an element of `issued`:
+ * indented by one space per level, two levels deep. JSON text has no raw line breaks inside
+ * strings, so indenting every line is safe.
+ */
+export function formatLedgerEntry(entry: LedgerEntry): string {
+  return JSON.stringify(entry, null, 1)
+    .split('\n')
+    .map((line) => `  ${line}`)
+    .join('\n');
+}
+
+/** Builds ledger.json from formatted entries; the same text as JSON.stringify({ issued }, null, 1) plus a line break. */
+export function renderLedger(entryTexts: readonly string[]): string {
+  if (entryTexts.length === 0) return '{\n "issued": []\n}\n';
+  return `{\n "issued": [\n${entryTexts.join(',\n')}\n ]\n}\n`;
+}
+
+/** The ledger as this process last wrote it, and the identity of the file it wrote. */
+interface WrittenLedger {
+  readonly entryTexts: string[];
+  readonly ino: bigint;
+  readonly size: bigint;
+  readonly mtimeNs: bigint;
+}
 
 export class StateDir {
   constructor(readonly root: string) {}
@@ -130,16 +157,55 @@ export class StateDir {
   }
 
   private ledgerWrites: Promise<void> = Promise.resolve();
+  /** The write that has not started yet and the entries it will append; later calls join it. */
+  private nextLedgerWrite: { readonly done: Promise<void>; readonly entries: LedgerEntry[] } | undefined;
+  private writtenLedger: WrittenLedger | undefined;
 
-  /** Appends entries to the ledger; concurrent calls are applied one after another. */
+  /**
+   * Appends entries to the ledger. Writes run one after another, and calls made while a write is
+   * running are merged into the next one. Each call resolves once its entries are on disk. A
+   * distribute appends once per node, and parsing and rewriting the whole file per call cost about
+   * 2 ms of CPU per certificate at 1,000 nodes. So a write reuses the entries this object wrote last
+   * unless the file changed.
+   */
   appendLedger(entries: readonly LedgerEntry[]): Promise<void> {
-    const write = async (): Promise<void> => {
-      const issued = await this.readLedger();
-      issued.push(...entries);
-      await writeFileAtomic(this.path('ledger.json'), JSON.stringify({ issued }, null, 1) + '\n', PRIVATE);
-    };
-    this.ledgerWrites = this.ledgerWrites.then(write, write);
-    return this.ledgerWrites;
+    if (this.nextLedgerWrite === undefined) {
+      const batch: LedgerEntry[] = [];
+      const write = async (): Promise<void> => {
+        // Calls from now on go into the write after this one.
+        this.nextLedgerWrite = undefined;
+        await this.writeLedger(batch);
+      };
+      const done = this.ledgerWrites.then(write, write);
+      this.nextLedgerWrite = { done, entries: batch };
+      this.ledgerWrites = done;
+    }
+    this.nextLedgerWrite.entries.push(...entries);
+    return this.nextLedgerWrite.done;
+  }
+
+  private async writeLedger(entries: readonly LedgerEntry[]): Promise<void> {
+    const file = this.path('ledger.json');
+    const entryTexts = [...(await this.currentLedgerTexts(file)), ...entries.map(formatLedgerEntry)];
+    const text = renderLedger(entryTexts);
+    this.writtenLedger = undefined;
+    await writeFileAtomic(file, text, PRIVATE);
+    const stat = await fs.stat(file, { bigint: true });
+    // Another size means another writer replaced the file meanwhile, and then nothing is reused.
+    if (stat.size === BigInt(Buffer.byteLength(text))) {
+      this.writtenLedger = { entryTexts, ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs };
+    }
+  }
+
+  /** Returns the formatted entries of ledger.json: those this object wrote last when the file is still that one, otherwise read from disk. */
+  private async currentLedgerTexts(file: string): Promise<readonly string[]> {
+    const written = this.writtenLedger;
+    if (written !== undefined) {
+      // writeFileAtomic replaces the file by rename, so any other write gives it a new inode.
+      const stat = await fs.stat(file, { bigint: true }).catch(() => undefined);
+      if (stat !== undefined && stat.ino === written.ino && stat.size === written.size && stat.mtimeNs === written.mtimeNs) return written.entryTexts;
+    }
+    return (await this.readLedger()).map(formatLedgerEntry);
   }
 
   /**

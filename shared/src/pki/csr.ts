@@ -28,7 +28,7 @@ import {
   validateName,
   verifyStructure,
 } from './asn1';
-import { type KeyPair, publicKeySha256, publicKeyToDer } from './keys';
+import { type KeyPair, publicKeyFromSpki, publicKeySha256, publicKeyToDer } from './keys';
 
 export interface CsrSubject {
   readonly commonName: string;
@@ -107,7 +107,7 @@ function readCertificationRequest(der: Buffer): ParsedCsr {
   }
 
   const subjectPublicKeyInfo = toDer(childAt(info, 2, 'subjectPKInfo'));
-  const publicKey = crypto.createPublicKey({ key: subjectPublicKeyInfo, format: 'der', type: 'spki' });
+  const publicKey = publicKeyFromSpki(subjectPublicKeyInfo);
   // The names are read only after the signature shows that the key holder requested them.
   if (!verifyStructure(request, publicKey, 'certification request')) {
     throw new Error('the signature does not verify with the public key in the request');

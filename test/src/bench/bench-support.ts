@@ -1,0 +1,270 @@
+/**
+ * Parts that the kubetrust benchmarks share: the benchmark cluster's inventory, timed controller
+ * runs with their CPU time, peak RSS and event-loop report, and the child processes that a signal
+ * has to stop.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { EVENT_LOOP_REPORT_ENV, type EventLoopReport } from '@kubetrust/controller/dist/event-loop-report';
+import { itemsForNode } from '@kubetrust/shared/dist/catalogue';
+import type { Inventory } from '@kubetrust/shared/dist/inventory';
+import type { KeyAlgorithm } from '@kubetrust/shared/dist/pki';
+import { CONTROLLER_CLI } from '../harness/local-cluster';
+
+export const TIME_BINARY = '/usr/bin/time';
+/** Upper bound that keeps a hung controller run from blocking the benchmark forever; not a performance target. */
+const COMMAND_TIMEOUT_MS = 60 * 60_000;
+/** Interval of /proc sampling when /usr/bin/time is not used. */
+const PROC_POLL_MS = 20;
+/** Linux reports /proc/<pid>/stat CPU times in USER_HZ (clock ticks), which is 100 on x86-64 and arm64. */
+const USER_HZ = 100;
+
+/** Workers get 127.0.31.1 to 127.0.34.254, 254 addresses per /24; etcd nodes and masters use 127.0.30.x. */
+const WORKER_SUBNETS = [31, 32, 33, 34];
+const HOSTS_PER_SUBNET = 254;
+export const MAX_WORKERS = WORKER_SUBNETS.length * HOSTS_PER_SUBNET;
+
+export type ResourceUsageMode = 'time' | 'proc' | 'off';
+
+/** An error that the benchmark reports as its own message, without a stack. */
+export class BenchError extends Error {}
+
+export function progress(text: string): void {
+  process.stderr.write(`[bench] ${text}\n`);
+}
+
+export function seconds(value: number | undefined): string {
+  return value === undefined ? 'n/a' : value.toFixed(2);
+}
+
+export function megabytes(kb: number | undefined): string {
+  return kb === undefined ? 'n/a' : (kb / 1024).toFixed(0);
+}
+
+export function milliseconds(value: number | undefined): string {
+  return value === undefined ? 'n/a' : value.toFixed(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster.
+
+/** Address of worker `index` (1-based): 127.0.31.1 for the first, 127.0.32.1 for the 255th. */
+export function workerAddress(index: number): string {
+  if (!Number.isInteger(index) || index < 1 || index > MAX_WORKERS) throw new RangeError(`worker index ${index} is outside 1..${MAX_WORKERS}`);
+  const subnet = WORKER_SUBNETS[Math.floor((index - 1) / HOSTS_PER_SUBNET)]!;
+  return `127.0.${subnet}.${((index - 1) % HOSTS_PER_SUBNET) + 1}`;
+}
+
+/** Builds the inventory of 3 etcd nodes, 3 masters and `workers` workers, all on loopback addresses. */
+export function inventoryYaml(workers: number, algorithm: KeyAlgorithm): string {
+  const node = (name: string, address: string, role: string): string => `    - {name: ${name}, addresses: [${address}], roles: [${role}]}`;
+  const lines = [
+    '# Written by a kubetrust benchmark: 3 etcd nodes, 3 masters and the workers, all on loopback.',
+    'apiVersion: kubetrust/v1',
+    'kind: Cluster',
+    'metadata: {name: bench}',
+    'spec:',
+    '  apiServer: {endpoint: "https://127.0.30.100:6443"}',
+    `  pki: {keyAlgorithm: ${algorithm}}`,
+    '  nodes:',
+  ];
+  for (let i = 1; i <= 3; i++) lines.push(node(`etcd-${i}`, `127.0.30.${10 + i}`, 'etcd'));
+  for (let i = 1; i <= 3; i++) lines.push(node(`master-${i}`, `127.0.30.${20 + i}`, 'master'));
+  for (let i = 1; i <= workers; i++) lines.push(node(`worker-${i}`, workerAddress(i), 'worker'));
+  return lines.join('\n') + '\n';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes. Timed controller runs and the agent fleet are tracked here, so that a signal
+// stops them.
+
+const children = new Set<ChildProcess>();
+let receivedSignal: NodeJS.Signals | undefined;
+
+export function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+/** Sends a signal to a tracked child; a controller run under /usr/bin/time leads its own process group. */
+export function signalChild(child: ChildProcess, signal: NodeJS.Signals, group: boolean): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(group ? -child.pid : child.pid, signal);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
+}
+
+/** On SIGINT or SIGTERM, sends SIGTERM to every tracked child and sets the exit code to 128 + the signal number. */
+export function stopChildrenOnSignal(): void {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      receivedSignal = signal;
+      progress(`${signal} received: stopping ${children.size} child process(es)`);
+      for (const child of children) {
+        signalChild(child, 'SIGTERM', child.spawnfile === TIME_BINARY);
+      }
+      process.exitCode = 128 + os.constants.signals[signal];
+    });
+  }
+}
+
+/** Returns the signal that stopped the benchmark, if any. */
+export function stoppingSignal(): NodeJS.Signals | undefined {
+  return receivedSignal;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timed controller runs with the controller's CPU time, peak RSS and event-loop report.
+
+export interface MeasuredRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly wallS: number;
+  /** User plus system CPU seconds of the controller process, when measured. */
+  readonly cpuS?: number;
+  readonly peakRssKb?: number;
+  /** What the controller wrote for KUBETRUST_EVENT_LOOP_REPORT, when it wrote it. */
+  readonly eventLoop?: EventLoopReport;
+}
+
+function readProcSample(pid: number): { cpuS: number; peakRssKb: number } | undefined {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const hwm = /^VmHWM:\s+(\d+) kB/m.exec(status);
+    // Fields after the command name, which is in parentheses and may contain spaces: state is
+    // field 3 of stat(5), utime field 14 and stime field 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    if (hwm === null || !Number.isFinite(ticks)) return undefined;
+    return { cpuS: ticks / USER_HZ, peakRssKb: Number(hwm[1]) };
+  } catch {
+    return undefined;
+  }
+}
+
+function parseTimeOutput(file: string): { cpuS: number; peakRssKb: number } | undefined {
+  // GNU time writes "Command exited with non-zero status N" before the format line on failures.
+  const lines = fs.readFileSync(file, 'utf8').trim().split('\n');
+  const [user, system, rss] = (lines[lines.length - 1] ?? '').split(' ').map(Number);
+  if (user === undefined || system === undefined || rss === undefined || [user, system, rss].some((value) => !Number.isFinite(value))) return undefined;
+  return { cpuS: user + system, peakRssKb: rss };
+}
+
+function readEventLoopReport(file: string): EventLoopReport | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as EventLoopReport;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ControllerRunOptions {
+  readonly resourceUsage: ResourceUsageMode;
+  /** Extra Node options for the controller process, such as `--cpu-prof`. */
+  readonly nodeOptions?: readonly string[];
+}
+
+/**
+ * Runs the controller CLI, timing it from spawn to exit. Its stderr (the logs) goes to `logFile`,
+ * and its event-loop report to `<logFile>.event-loop.json`. With `time`, GNU time measures the CPU
+ * time and peak RSS; with `proc`, /proc is sampled every PROC_POLL_MS, which can miss up to one
+ * interval of CPU time at the end.
+ */
+export async function runControllerMeasured(args: readonly string[], logFile: string, options: ControllerRunOptions): Promise<MeasuredRun> {
+  const log = fs.openSync(logFile, 'w');
+  const usageFile = `${logFile}.usage`;
+  const eventLoopFile = `${logFile}.event-loop.json`;
+  const useTime = options.resourceUsage === 'time';
+  const nodeArgs = [...(options.nodeOptions ?? []), CONTROLLER_CLI, ...args];
+  const command = useTime ? TIME_BINARY : process.execPath;
+  const commandArgs = useTime ? ['-f', '%U %S %M', '-o', usageFile, process.execPath, ...nodeArgs] : nodeArgs;
+  const env = { ...process.env, [EVENT_LOOP_REPORT_ENV]: eventLoopFile };
+
+  const start = performance.now();
+  const child = track(spawn(command, commandArgs, { stdio: ['ignore', 'pipe', log], detached: useTime, env }));
+  fs.closeSync(log);
+  let stdout = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+
+  let sample: { cpuS: number; peakRssKb: number } | undefined;
+  const poller =
+    options.resourceUsage === 'proc'
+      ? setInterval(() => {
+          sample = readProcSample(child.pid!) ?? sample;
+        }, PROC_POLL_MS)
+      : undefined;
+  const timeout = setTimeout(() => signalChild(child, 'SIGTERM', useTime), COMMAND_TIMEOUT_MS);
+
+  const code = await new Promise<number>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (exitCode, signal) => resolve(exitCode ?? (signal !== null ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
+  });
+  const wallS = (performance.now() - start) / 1000;
+  clearTimeout(timeout);
+  if (poller !== undefined) clearInterval(poller);
+
+  const usage = useTime ? parseTimeOutput(usageFile) : sample;
+  const eventLoop = readEventLoopReport(eventLoopFile);
+  return {
+    code,
+    stdout,
+    wallS,
+    ...(usage !== undefined ? { cpuS: usage.cpuS, peakRssKb: usage.peakRssKb } : {}),
+    ...(eventLoop !== undefined ? { eventLoop } : {}),
+  };
+}
+
+/** Chooses how to measure the controller's CPU time: `auto` is GNU time when installed, otherwise /proc. */
+export function resolveResourceUsage(mode: string): ResourceUsageMode {
+  if (!['auto', 'time', 'proc', 'off'].includes(mode)) throw new BenchError(`--resource-usage: "${mode}" is invalid; use auto, time, proc or off`);
+  const timeInstalled = fs.existsSync(TIME_BINARY);
+  if (mode === 'time' && !timeInstalled) throw new BenchError(`--resource-usage time: ${TIME_BINARY} is not installed (Debian package time); use proc`);
+  if (mode === 'auto') return timeInstalled ? 'time' : 'proc';
+  return mode as ResourceUsageMode;
+}
+
+export function positiveInteger(value: string, option: string, max: number): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 1 || parsed > max) throw new BenchError(`${option}: "${value}" is invalid; pass an integer from 1 to ${max}`);
+  return parsed;
+}
+
+/** Creates the scratch directory: a new one below the temporary directory, or `requested` when it is new or empty. */
+export function prepareWorkdir(requested: string | undefined): string {
+  if (requested === undefined) {
+    const parent = path.join(os.tmpdir(), 'kubetrust-bench');
+    fs.mkdirSync(parent, { recursive: true });
+    return fs.mkdtempSync(path.join(parent, 'work-'));
+  }
+  const workdir = path.resolve(requested);
+  fs.mkdirSync(workdir, { recursive: true });
+  if (fs.readdirSync(workdir).length > 0) throw new BenchError(`--workdir ${workdir} is not empty; pass a new or empty directory`);
+  return workdir;
+}
+
+/** Certificates the catalogue issues for all nodes: every item except static files (CA certificates and keys). */
+export function expectedIssued(inventory: Inventory): number {
+  return inventory.nodes.reduce((total, node) => total + itemsForNode(inventory, node).filter((item) => item.type !== 'static').length, 0);
+}
+
+/** Returns the event-loop figures of one phase of a controller run, or of the whole run when the phase is absent; undefined without a report. */
+export function eventLoopFigures(run: MeasuredRun, phase: string): { delayMaxMs: number; delayP99Ms: number; gapMaxMs: number } | undefined {
+  const report = run.eventLoop;
+  if (report === undefined) return undefined;
+  const found = report.phases.find((candidate) => candidate.name === phase);
+  if (found === undefined) return { delayMaxMs: report.delayMaxMs, delayP99Ms: Number.NaN, gapMaxMs: report.intervalGapMaxMs };
+  return { delayMaxMs: found.delayMaxMs, delayP99Ms: found.delayP99Ms, gapMaxMs: found.intervalGapMaxMs };
+}
+
+/** Reads the number of certificates in the state directory's ledger. */
+export function ledgerCount(stateDir: string): number {
+  const ledger = JSON.parse(fs.readFileSync(path.join(stateDir, 'ledger.json'), 'utf8')) as { issued: unknown[] };
+  return ledger.issued.length;
+}

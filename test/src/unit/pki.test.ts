@@ -24,6 +24,7 @@ import {
   publicKeyToDer,
   publicKeyToPem,
   randomSerialNumber,
+  readSerialAndValidity,
   splitPem,
 } from '@kubetrust/shared/dist/pki/index';
 
@@ -760,5 +761,37 @@ describe('Go x509 parser (cfssl)', () => {
     };
     assert.equal(request.Subject.CommonName, 'go csr');
     assert.deepEqual(request.IPAddresses, ['fd00::9']);
+  });
+});
+
+describe('fast certificate readers', () => {
+  it('read the same serial and validity as a full parse', async () => {
+    const caKeys = await generateKeyPair('ECDSA-P256');
+    const now = Date.now();
+    const caPem = createCertificate(
+      { subject: { commonName: 'reader-ca' }, notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000), isCA: true, keyUsage: ['keyCertSign'], extKeyUsage: [] },
+      caKeys.publicKey,
+      { privateKey: caKeys.privateKey },
+    );
+    for (const serialNumber of [1n, 0x80n, 0x7fn, 2n ** 126n + 12345n]) {
+      const leafKeys = await generateKeyPair('ECDSA-P256');
+      const pem = createCertificate(
+        { subject: { commonName: 'leaf' }, serialNumber, notBefore: new Date(now - 1000), notAfter: new Date(now + 3_600_000), isCA: false, keyUsage: ['digitalSignature'], extKeyUsage: ['clientAuth'] },
+        leafKeys.publicKey,
+        { issuer: { certificatePem: caPem, privateKey: caKeys.privateKey }, privateKey: caKeys.privateKey },
+      );
+      const full = inspectCertificate(pem);
+      const fast = readSerialAndValidity(pem);
+      assert.equal(fast.serialNumber, full.serialNumber);
+      assert.equal(fast.notBefore.getTime(), full.notBefore.getTime());
+      assert.equal(fast.notAfter.getTime(), full.notAfter.getTime());
+    }
+  });
+
+  it('derive the same public key DER as export', async () => {
+    for (const algorithm of ['ECDSA-P256', 'ECDSA-P384', 'RSA-2048'] as const) {
+      const keys = await generateKeyPair(algorithm);
+      assert.deepEqual(publicKeyToDer(keys.publicKey), keys.publicKey.export({ type: 'spki', format: 'der' }), algorithm);
+    }
   });
 });

@@ -1,12 +1,16 @@
 /**
  * `controller distribute`: brings every node to what the catalogue requires it to hold.
  *
- * Per node: GetState for every catalogue path, plan, then (unless dry run) PrepareKeys for the
- * certificates to issue, sign each returned CSR after checking its names against the request,
- * and Apply the whole change set with the services that read a changed file. Nodes run
- * concurrently; a failed node is reported and never stops the others.
+ * First every selected node is planned concurrently: GetState for every catalogue path, a clock
+ * check, and a plan item by item. Then, unless this is a dry run, the nodes that need a change are
+ * changed in the order of rollout.ts. For each of them the agent generates keys and returns CSRs
+ * (PrepareKeys); the controller checks each CSR's names against its request and signs it, and the
+ * agent installs the whole change set and restarts the services that read a changed file (Apply).
+ * A node that fails its health check is rolled back (Rollback). A node that cannot be planned is
+ * reported failed, and the others still run unless the rollout order says otherwise.
  *
- * Reads: the inventory and the state directory. Writes: the ledger. RPCs: GetState, PrepareKeys, Apply.
+ * Reads: the inventory and the state directory. Writes: the ledger.
+ * RPCs: GetState, PrepareKeys, Apply, Rollback.
  */
 import * as crypto from 'node:crypto';
 import type { FileChange, KeyRequest } from '@kubetrust/proto';
@@ -199,14 +203,14 @@ export class NodeRollout {
     private readonly maxClockSkewMs: number = DEFAULT_MAX_CLOCK_SKEW_MS,
   ) {}
 
-  /** Reads what the node holds and plans every catalogue item (or only the `only` ones) against it. */
+  /** Reads the node's files through its agent and plans every catalogue item (or only the `only` ones) against them. */
   async plan(only: ReadonlySet<string> | undefined): Promise<NodePlan> {
     const connection = new AgentConnection(this.inventory.name, this.node, this.material.controller);
     try {
       const items = itemsForNode(this.inventory, this.node).filter((item) => only === undefined || only.has(item.name));
-      const askedAt = this.now().getTime();
+      const requestedAt = this.now().getTime();
       const held = await connection.getState({ files: queriesFor(items) });
-      checkClockSkew(this.node.name, Number(held.clock_unix_ms), (askedAt + this.now().getTime()) / 2, this.maxClockSkewMs);
+      checkClockSkew(this.node.name, Number(held.clock_unix_ms), (requestedAt + this.now().getTime()) / 2, this.maxClockSkewMs);
       if (held.node_name !== this.node.name) {
         throw new Error(`agent at ${this.node.agent.endpoint} reports node name "${held.node_name}", expected "${this.node.name}"`);
       }

@@ -35,7 +35,7 @@ interface JournalEntry {
   readonly remove?: true;
 }
 
-/** What a backup directory holds about the change that replaced its files. */
+/** Record in a backup directory of the change that replaced its files. */
 interface BackupManifest {
   readonly changeId: string;
   readonly createdAt: string;

@@ -1,7 +1,7 @@
 /**
  * Keys generated on the node for certificates the controller has not issued yet. They stay in the
- * agent's state directory, never at an installed path, until an Apply names them; an abandoned
- * request therefore never replaces a working key.
+ * agent's state directory, never at an installed path, until an Apply names them, so an
+ * abandoned request never replaces a working key.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -68,7 +68,7 @@ export class StagedKeys {
     );
   }
 
-  /** The staged key's PEM; throws when the id is unknown. */
+  /** Reads the staged key's PEM; throws when the id is unknown. */
   async read(keyId: string): Promise<string> {
     const data = await readFileIfExists(this.file(keyId));
     if (data === undefined) throw new InvalidRequestError(`staged key "${keyId}" not found: request it with PrepareKeys first`);

@@ -1,4 +1,4 @@
-/** Reads what the node holds at the paths the controller asks about. */
+/** Reads the node's files at the paths the controller requests. */
 import type { FileQuery__Output, FileState } from '@kubetrust/proto';
 import { readFileState } from '@kubetrust/shared/dist/file-state';
 import { hostPath } from './paths';

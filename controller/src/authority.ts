@@ -26,7 +26,7 @@ import type { KeyMaterial } from './state-dir';
 
 const CA_KEY_USAGE: readonly KeyUsage[] = ['keyCertSign', 'cRLSign'];
 
-/** Raised when a certificate cannot be issued as requested; the message says what to change. */
+/** Raised when a certificate cannot be issued as requested. The message names what to change. */
 export class IssueError extends Error {
   constructor(message: string) {
     super(message);
@@ -39,7 +39,7 @@ export function leafKeyUsage(publicKey: crypto.KeyObject): KeyUsage[] {
   return publicKey.asymmetricKeyType === 'rsa' ? ['digitalSignature', 'keyEncipherment'] : ['digitalSignature'];
 }
 
-/** A self-signed CA certificate; like kubeadm, it carries its CN as a DNS SAN and no extended key usage. */
+/** Creates a self-signed CA certificate that, like kubeadm's, carries its CN as a DNS SAN and no extended key usage. */
 export function selfSignedCa(commonName: string, keyPair: { publicKey: crypto.KeyObject; privateKey: crypto.KeyObject }, validityMs: number, now: Date): string {
   const template: CertificateTemplate = {
     subject: { commonName },
@@ -65,7 +65,7 @@ export interface LeafProfile {
 }
 
 /**
- * The profile of a catalogue item's certificate: subject and SANs from the catalogue, its extended
+ * Returns the profile of a catalogue item's certificate: subject and SANs from the catalogue, its extended
  * key usages for leaves, and clientAuth only for a kubeconfig's client certificate.
  */
 export function leafProfile(item: LeafItem | KubeconfigItem, nodeName: string): LeafProfile {
@@ -101,11 +101,11 @@ export function uniqueSerial(used: ReadonlySet<string> | undefined, draw: () => 
 
 function notAfterFor(ca: KeyMaterial, label: string, validityMs: number, now: Date, capToCa: boolean): Date {
   const caInfo = inspectCertificate(ca.certificatePem);
-  const wanted = new Date(now.getTime() + validityMs);
-  if (wanted.getTime() <= caInfo.notAfter.getTime()) return wanted;
+  const requested = new Date(now.getTime() + validityMs);
+  if (requested.getTime() <= caInfo.notAfter.getTime()) return requested;
   if (capToCa) return caInfo.notAfter;
   throw new IssueError(
-    `${label} would expire at ${wanted.toISOString()}, after its CA "${caInfo.subject.commonName}" expires at ${caInfo.notAfter.toISOString()}; ` +
+    `${label} would expire at ${requested.toISOString()}, after its CA "${caInfo.subject.commonName}" expires at ${caInfo.notAfter.toISOString()}; ` +
       'shorten pki.certValidity, renew the CA, or pass --cap-to-ca to end the certificate with its CA',
   );
 }

@@ -4,8 +4,9 @@
  * First every selected node is planned concurrently: GetState for every catalogue path, a clock
  * check, and a plan item by item. Then, unless this is a dry run, the nodes that need a change are
  * changed in the order of rollout.ts. For each of them the agent generates keys and returns CSRs
- * (PrepareKeys); the controller checks each CSR's names against its request and signs it, and the
- * agent installs the whole change set and restarts the services that read a changed file (Apply).
+ * (PrepareKeys), and the controller checks each CSR's names against its request and signs it.
+ * Then the agent installs the whole change set and restarts the services that read a changed
+ * file (Apply).
  * A node that fails its health check is rolled back (Rollback). A node that cannot be planned is
  * reported failed, and the others still run unless the rollout order says otherwise.
  *
@@ -377,8 +378,8 @@ export const DEFAULT_MAX_CLOCK_SKEW_MS = 2 * 60 * 1000;
 
 /**
  * Throws when the node's clock is more than `maxSkewMs` away from the controller's. A node whose
- * clock runs behind rejects a fresh certificate as not yet valid (NotBefore is backdated only five
- * minutes); one that runs ahead expires certificates early. `controllerMs` is the midpoint of the
+ * clock runs behind rejects a fresh certificate as not yet valid, because NotBefore is backdated
+ * only five minutes. A node whose clock runs ahead expires certificates early. `controllerMs` is the midpoint of the
  * call, which cancels the network delay when both directions take as long.
  */
 export function checkClockSkew(node: string, nodeMs: number, controllerMs: number, maxSkewMs: number): void {
@@ -416,7 +417,7 @@ export function selectNodes(inventory: Inventory, scope: DistributeScope): NodeS
   if (unknownRoles.length > 0) throw new ScopeError(`--roles: unknown role ${unknownRoles.join(', ')}; use ${ROLES.join(', ')}`);
   const items = new Set(inventory.nodes.flatMap((node) => itemsForNode(inventory, node).map((item) => item.name)));
   const unknownItems = (scope.only ?? []).filter((name) => !items.has(name));
-  if (unknownItems.length > 0) throw new ScopeError(`--only: no node of this cluster holds ${unknownItems.join(', ')}; use one of: ${[...items].join(', ')}`);
+  if (unknownItems.length > 0) throw new ScopeError(`--only: ${unknownItems.join(', ')} not found on any node of this cluster; use one of: ${[...items].join(', ')}`);
   const selected = inventory.nodes.filter(
     (node) => (scope.nodes === undefined || scope.nodes.includes(node.name)) && (scope.roles === undefined || node.roles.some((role) => scope.roles!.includes(role))),
   );

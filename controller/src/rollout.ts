@@ -3,7 +3,7 @@
  * node changes. Then:
  *
  * 1. etcd members one at a time, each passing its health gate before the next starts, so that
- *    quorum never depends on two restarting members. A cluster being created (no member holds its
+ *    quorum never depends on two restarting members. A cluster being created (no member has its
  *    etcd certificates yet) is started all at once, because its first member cannot become healthy
  *    alone. If a member cannot be reached, no other member is changed.
  * 2. Masters one at a time.
@@ -24,14 +24,14 @@ export interface RolloutOptions {
   readonly continueOnError?: boolean;
 }
 
-/** What the rollout needs from the per-node steps, so that tests can drive it without agents. */
+/** Per-node steps the rollout calls, behind an interface so that tests can drive it without agents. */
 export interface RolloutSteps {
   apply(plan: NodePlan): Promise<NodeReport>;
   skipped(plan: NodePlan, reason: string): NodeReport;
   onNodeDone?(report: NodeReport): void;
 }
 
-/** The phase a node belongs to: its most quorum-sensitive role. */
+/** Returns the phase a node belongs to, which is its most quorum-sensitive role. */
 export function phaseOf(roles: readonly Role[]): RolloutPhase {
   if (roles.includes('etcd')) return 'etcd';
   if (roles.includes('master')) return 'master';
@@ -46,7 +46,7 @@ function failed(report: NodeReport): boolean {
   return report.status === 'failed' || report.status === 'rolled-back';
 }
 
-/** True when no etcd member holds its server certificate yet, so the cluster is being created. */
+/** Returns true when no etcd member has its server certificate yet, so the cluster is being created. */
 function etcdBeingCreated(plans: readonly NodePlan[]): boolean {
   return plans.every((plan) => plan.plan.some((entry) => entry.name === 'etcd-server' && entry.action === 'add'));
 }

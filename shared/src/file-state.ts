@@ -1,6 +1,6 @@
 /**
- * Reads a node file into the shape the agent's GetState reports. The agent uses it for what its
- * node holds and `controller validate` for trees written by `controller issue`, so both judge
+ * Reads a node file into the shape the agent's GetState reports. The agent uses it for the files on
+ * its node and `controller validate` for trees written by `controller issue`, so both judge
  * files the same way. Certificates and public keys are reported as they are (public); a private
  * key only as the hash of its public key.
  */

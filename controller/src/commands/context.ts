@@ -2,7 +2,7 @@ import type { Command, Option } from 'commander';
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 
-/** What the CLI entry point hands every command: logging, the inventory reader and exit conventions. */
+/** Services the CLI entry point hands every command: logging, the inventory reader and exit conventions. */
 export interface CommandContext {
   loggerFor(command: Command): Logger;
   readInventory(file: string, logger: Logger): Inventory;

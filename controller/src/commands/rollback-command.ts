@@ -1,5 +1,5 @@
 /**
- * `controller rollback --node NAME [--change ID]`: asks one node's agent to put back the files of
+ * `controller rollback --node NAME [--change ID]`: has one node's agent put back the files of
  * its most recent change (or the named one) and restart the services that read them.
  *
  * Reads: the inventory and the controller identity in the state directory. RPCs: Rollback.

@@ -143,7 +143,7 @@ export function kubeletServingSans({ node }: NodeContext): SanSet {
 
 const NO_SANS = (): SanSet => ({ dnsNames: [], ipAddresses: [] });
 
-/** A TLS-bootstrapped kubelet requests its own certificates, so kubetrust issues none for it. */
+/** Returns true unless the kubelet is TLS-bootstrapped, because such a kubelet requests its own certificates. */
 function preProvisionedKubelet({ node }: NodeContext): boolean {
   return node.kubelet.credentials === 'pre-provisioned';
 }
@@ -457,7 +457,7 @@ export function caEntry(name: CaName): CaEntry {
   return entry;
 }
 
-/** The CA that actually signs for `name`: etcd-ca is the cluster CA when etcd shares it. */
+/** Returns the CA that actually signs for `name`: etcd-ca is the cluster CA when etcd shares it. */
 export function signingCa(name: CaName, pki: Pick<PkiSpec, 'layout' | 'etcdCA'>): CaName {
   const entry = caEntry(name);
   return entry.sharedWith?.when(pki) === true ? entry.sharedWith.ca : name;

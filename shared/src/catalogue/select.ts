@@ -17,7 +17,7 @@ export interface ResolvedFile {
   readonly consumers: readonly Service[];
 }
 
-/** Content the controller holds and sends as is: CA certificates, the CA key for masters, the service-account pair. */
+/** Content the controller keeps and sends as is: CA certificates, the CA key for masters, the service-account pair. */
 export interface StaticItem {
   readonly type: 'static';
   readonly name: string;
@@ -167,7 +167,7 @@ function sameCaFile(a: StaticItem['source'], b: StaticItem['source']): boolean {
   return 'ca' in a && 'ca' in b && a.ca === b.ca && a.part === b.part;
 }
 
-/** Every path an item writes. */
+/** Lists every path an item writes. */
 export function itemPaths(item: NodeItem): string[] {
   switch (item.type) {
     case 'static':
@@ -178,7 +178,7 @@ export function itemPaths(item: NodeItem): string[] {
   }
 }
 
-/** Every `pki.pathOverrides` key the catalogue knows, such as `apiserver.certificate`. */
+/** Lists every `pki.pathOverrides` key the catalogue defines, such as `apiserver.certificate`. */
 export function overrideKeys(): string[] {
   return CATALOGUE.flatMap((entry) => {
     switch (entry.kind) {
@@ -195,9 +195,9 @@ export function overrideKeys(): string[] {
 }
 
 /**
- * Problems the inventory parser cannot see because they need the catalogue: a path override for
- * a file that does not exist, two files on one path, or a node whose certificate would carry its
- * CA's subject (an etcd member named like its CA).
+ * Finds the inventory problems that only the catalogue reveals. They are a path override for a
+ * file that does not exist, two files on one path, and a node whose certificate would carry its
+ * CA's subject, such as an etcd member named like its CA.
  */
 export function catalogueIssues(inventory: Inventory): InventoryIssue[] {
   const issues: InventoryIssue[] = [];

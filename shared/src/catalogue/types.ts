@@ -74,7 +74,7 @@ export interface SanSet {
   readonly ipAddresses: readonly string[];
 }
 
-/** What a builder needs to compute per-node values. */
+/** Inputs a builder needs to compute per-node values. */
 export interface NodeContext {
   readonly inventory: Inventory;
   readonly node: NodeSpec;

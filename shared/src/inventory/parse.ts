@@ -640,7 +640,7 @@ function readPki(pki: MappingReader, issues: IssueList): PkiSpec | undefined {
   return { layout, keyAlgorithm, caValidityMs: caValidity.ms, certValidityMs: certValidity.ms, etcdCA, pathLayout, pathOverrides };
 }
 
-/** Reads `etcdCA`: kubeadm always keeps etcd on its own CA; single-ca shares the cluster CA unless told otherwise. */
+/** Reads `etcdCA`: kubeadm always keeps etcd on its own CA; single-ca shares the cluster CA unless etcdCA is separate. */
 function readEtcdCaMode(pki: MappingReader, layout: PkiLayout | undefined, issues: IssueList): EtcdCaMode | undefined {
   const fallback = layout === 'single-ca' ? 'shared' : 'separate';
   const mode = readChoice(pki, 'etcdCA', ETCD_CA_MODES, fallback, 'etcd CA mode', issues);
@@ -685,7 +685,7 @@ function readPathOverrides(pki: MappingReader, issues: IssueList): Readonly<Reco
   return valid ? overrides : undefined;
 }
 
-/** Characters allowed in a group name; a stray comma or space would make a group nobody is bound to. */
+/** Characters allowed in a group name; a stray comma or space would make a group that no binding names. */
 const GROUP_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9:._-]*[A-Za-z0-9])?$/;
 
 function readAdmin(spec: MappingReader, issues: IssueList): string | undefined {

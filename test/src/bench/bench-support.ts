@@ -268,3 +268,56 @@ export function ledgerCount(stateDir: string): number {
   const ledger = JSON.parse(fs.readFileSync(path.join(stateDir, 'ledger.json'), 'utf8')) as { issued: unknown[] };
   return ledger.issued.length;
 }
+
+/** What a benchmark entry point provides to `runBenchMain`. */
+export interface BenchProgram<Options extends { workdir?: string; keep: boolean; resourceUsage: ResourceUsageMode }, Result> {
+  readonly usage: string;
+  /** Parses the arguments; returns undefined for --help. Throws BenchError for invalid input. */
+  parse(argv: readonly string[]): Options | undefined;
+  run(options: Options, workdir: string): Promise<Result>;
+  report(options: Options, result: Result): string;
+}
+
+/**
+ * Runs a benchmark from the command line: parses its options (exit 2 when invalid), prepares the
+ * work directory, runs it with child processes stopped on a signal, prints the report, and removes
+ * the work directory unless asked to keep it or the run failed (exit 1).
+ */
+export async function runBenchMain<Options extends { workdir?: string; keep: boolean; resourceUsage: ResourceUsageMode }, Result>(
+  program: BenchProgram<Options, Result>,
+): Promise<number> {
+  let options: Options | undefined;
+  try {
+    options = program.parse(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message}\n${program.usage}`);
+    return 2;
+  }
+  if (options === undefined) {
+    process.stdout.write(program.usage);
+    return 0;
+  }
+
+  let workdir: string;
+  try {
+    workdir = prepareWorkdir(options.workdir);
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message}\n`);
+    return 2;
+  }
+  progress(`work directory ${workdir}, controller resource usage from ${options.resourceUsage}`);
+  stopChildrenOnSignal();
+
+  try {
+    const result = await program.run(options, workdir);
+    process.stdout.write(program.report(options, result) + '\n');
+  } catch (error) {
+    const signal = stoppingSignal();
+    const message = signal !== undefined ? `stopped by ${signal}` : error instanceof Error ? error.message : String(error);
+    process.stderr.write(`error: ${message}\nThe work directory ${workdir} is kept for inspection.\n`);
+    return 1;
+  }
+  if (options.keep) progress(`work directory kept: ${workdir}`);
+  else fs.rmSync(workdir, { recursive: true, force: true });
+  return 0;
+}

@@ -38,17 +38,15 @@ import {
   megabytes,
   milliseconds,
   positiveInteger,
-  prepareWorkdir,
   progress,
   resolveResourceUsage,
   runControllerMeasured,
   seconds,
   signalChild,
-  stopChildrenOnSignal,
-  stoppingSignal,
   track,
   type MeasuredRun,
   type ResourceUsageMode,
+  runBenchMain,
 } from './bench-support';
 
 const FLEET_SCRIPT = path.join(__dirname, 'agent-fleet.js');
@@ -375,41 +373,8 @@ function parseOptions(argv: readonly string[]): BenchOptions | undefined {
   };
 }
 
-async function main(): Promise<number> {
-  let options: BenchOptions | undefined;
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (options === undefined) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-
-  let workdir: string;
-  try {
-    workdir = prepareWorkdir(options.workdir);
-  } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message}\n`);
-    return 2;
-  }
-  progress(`work directory ${workdir}, controller resource usage from ${options.resourceUsage}`);
-  stopChildrenOnSignal();
-
-  try {
-    const result = await runBench(options, workdir);
-    process.stdout.write(report(options, result) + '\n');
-  } catch (error) {
-    const signal = stoppingSignal();
-    const message = signal !== undefined ? `stopped by ${signal}` : error instanceof Error ? error.message : String(error);
-    process.stderr.write(`error: ${message}\nThe work directory ${workdir} is kept for inspection.\n`);
-    return 1;
-  }
-  if (options.keep) progress(`work directory kept: ${workdir}`);
-  else fs.rmSync(workdir, { recursive: true, force: true });
-  return 0;
+function main(): Promise<number> {
+  return runBenchMain<BenchOptions, Awaited<ReturnType<typeof runBench>>>({ usage: USAGE, parse: parseOptions, run: runBench, report });
 }
 
 if (require.main === module) {

@@ -83,6 +83,7 @@ describe('agent install under SIGKILL', function () {
     }
     // Both outcomes must occur, or the kill points did not cover the install.
     assert.ok(outcomes.killed > 0, JSON.stringify(outcomes));
-    assert.ok(outcomes.old > 0 && outcomes.new > 0, `kill points did not cover both sides of the rename: ${JSON.stringify(outcomes)}`);
+    assert.ok(outcomes.old > 0, `no kill point came before the renames: ${JSON.stringify(outcomes)}`);
+    assert.ok(outcomes.new > 0, `no kill point came after the journal: ${JSON.stringify(outcomes)}`);
   });
 });

@@ -78,7 +78,7 @@ function hostOf(url: string): string {
 }
 
 /** Returns the SANs of an apiserver certificate without the names and addresses of the node it is installed on. */
-/** Every SAN of a certificate, sorted, so that the sets of two masters compare byte for byte. */
+/** Returns every SAN of a certificate, sorted, so that the sets of two masters compare byte for byte. */
 function sharedSans(sans: { dnsNames: readonly string[]; ipAddresses: readonly string[] }, _node: NodeSpec): string[] {
   return [...sans.dnsNames, ...sans.ipAddresses].sort();
 }

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { itemPaths, itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { distribute } from '@kubetrust/controller';
 import { silentLogger } from '@kubetrust/shared/dist/log';
-import { LocalCluster, runController, which } from '../harness/local-cluster';
+import { LocalCluster, exitCodeOf, runController, which } from '../harness/local-cluster';
 
 const INVENTORY = `
 apiVersion: kubetrust/v1
@@ -39,7 +39,7 @@ interface Exec {
 function exec(command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Exec> {
   return new Promise((resolve) => {
     execFile(command, args, { env, timeout: 60_000 }, (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : 1, stdout, stderr });
+      resolve({ code: exitCodeOf(error), stdout, stderr });
     });
   });
 }
@@ -258,7 +258,7 @@ describe('controller distribute end to end', function () {
       assert.deepEqual(worker?.changedFiles, ['/etc/kubernetes/kube-proxy.conf']);
       assert.match(worker?.error ?? '', /kube-proxy unhealthy after restart \(command \/bin\/sh -c .*\): \/bin\/sh failed: exit status 1 \| kube-proxy is not serving/);
       // The node is rolled back: the kubeconfig the change created is gone again, and because the
-      // broken hook also fails on the old files, the node stays failed and says so.
+      // broken hook also fails on the old files, the node stays failed and reports it.
       assert.deepEqual(worker?.rolledBackFiles, ['/etc/kubernetes/kube-proxy.conf']);
       assert.ok(!fs.existsSync(cluster.file('worker-1', '/etc/kubernetes/kube-proxy.conf')), 'the rollback left the new kubeconfig in place');
       assert.match(worker?.error ?? '', /rolled back to the previous files, but still unhealthy/);

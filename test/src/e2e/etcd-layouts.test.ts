@@ -80,7 +80,10 @@ for (const shape of SHAPES) {
     function itemFile(node: string, name: string, part: 'certificate' | 'privateKey' | 'file' = 'file'): string {
       const item = itemsForNode(cluster.inventory, cluster.node(node).spec).find((candidate) => candidate.name === name);
       assert.ok(item !== undefined, `${node} holds no ${name}`);
-      const nodePath = item.type === 'leaf' ? item[part === 'privateKey' ? 'privateKey' : 'certificate'].path : item.file.path;
+      let nodePath: string;
+      if (item.type !== 'leaf') nodePath = item.file.path;
+      else if (part === 'privateKey') nodePath = item.privateKey.path;
+      else nodePath = item.certificate.path;
       return cluster.file(node, nodePath);
     }
 

@@ -2,7 +2,7 @@
  * Replacing every etcd certificate under load: a client writes and reads back a key every 50 ms
  * through etcd's HTTP gateway with the apiserver's etcd client certificate while distribute
  * reissues the server and peer certificates of all three members. The members restart one at a
- * time behind their health gates, so quorum holds and no acknowledged write is lost.
+ * time behind their health gates, so quorum is kept and no acknowledged write is lost.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -59,7 +59,7 @@ function gateway(member: string, route: string, body: unknown, client: Client): 
 
 const b64 = (text: string): string => Buffer.from(text).toString('base64');
 
-/** Writes through any member that answers, trying each in turn; returns the member used or undefined. */
+/** Writes through the first member that accepts the write, trying each in turn; returns that member or undefined. */
 async function write(key: string, value: string, client: Client): Promise<string | undefined> {
   for (const member of MEMBERS) {
     try {
@@ -104,7 +104,8 @@ describe('etcd certificate rollout under load', function () {
     const master = cluster.node('master-1').spec;
     const client = itemsForNode(cluster.inventory, master).find((item) => item.name === 'apiserver-etcd-client');
     const trust = itemsForNode(cluster.inventory, master).find((item) => item.name === 'etcd-ca.crt');
-    assert.ok(client?.type === 'leaf' && trust?.type === 'static');
+    assert.ok(client?.type === 'leaf', 'master-1 has no apiserver-etcd-client');
+    assert.ok(trust?.type === 'static', 'master-1 has no etcd CA file');
     const credentials: Client = {
       ca: fs.readFileSync(cluster.file('master-1', trust.file.path)),
       cert: fs.readFileSync(cluster.file('master-1', client.certificate.path)),

@@ -26,12 +26,17 @@ export interface CommandResult {
   readonly stderr: string;
 }
 
+/** Returns the exit code execFile reports for `error`: 0 without an error, 1 when it carries none. */
+export function exitCodeOf(error: { code?: unknown } | null): number {
+  if (error === null) return 0;
+  return typeof error.code === 'number' ? error.code : 1;
+}
+
 /** Runs a Node script and collects its output; never rejects on a non-zero exit. */
 export function runNode(script: string, args: readonly string[], timeoutMs = 600_000): Promise<CommandResult> {
   return new Promise((resolve) => {
     execFile(process.execPath, [script, ...args], { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
-      resolve({ code, stdout, stderr });
+      resolve({ code: exitCodeOf(error), stdout, stderr });
     });
   });
 }

@@ -176,7 +176,8 @@ describe('catalogue per node role', () => {
     assert.ok(server?.type === 'leaf');
     assert.equal(server.parent, 'cluster-ca');
     const trust = items.find((item) => item.name === 'etcd-ca.crt');
-    assert.ok(trust?.type === 'static' && 'ca' in trust.source);
+    assert.ok(trust?.type === 'static');
+    assert.ok('ca' in trust.source);
     assert.equal(trust.source.ca, 'cluster-ca');
   });
 

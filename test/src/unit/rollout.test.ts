@@ -9,7 +9,7 @@ interface Call {
   readonly started: number;
 }
 
-/** A plan for a node named `name`; `creating` marks an etcd member that holds no etcd certificate yet. */
+/** A plan for a node named `name`; `creating` marks an etcd member that has no etcd certificate yet. */
 function plan(name: string, roles: Role[], options: { creating?: boolean; needsChange?: boolean } = {}): NodePlan {
   const etcdAction = options.creating === true ? 'add' : 'change';
   return {

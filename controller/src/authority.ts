@@ -15,9 +15,11 @@ import { NOT_BEFORE_BACKDATE_MS } from '@kubetrust/shared/dist/rotation';
 import {
   createCertificate,
   inspectCertificate,
-  keyAlgorithmOf,
+  isRsaKey,
   randomSerialNumber,
+  subjectKeyAlgorithm,
   type CertificateTemplate,
+  type SubjectPublicKey,
   type ExtKeyUsage,
   type KeyUsage,
 } from '@kubetrust/shared/dist/pki';
@@ -35,8 +37,8 @@ export class IssueError extends Error {
 }
 
 /** Key usages of a leaf whose subject key is `publicKey`. */
-export function leafKeyUsage(publicKey: crypto.KeyObject): KeyUsage[] {
-  return publicKey.asymmetricKeyType === 'rsa' ? ['digitalSignature', 'keyEncipherment'] : ['digitalSignature'];
+export function leafKeyUsage(publicKey: SubjectPublicKey): KeyUsage[] {
+  return isRsaKey(publicKey) ? ['digitalSignature', 'keyEncipherment'] : ['digitalSignature'];
 }
 
 /** Creates a self-signed CA certificate that, like kubeadm's, carries its CN as a DNS SAN and no extended key usage. */
@@ -124,10 +126,10 @@ function checkSubjectDiffersFromCa(ca: KeyMaterial, profile: LeafProfile, label:
  * Signs a leaf for `publicKey` with the CA. Throws IssueError when the leaf would outlive the CA
  * (unless capped) or would carry the CA's own subject.
  */
-export function signLeaf(ca: KeyMaterial, profile: LeafProfile, publicKey: crypto.KeyObject, validityMs: number, now: Date, options: SignOptions = {}): string {
+export function signLeaf(ca: KeyMaterial, profile: LeafProfile, publicKey: SubjectPublicKey, validityMs: number, now: Date, options: SignOptions = {}): string {
   const label = profile.label ?? `certificate "${profile.commonName}"`;
   checkSubjectDiffersFromCa(ca, profile, label);
-  if (keyAlgorithmOf(publicKey) === undefined) {
+  if (subjectKeyAlgorithm(publicKey) === undefined) {
     throw new IssueError(`${label}: the public key is not RSA 2048/3072/4096 or ECDSA P-256/P-384; request a key of a supported algorithm`);
   }
   const template: CertificateTemplate = {

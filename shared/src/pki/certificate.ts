@@ -24,7 +24,7 @@ import {
   validateName,
 } from './asn1';
 import { firstCertificateDer, readTbsCertificate } from './inspect';
-import { publicKeySha256, publicKeyToDer } from './keys';
+import { publicKeySha256, subjectPublicKeyDer, type SubjectPublicKey } from './keys';
 
 export type KeyUsage = 'digitalSignature' | 'keyEncipherment' | 'keyCertSign' | 'cRLSign';
 export type ExtKeyUsage = 'serverAuth' | 'clientAuth';
@@ -293,7 +293,7 @@ function buildExtensions(
  */
 export function createCertificate(
   template: CertificateTemplate,
-  subjectPublicKey: crypto.KeyObject,
+  subjectPublicKey: SubjectPublicKey,
   signer: { issuer?: Issuer; privateKey: crypto.KeyObject },
 ): string {
   const subjectFields = { commonName: template.subject.commonName, organizations: template.subject.organizations ?? [] };
@@ -304,7 +304,7 @@ export function createCertificate(
   validateSerialNumber(serialNumber);
 
   const issuer = signer.issuer === undefined ? undefined : readIssuer(signer.issuer, signer.privateKey);
-  if (issuer === undefined && publicKeySha256(signer.privateKey) !== publicKeySha256(subjectPublicKey)) {
+  if (issuer === undefined && publicKeySha256(signer.privateKey) !== crypto.createHash('sha256').update(subjectPublicKeyDer(subjectPublicKey)).digest('hex')) {
     throw new Error('invalid signer.privateKey: a self-signed certificate needs the private key of subjectPublicKey');
   }
   if (issuer !== undefined && !template.isCA && wholeSeconds(template.notAfter) > wholeSeconds(issuer.notAfter)) {
@@ -316,7 +316,7 @@ export function createCertificate(
 
   const subject = encodeName(subjectFields);
   // The SubjectPublicKeyInfo goes in exactly as Node exports it.
-  const subjectPublicKeyInfo = parseDer(publicKeyToDer(subjectPublicKey), 'subjectPublicKey');
+  const subjectPublicKeyInfo = parseDer(subjectPublicKeyDer(subjectPublicKey), 'subjectPublicKey');
   const extensions = buildExtensions(template, keyIdentifier(subjectPublicKeyInfo), issuer);
   const version3 = 2n;
   const tbsCertificate = sequence([

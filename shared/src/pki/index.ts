@@ -1,9 +1,14 @@
 // The public X.509 API. Helpers that the modules share through ./asn1 stay internal.
+export { KeyPool, type GeneratedKeyPair, type KeyPoolOptions } from './key-pool';
 export {
   KEY_ALGORITHMS,
   type KeyAlgorithm,
   type KeyPair,
-  generateEcKeyPairSync,
+  type GeneratedPublicKey,
+  type SubjectPublicKey,
+  isRsaKey,
+  subjectKeyAlgorithm,
+  subjectPublicKeyDer,
   generateKeyPair,
   isEcAlgorithm,
   keyAlgorithmOf,

@@ -47,23 +47,7 @@ export function generateKeyPair(algorithm: KeyAlgorithm): Promise<KeyPair> {
   });
 }
 
-/**
- * Generates an ECDSA key pair on the calling thread. A P-256 key took about 0.05 ms on a 2-vCPU VM
- * (Node 20, OpenSSL 3.0). That is less than the event loop spent handing a generation to the thread
- * pool and back, and a key made here does not wait behind file system calls queued there. Throws for RSA
- * algorithms, whose generation takes hundreds of milliseconds and belongs on the pool.
- */
-export function generateEcKeyPairSync(algorithm: KeyAlgorithm): KeyPair {
-  const parameters: KeyParameters | undefined = KEY_PARAMETERS[algorithm];
-  if (parameters?.type !== 'ec') {
-    throw new Error(`invalid key algorithm "${String(algorithm)}": expected ${KEY_ALGORITHMS.filter((name) => KEY_PARAMETERS[name].type === 'ec').join(' or ')}`);
-  }
-  const { publicKey, privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: parameters.namedCurve });
-  canonicalKeys.set(publicKey, null);
-  return { privateKey, publicKey };
-}
-
-/** Returns whether the algorithm is one of the ECDSA algorithms, whose keys generateEcKeyPairSync makes. */
+/** Returns whether the algorithm is one of the ECDSA algorithms. */
 export function isEcAlgorithm(algorithm: KeyAlgorithm): boolean {
   return KEY_PARAMETERS[algorithm]?.type === 'ec';
 }
@@ -215,6 +199,48 @@ export function loadPrivateKey(pem: string | Buffer): crypto.KeyObject {
 /** Hashes the SubjectPublicKeyInfo DER with SHA-256, so a private key and its public key give the same lowercase hex. */
 export function publicKeySha256(key: crypto.KeyObject): string {
   return crypto.createHash('sha256').update(publicKeyToDer(key)).digest('hex');
+}
+
+/**
+ * A public key as the SubjectPublicKeyInfo DER that OpenSSL exported for a key it had just
+ * generated, with the algorithm it was generated for. Signing for it needs no key object, whose
+ * parsing costs more than the signature. Only key generators make these; DER from anywhere else
+ * goes through publicKeyFromSpki.
+ */
+export interface GeneratedPublicKey {
+  readonly spki: Buffer;
+  readonly algorithm: KeyAlgorithm;
+}
+
+/** A subject public key to certify: a key object or a public key straight from a key generator. */
+export type SubjectPublicKey = crypto.KeyObject | GeneratedPublicKey;
+
+function isGenerated(key: SubjectPublicKey): key is GeneratedPublicKey {
+  return !(key instanceof crypto.KeyObject);
+}
+
+/** Returns the SubjectPublicKeyInfo DER of a subject public key. */
+export function subjectPublicKeyDer(key: SubjectPublicKey): Buffer {
+  return isGenerated(key) ? key.spki : publicKeyToDer(key);
+}
+
+/** Returns the algorithm of a subject public key, or undefined when it is outside KEY_ALGORITHMS. */
+export function subjectKeyAlgorithm(key: SubjectPublicKey): KeyAlgorithm | undefined {
+  return isGenerated(key) ? key.algorithm : keyAlgorithmOf(key);
+}
+
+/** Returns whether a subject public key is an RSA key. */
+export function isRsaKey(key: SubjectPublicKey): boolean {
+  return isGenerated(key) ? KEY_PARAMETERS[key.algorithm].type === 'rsa' : key.asymmetricKeyType === 'rsa';
+}
+
+/** The generation options of an algorithm, as crypto.generateKeyPair takes them. */
+export function keyGenerationParameters(algorithm: KeyAlgorithm): { type: 'rsa'; modulusLength: number } | { type: 'ec'; namedCurve: string } {
+  const parameters: KeyParameters | undefined = KEY_PARAMETERS[algorithm];
+  if (parameters === undefined) {
+    throw new Error(`invalid key algorithm "${String(algorithm)}": expected one of ${KEY_ALGORITHMS.join(', ')}`);
+  }
+  return parameters;
 }
 
 /** Returns the algorithm of a key, or undefined for a key type, RSA size or curve outside KEY_ALGORITHMS. */

@@ -22,10 +22,26 @@ const PROC_POLL_MS = 20;
 /** Linux reports /proc/<pid>/stat CPU times in USER_HZ (clock ticks), which is 100 on x86-64 and arm64. */
 const USER_HZ = 100;
 
-/** Workers get 127.0.31.1 to 127.0.34.254, 254 addresses per /24; etcd nodes and masters use 127.0.30.x. */
-const WORKER_SUBNETS = [31, 32, 33, 34];
+/**
+ * The loopback /24 networks of the benchmark cluster, 127.0.<first>.0/24 to 127.0.<last>.0/24, named
+ * by their third octet. The first network contains the etcd nodes, the masters and the API
+ * endpoint. The others contain the workers, 254 addresses each.
+ */
+export interface LoopbackSubnets {
+  readonly first: number;
+  readonly last: number;
+}
+
+/** 127.0.30.x for etcd nodes and masters, 127.0.31.1 to 127.0.34.254 for workers. */
+export const DEFAULT_SUBNETS: LoopbackSubnets = { first: 30, last: 34 };
 const HOSTS_PER_SUBNET = 254;
-export const MAX_WORKERS = WORKER_SUBNETS.length * HOSTS_PER_SUBNET;
+
+/** Number of workers that fit in the worker networks of `subnets`. */
+export function maxWorkers(subnets: LoopbackSubnets = DEFAULT_SUBNETS): number {
+  return (subnets.last - subnets.first) * HOSTS_PER_SUBNET;
+}
+
+export const MAX_WORKERS = maxWorkers(DEFAULT_SUBNETS);
 
 export type ResourceUsageMode = 'time' | 'proc' | 'off';
 
@@ -51,29 +67,42 @@ export function milliseconds(value: number | undefined): string {
 // ---------------------------------------------------------------------------------------------
 // The cluster.
 
-/** Address of worker `index` (1-based): 127.0.31.1 for the first, 127.0.32.1 for the 255th. */
-export function workerAddress(index: number): string {
-  if (!Number.isInteger(index) || index < 1 || index > MAX_WORKERS) throw new RangeError(`worker index ${index} is outside 1..${MAX_WORKERS}`);
-  const subnet = WORKER_SUBNETS[Math.floor((index - 1) / HOSTS_PER_SUBNET)]!;
+/** Parses `FIRST-LAST`, the third octets of the first and the last loopback /24 network, such as `30-34`. */
+export function parseSubnets(text: string, option: string): LoopbackSubnets {
+  const match = /^(\d{1,3})-(\d{1,3})$/.exec(text);
+  const first = match === null ? Number.NaN : Number(match[1]);
+  const last = match === null ? Number.NaN : Number(match[2]);
+  if (!(first >= 1 && last <= 255 && first < last)) {
+    throw new BenchError(`${option}: "${text}" is invalid; pass FIRST-LAST with 1 <= FIRST < LAST <= 255, such as 30-34 for 127.0.30.0/24 to 127.0.34.0/24`);
+  }
+  return { first, last };
+}
+
+/** Address of worker `index` (1-based). With the default networks: 127.0.31.1 for the first, 127.0.32.1 for the 255th. */
+export function workerAddress(index: number, subnets: LoopbackSubnets = DEFAULT_SUBNETS): string {
+  const max = maxWorkers(subnets);
+  if (!Number.isInteger(index) || index < 1 || index > max) throw new RangeError(`worker index ${index} is outside 1..${max}`);
+  const subnet = subnets.first + 1 + Math.floor((index - 1) / HOSTS_PER_SUBNET);
   return `127.0.${subnet}.${((index - 1) % HOSTS_PER_SUBNET) + 1}`;
 }
 
-/** Builds the inventory of 3 etcd nodes, 3 masters and `workers` workers, all on loopback addresses. */
-export function inventoryYaml(workers: number, algorithm: KeyAlgorithm): string {
+/** Builds the inventory of 3 etcd nodes, 3 masters and `workers` workers, all on loopback addresses in `subnets`. */
+export function inventoryYaml(workers: number, algorithm: KeyAlgorithm, subnets: LoopbackSubnets = DEFAULT_SUBNETS): string {
   const node = (name: string, address: string, role: string): string => `    - {name: ${name}, addresses: [${address}], roles: [${role}]}`;
+  const controlPlane = `127.0.${subnets.first}`;
   const lines = [
     '# Written by a kubetrust benchmark: 3 etcd nodes, 3 masters and the workers, all on loopback.',
     'apiVersion: kubetrust/v1',
     'kind: Cluster',
     'metadata: {name: bench}',
     'spec:',
-    '  apiServer: {endpoint: "https://127.0.30.100:6443"}',
+    `  apiServer: {endpoint: "https://${controlPlane}.100:6443"}`,
     `  pki: {keyAlgorithm: ${algorithm}}`,
     '  nodes:',
   ];
-  for (let i = 1; i <= 3; i++) lines.push(node(`etcd-${i}`, `127.0.30.${10 + i}`, 'etcd'));
-  for (let i = 1; i <= 3; i++) lines.push(node(`master-${i}`, `127.0.30.${20 + i}`, 'master'));
-  for (let i = 1; i <= workers; i++) lines.push(node(`worker-${i}`, workerAddress(i), 'worker'));
+  for (let i = 1; i <= 3; i++) lines.push(node(`etcd-${i}`, `${controlPlane}.${10 + i}`, 'etcd'));
+  for (let i = 1; i <= 3; i++) lines.push(node(`master-${i}`, `${controlPlane}.${20 + i}`, 'master'));
+  for (let i = 1; i <= workers; i++) lines.push(node(`worker-${i}`, workerAddress(i, subnets), 'worker'));
   return lines.join('\n') + '\n';
 }
 

@@ -3,13 +3,15 @@
  * `npm run bench`: times `controller init` plus `controller distribute` for a cluster of 3 etcd
  * nodes, 3 masters and N workers, then a second distribute that must change nothing.
  *
- *   npm run bench -- [--workers N] [--algorithm RSA-2048|ECDSA-P256] [--concurrency N]
- *                    [--workdir DIR] [--keep] [--resource-usage auto|time|proc|off] [--cpu-prof]
+ *   npm run bench -- [--workers N | --nodes N] [--algorithm RSA-2048|ECDSA-P256] [--concurrency N]
+ *                    [--subnets FIRST-LAST] [--workdir DIR] [--keep]
+ *                    [--resource-usage auto|time|proc|off] [--cpu-prof]
  *
  * Both commands run as the real CLI (`controller/bin/controller.js`), with KUBETRUST_EVENT_LOOP_REPORT
  * set so that the controller reports its CPU time and event-loop delay. The agents run in one
- * agent-fleet process on loopback addresses: 127.0.30.x for etcd nodes and masters, 127.0.31.1 to
- * 127.0.34.254 for workers. Their restart hooks run /bin/true. Enrolment and agent start-up happen
+ * agent-fleet process on loopback addresses. By default these are 127.0.30.x for etcd nodes and
+ * masters and 127.0.31.1 to 127.0.34.254 for workers, and `--subnets` moves them to other /24
+ * networks. Their restart hooks run /bin/true. Enrolment and agent start-up happen
  * between init and distribute and are not timed. The last line of output is
  * `RESULT kubetrust-distribute key=value...`.
  */
@@ -29,21 +31,24 @@ import type { DistributeJson } from '../harness/local-cluster';
 import type { FleetUsage } from './agent-fleet';
 import {
   BenchError,
+  DEFAULT_SUBNETS,
   eventLoopFigures,
   expectedIssued,
-  MAX_WORKERS,
   TIME_BINARY,
   inventoryYaml,
   ledgerCount,
+  maxWorkers,
   megabytes,
   milliseconds,
   positiveInteger,
+  parseSubnets,
   progress,
   resolveResourceUsage,
   runControllerMeasured,
   seconds,
   signalChild,
   track,
+  type LoopbackSubnets,
   type MeasuredRun,
   type ResourceUsageMode,
   runBenchMain,
@@ -52,6 +57,8 @@ import {
 const FLEET_SCRIPT = path.join(__dirname, 'agent-fleet.js');
 /** Enrolments run in this process, this many at a time; each is mostly file writes and one P-256 key. */
 const ENROLL_JOBS = 4;
+/** etcd nodes and masters besides the workers. */
+const CONTROL_PLANE_NODES = 6;
 /** Upper bounds that keep a hung step from blocking the run forever; none of them is a performance target. */
 const FLEET_START_TIMEOUT_MS = 10 * 60_000;
 const FLEET_REPLY_TIMEOUT_MS = 30_000;
@@ -60,6 +67,7 @@ const FLEET_STOP_TIMEOUT_MS = 60_000;
 interface BenchOptions {
   readonly workers: number;
   readonly algorithm: KeyAlgorithm;
+  readonly subnets: LoopbackSubnets;
   readonly concurrency: number | undefined;
   readonly workdir: string | undefined;
   readonly keep: boolean;
@@ -234,7 +242,7 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
   const stateDir = path.join(workdir, 'state');
   const logsDir = path.join(workdir, 'logs');
   fs.mkdirSync(logsDir, { recursive: true });
-  fs.writeFileSync(inventoryFile, inventoryYaml(options.workers, options.algorithm));
+  fs.writeFileSync(inventoryFile, inventoryYaml(options.workers, options.algorithm, options.subnets));
   const inventory = loadInventory(inventoryFile).inventory;
   const common = ['--inventory', inventoryFile, '--state-dir', stateDir];
   const runOptions = { resourceUsage: options.resourceUsage };
@@ -333,9 +341,14 @@ function report(options: BenchOptions, result: BenchResult): string {
 // Command line.
 
 const USAGE = `usage: npm run bench -- [options]
-  --workers N                 worker nodes besides 3 etcd nodes and 3 masters, 1-${MAX_WORKERS} (default 10)
+  --workers N                 worker nodes besides 3 etcd nodes and 3 masters, 1-${maxWorkers(DEFAULT_SUBNETS)} with the
+                              default --subnets, 254 per worker network (default 10)
+  --nodes N                   total nodes instead of --workers: 3 etcd nodes, 3 masters and N-6 workers (N >= 7)
   --algorithm NAME            key algorithm of the cluster PKI: ${KEY_ALGORITHMS.join(', ')} (default RSA-2048)
   --concurrency N             passed to controller distribute (default: the controller's own default)
+  --subnets FIRST-LAST        loopback networks 127.0.FIRST.0/24 to 127.0.LAST.0/24 by third octet: etcd nodes,
+                              masters and the API endpoint in the first, workers in the others
+                              (default ${DEFAULT_SUBNETS.first}-${DEFAULT_SUBNETS.last})
   --workdir DIR               empty or new scratch directory (default: a new directory below ${path.join(os.tmpdir(), 'kubetrust-bench')})
   --keep                      keep the scratch directory after a successful run (it is always kept after a failure)
   --resource-usage MODE       how to measure the controller's CPU time and peak RSS: time (GNU ${TIME_BINARY}),
@@ -348,9 +361,11 @@ function parseOptions(argv: readonly string[]): BenchOptions | undefined {
   const { values } = parseArgs({
     args: [...argv],
     options: {
-      workers: { type: 'string', default: '10' },
+      workers: { type: 'string' },
+      nodes: { type: 'string' },
       algorithm: { type: 'string', default: 'RSA-2048' },
       concurrency: { type: 'string' },
+      subnets: { type: 'string', default: `${DEFAULT_SUBNETS.first}-${DEFAULT_SUBNETS.last}` },
       workdir: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'resource-usage': { type: 'string', default: 'auto' },
@@ -362,9 +377,23 @@ function parseOptions(argv: readonly string[]): BenchOptions | undefined {
   if (!(KEY_ALGORITHMS as readonly string[]).includes(values.algorithm)) {
     throw new BenchError(`--algorithm: "${values.algorithm}" is invalid; use one of ${KEY_ALGORITHMS.join(', ')}`);
   }
+  if (values.workers !== undefined && values.nodes !== undefined) throw new BenchError('--workers and --nodes both set the cluster size; pass only one of them');
+  const subnets = parseSubnets(values.subnets, '--subnets');
+  const max = maxWorkers(subnets);
+  let workers: number;
+  if (values.nodes !== undefined) {
+    const nodes = Number(values.nodes);
+    if (!Number.isInteger(nodes) || nodes <= CONTROL_PLANE_NODES || nodes > max + CONTROL_PLANE_NODES) {
+      throw new BenchError(`--nodes: "${values.nodes}" is invalid; pass an integer from ${CONTROL_PLANE_NODES + 1} (3 etcd nodes, 3 masters and one worker) to ${max + CONTROL_PLANE_NODES}`);
+    }
+    workers = nodes - CONTROL_PLANE_NODES;
+  } else {
+    workers = positiveInteger(values.workers ?? '10', '--workers', max);
+  }
   return {
-    workers: positiveInteger(values.workers, '--workers', MAX_WORKERS),
+    workers,
     algorithm: values.algorithm as KeyAlgorithm,
+    subnets,
     concurrency: values.concurrency !== undefined ? positiveInteger(values.concurrency, '--concurrency', 1024) : undefined,
     workdir: values.workdir,
     keep: values.keep || values['cpu-prof'],

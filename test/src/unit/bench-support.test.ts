@@ -1,0 +1,36 @@
+import { strict as assert } from 'node:assert';
+import { parseInventory } from '@kubetrust/shared/dist/inventory';
+import { BenchError, DEFAULT_SUBNETS, inventoryYaml, maxWorkers, parseSubnets, workerAddress } from '../bench/bench-support';
+
+describe('benchmark loopback networks', () => {
+  it('keeps the default addresses', () => {
+    assert.equal(maxWorkers(), 1016);
+    assert.equal(workerAddress(1), '127.0.31.1');
+    assert.equal(workerAddress(254), '127.0.31.254');
+    assert.equal(workerAddress(255), '127.0.32.1');
+    assert.equal(workerAddress(1016), '127.0.34.254');
+    assert.throws(() => workerAddress(1017), RangeError);
+  });
+
+  it('parses a network range', () => {
+    assert.deepEqual(parseSubnets('57-58', '--subnets'), { first: 57, last: 58 });
+    assert.deepEqual(parseSubnets('30-34', '--subnets'), DEFAULT_SUBNETS);
+    for (const text of ['58-57', '57-57', '0-3', '57-256', '57', '57-58-59', 'a-b', '']) {
+      assert.throws(() => parseSubnets(text, '--subnets'), BenchError, text);
+    }
+  });
+
+  it('puts every node in the chosen networks', () => {
+    const subnets = parseSubnets('57-58', '--subnets');
+    assert.equal(maxWorkers(subnets), 254);
+    assert.equal(workerAddress(254, subnets), '127.0.58.254');
+    assert.throws(() => workerAddress(255, subnets), RangeError);
+
+    const inventory = parseInventory(inventoryYaml(194, 'ECDSA-P256', subnets), 'bench.yaml').inventory;
+    assert.equal(inventory.nodes.length, 200);
+    const addresses = inventory.nodes.flatMap((node) => node.addresses);
+    assert.equal(new Set(addresses).size, 200);
+    for (const address of addresses) assert.match(address, /^127\.0\.5[78]\.\d+$/);
+    assert.equal(inventory.nodes.find((node) => node.name === 'master-1')?.addresses[0], '127.0.57.21');
+  });
+});

@@ -5,3 +5,28 @@ export class InvalidRequestError extends Error {
     this.name = 'InvalidRequestError';
   }
 }
+
+/** A change call that arrived while another change ran on the node. */
+export class BusyError extends Error {
+  constructor(method: string) {
+    super(`${method} refused: another change is running on this node; repeat the call when it has finished`);
+    this.name = 'BusyError';
+  }
+}
+
+/** A change that was installed but left a service failing its health check; carries the full response. */
+export class HealthCheckFailedError<Res> extends Error {
+  constructor(
+    message: string,
+    readonly response: Res,
+  ) {
+    super(message);
+    this.name = 'HealthCheckFailedError';
+  }
+}
+
+/** Returns whether an error came from a file system call: Node sets `syscall` and an errno `code` on those. */
+export function isFileSystemError(error: unknown): boolean {
+  const candidate = error as { syscall?: unknown; code?: unknown } | null;
+  return typeof candidate?.syscall === 'string' && typeof candidate.code === 'string';
+}

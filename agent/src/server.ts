@@ -20,7 +20,7 @@ import { LockedError, acquirePidLock } from '@kubetrust/shared/dist/files';
 import { peerUris } from '@kubetrust/shared/dist/identity';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import type { AgentConfig } from './config';
-import { InvalidRequestError } from './errors';
+import { BusyError, HealthCheckFailedError, InvalidRequestError, isFileSystemError } from './errors';
 import { Installer } from './install';
 import { PendingRestarts, orderServices } from './pending-restarts';
 import { restartService } from './services';
@@ -64,7 +64,7 @@ function authorize(call: AnyCall, config: AgentConfig, managementCa: crypto.X509
   const problem = certificateProblem(certificate.raw, managementCa, Date.now());
   if (problem !== undefined) return agentError(ErrorReason.Unauthenticated, problem);
   if (!peerUris(certificate).includes(config.controllerIdentity)) {
-    return agentError(ErrorReason.NotController, `client is not ${config.controllerIdentity}; only the controller may call this agent`);
+    return agentError(ErrorReason.PermissionDenied, `client is not ${config.controllerIdentity}; only the controller may call this agent`);
   }
   return undefined;
 }
@@ -93,14 +93,26 @@ class StaticCertificateProvider implements grpc.experimental.CertificateProvider
   removeIdentityCertificateListener(): void {}
 }
 
-/** Wraps a handler with the identity check, error mapping and one serialised change at a time. */
+/** The typed reason for an error a handler threw. */
+function reasonFor(error: Error): ErrorReason {
+  if (error instanceof InvalidRequestError) return ErrorReason.InvalidRequest;
+  if (error instanceof BusyError) return ErrorReason.Busy;
+  if (error instanceof HealthCheckFailedError) return ErrorReason.HealthCheckFailed;
+  if (isFileSystemError(error)) return ErrorReason.FileSystem;
+  return ErrorReason.Internal;
+}
+
+/**
+ * Wraps a handler with the identity check and the mapping of errors to typed reasons. A
+ * HealthCheckFailedError sends its response along, serialised with `serializeResponse`.
+ */
 function unary<Req, Res>(
   config: AgentConfig,
   managementCa: crypto.X509Certificate,
   logger: Logger,
   method: string,
-  failureReason: ErrorReason,
   handle: (request: Req) => Promise<Res>,
+  serializeResponse?: (response: Res) => Buffer,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const denied = authorize(call as AnyCall, config, managementCa);
@@ -112,22 +124,36 @@ function unary<Req, Res>(
     handle(call.request).then(
       (response) => callback(null, response),
       (error: Error) => {
-        const reason = error instanceof InvalidRequestError ? ErrorReason.InvalidRequest : failureReason;
-        logger.error('call failed', { method, error: error.message });
-        callback(agentError(reason, error.message));
+        const reason = reasonFor(error);
+        const response = error instanceof HealthCheckFailedError && serializeResponse !== undefined ? serializeResponse(error.response as Res) : undefined;
+        if (reason === ErrorReason.HealthCheckFailed || reason === ErrorReason.Busy) logger.warn('call failed', { method, reason, error: error.message });
+        else logger.error('call failed', { method, reason, error: error.message });
+        callback(agentError(reason, error.message, response));
       },
     );
   };
 }
 
-/** Serialises the calls that change the node, so two changes never interleave. */
-class Mutex {
-  private tail: Promise<unknown> = Promise.resolve();
-  run<T>(task: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(task, task);
-    this.tail = result.catch(() => undefined);
-    return result;
+/** Runs the calls that change the node one at a time; a call that arrives during another is refused as busy. */
+class ChangeGate {
+  private running = false;
+  async run<T>(method: string, task: () => Promise<T>): Promise<T> {
+    if (this.running) throw new BusyError(method);
+    this.running = true;
+    try {
+      return await task();
+    } finally {
+      this.running = false;
+    }
   }
+}
+
+/** Fails a change whose services are not all healthy, keeping the response for the caller. */
+function requireHealthy<Res extends { services: readonly ServiceResult[] }>(what: string, response: Res): Res {
+  const unhealthy = response.services.filter((service) => !service.healthy);
+  if (unhealthy.length === 0) return response;
+  const names = unhealthy.map((service) => `${String(service.name)} (${String(service.check)}: ${String(service.output)})`).join('; ');
+  throw new HealthCheckFailedError(`${what}, but ${unhealthy.length === 1 ? 'a service is' : 'services are'} unhealthy: ${names}`, response);
 }
 
 export interface RunningAgent {
@@ -173,18 +199,19 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
     return services;
   };
   await installer.recoverInterruptedChange();
-  const mutex = new Mutex();
+  const gate = new ChangeGate();
+  const agentService = loadAgentProto().kubetrust.agent.v1.Agent.service;
 
   const handlers: AgentHandlers = {
-    GetState: unary(config, managementCa, logger, 'GetState', ErrorReason.Internal, async (request: import('@kubetrust/proto').GetStateRequest__Output) => ({
+    GetState: unary(config, managementCa, logger, 'GetState', async (request: import('@kubetrust/proto').GetStateRequest__Output) => ({
       node_name: config.nodeName,
       agent_version: AGENT_VERSION,
       clock_unix_ms: String(Date.now()),
       files: await Promise.all(request.files.map((query) => readNodeFile(config.installRoot, query))),
       pending_restarts: await pending.list(),
     })),
-    PrepareKeys: unary(config, managementCa, logger, 'PrepareKeys', ErrorReason.Internal, (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>
-      mutex.run(async () => {
+    PrepareKeys: unary(config, managementCa, logger, 'PrepareKeys', (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>
+      gate.run('PrepareKeys', async () => {
         const purged = await keys.purgeAbandoned();
         if (purged > 0) logger.info('deleted abandoned staged keys', { count: purged });
         const keysOut = await Promise.all(
@@ -194,24 +221,38 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
         return { keys: keysOut };
       }),
     ),
-    Apply: unary(config, managementCa, logger, 'Apply', ErrorReason.InstallFailed, (request: import('@kubetrust/proto').ApplyRequest__Output) =>
-      mutex.run(async () => {
-        const installed = await installer.install(request.change_id, request.files, () => pending.add(request.restart_services), request.restart_services);
-        return { changed_paths: installed.changedPaths, services: await restartPending(), backup_dir: installed.backupDir };
-      }),
+    Apply: unary(
+      config,
+      managementCa,
+      logger,
+      'Apply',
+      (request: import('@kubetrust/proto').ApplyRequest__Output) =>
+        gate.run('Apply', async () => {
+          const installed = await installer.install(request.change_id, request.files, () => pending.add(request.restart_services), request.restart_services);
+          const response = { changed_paths: installed.changedPaths, services: await restartPending(), backup_dir: installed.backupDir };
+          return requireHealthy(`change ${request.change_id} is installed`, response);
+        }),
+      (response) => agentService.Apply.responseSerialize(response),
     ),
-    Rollback: unary(config, managementCa, logger, 'Rollback', ErrorReason.InstallFailed, (request: import('@kubetrust/proto').RollbackRequest__Output) =>
-      mutex.run(async () => {
-        const rolledBack = await installer.rollback(request.change_id, request.allow_removing_all);
-        await pending.add(rolledBack.restartServices);
-        return {
-          changed_paths: rolledBack.restoredPaths,
-          removed_paths: rolledBack.removedPaths,
-          change_id: rolledBack.changeId,
-          services: await restartPending(),
-          backup_dir: '',
-        };
-      }),
+    Rollback: unary(
+      config,
+      managementCa,
+      logger,
+      'Rollback',
+      (request: import('@kubetrust/proto').RollbackRequest__Output) =>
+        gate.run('Rollback', async () => {
+          const rolledBack = await installer.rollback(request.change_id, request.allow_removing_all);
+          await pending.add(rolledBack.restartServices);
+          const response = {
+            changed_paths: rolledBack.restoredPaths,
+            removed_paths: rolledBack.removedPaths,
+            change_id: rolledBack.changeId,
+            services: await restartPending(),
+            backup_dir: '',
+          };
+          return requireHealthy(`change ${rolledBack.changeId} is rolled back`, response);
+        }),
+      (response) => agentService.Rollback.responseSerialize(response),
     ),
   };
 

@@ -51,38 +51,60 @@ export function loadAgentProto(): ProtoGrpcType {
 
 /**
  * Why an agent call failed, sent as the `kubetrust-reason` trailer beside the gRPC status so that
- * callers decide from the reason, never from the message text.
+ * callers decide from the reason, never from the message text. STATUS_BY_REASON below is the one
+ * place that maps a reason to its gRPC status.
  */
 export const ErrorReason = {
   /** The client presented no certificate or one the agent's management CA did not issue. */
   Unauthenticated: 'UNAUTHENTICATED',
   /** The client is authenticated but is not the controller identity this agent accepts. */
-  NotController: 'NOT_CONTROLLER',
+  PermissionDenied: 'PERMISSION_DENIED',
   /** The request is malformed: a path outside the install root, an unknown staged key or key algorithm, and so on. */
   InvalidRequest: 'INVALID_REQUEST',
-  /** Writing the change set failed; nothing of it was installed. A service that fails after a
-   * successful install is reported in ApplyResponse.services instead. */
-  InstallFailed: 'INSTALL_FAILED',
+  /** A file system call on the node failed (no space, read-only, permission, I/O error). For Apply
+   * nothing of the change set was installed. */
+  FileSystem: 'FILE_SYSTEM',
+  /** The files were installed, but a restarted service failed its health check. The call's
+   * response is still sent, in the `kubetrust-response-bin` trailer, so the caller can roll back. */
+  HealthCheckFailed: 'HEALTH_CHECK_FAILED',
+  /** Another change runs on the node; nothing was done and the call can be repeated later. */
+  Busy: 'BUSY',
   /** Anything else that went wrong on the node. */
   Internal: 'INTERNAL',
 } as const;
 export type ErrorReason = (typeof ErrorReason)[keyof typeof ErrorReason];
 
 export const REASON_METADATA_KEY = 'kubetrust-reason';
+/** Binary trailer with the serialised response of a call that failed with HEALTH_CHECK_FAILED. */
+export const RESPONSE_METADATA_KEY = 'kubetrust-response-bin';
 
 const STATUS_BY_REASON: Record<ErrorReason, grpc.status> = {
   UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
-  NOT_CONTROLLER: grpc.status.PERMISSION_DENIED,
+  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
   INVALID_REQUEST: grpc.status.INVALID_ARGUMENT,
-  INSTALL_FAILED: grpc.status.ABORTED,
+  FILE_SYSTEM: grpc.status.ABORTED,
+  HEALTH_CHECK_FAILED: grpc.status.FAILED_PRECONDITION,
+  BUSY: grpc.status.UNAVAILABLE,
   INTERNAL: grpc.status.INTERNAL,
 };
 
-/** Builds the gRPC error an agent handler returns for a typed reason. */
-export function agentError(reason: ErrorReason, message: string): Partial<grpc.StatusObject> {
+/** Returns the gRPC status an agent sends for a reason. */
+export function statusOfReason(reason: ErrorReason): grpc.status {
+  return STATUS_BY_REASON[reason];
+}
+
+/** Builds the gRPC error an agent handler returns for a typed reason, with the serialised response when there is one. */
+export function agentError(reason: ErrorReason, message: string, response?: Buffer): Partial<grpc.StatusObject> {
   const metadata = new grpc.Metadata();
   metadata.set(REASON_METADATA_KEY, reason);
+  if (response !== undefined) metadata.set(RESPONSE_METADATA_KEY, response);
   return { code: STATUS_BY_REASON[reason], details: message, metadata };
+}
+
+/** Returns the serialised response that a failed call carried in its trailer, if any. */
+export function responseOf(error: grpc.ServiceError): Buffer | undefined {
+  const value = error.metadata?.get(RESPONSE_METADATA_KEY)[0];
+  return Buffer.isBuffer(value) ? value : undefined;
 }
 
 /** Reads the typed reason from a failed call, or undefined when the failure did not come from an agent handler. */

@@ -143,7 +143,7 @@ describe('agent authorisation over mutual TLS', function () {
     const { error, state } = await getState(client(managementCaPem, { certificatePem, privateKeyPem: privateKeyToPem(keys.privateKey) }));
     assert.equal(state, undefined);
     assert.equal(error?.code, grpc.status.PERMISSION_DENIED, error?.details);
-    assert.equal(reasonOf(error!), ErrorReason.NotController);
+    assert.equal(reasonOf(error!), ErrorReason.PermissionDenied);
     assert.match(error?.details ?? '', /only the controller may call this agent/);
   });
 

@@ -22,10 +22,16 @@ const PROC_POLL_MS = 20;
 /** Linux reports /proc/<pid>/stat CPU times in USER_HZ (clock ticks), which is 100 on x86-64 and arm64. */
 const USER_HZ = 100;
 
-/** Workers get 127.0.31.1 to 127.0.34.254, 254 addresses per /24; etcd nodes and masters use 127.0.30.x. */
-const WORKER_SUBNETS = [31, 32, 33, 34];
+/**
+ * The benchmark cluster uses five /24s of loopback starting at 127.0.FIRST.0: etcd nodes and masters
+ * get 127.0.FIRST.x, and workers 127.0.(FIRST+1).1 to 127.0.(FIRST+4).254, 254 addresses per /24.
+ */
+export const DEFAULT_FIRST_SUBNET = 30;
+const WORKER_SUBNETS = 4;
 const HOSTS_PER_SUBNET = 254;
-export const MAX_WORKERS = WORKER_SUBNETS.length * HOSTS_PER_SUBNET;
+export const MAX_WORKERS = WORKER_SUBNETS * HOSTS_PER_SUBNET;
+/** The largest FIRST that keeps the last worker /24 within 127.0.0.0/8. */
+export const MAX_FIRST_SUBNET = 255 - WORKER_SUBNETS;
 
 export type ResourceUsageMode = 'time' | 'proc' | 'off';
 
@@ -51,15 +57,16 @@ export function milliseconds(value: number | undefined): string {
 // ---------------------------------------------------------------------------------------------
 // The cluster.
 
-/** Address of worker `index` (1-based): 127.0.31.1 for the first, 127.0.32.1 for the 255th. */
-export function workerAddress(index: number): string {
+/** Address of worker `index` (1-based): with FIRST 30, 127.0.31.1 for the first and 127.0.32.1 for the 255th. */
+export function workerAddress(index: number, firstSubnet: number = DEFAULT_FIRST_SUBNET): string {
   if (!Number.isInteger(index) || index < 1 || index > MAX_WORKERS) throw new RangeError(`worker index ${index} is outside 1..${MAX_WORKERS}`);
-  const subnet = WORKER_SUBNETS[Math.floor((index - 1) / HOSTS_PER_SUBNET)]!;
+  const subnet = firstSubnet + 1 + Math.floor((index - 1) / HOSTS_PER_SUBNET);
   return `127.0.${subnet}.${((index - 1) % HOSTS_PER_SUBNET) + 1}`;
 }
 
-/** Builds the inventory of 3 etcd nodes, 3 masters and `workers` workers, all on loopback addresses. */
-export function inventoryYaml(workers: number, algorithm: KeyAlgorithm): string {
+/** Builds the inventory of 3 etcd nodes, 3 masters and `workers` workers, all on loopback addresses from 127.0.`firstSubnet`.0 on. */
+export function inventoryYaml(workers: number, algorithm: KeyAlgorithm, firstSubnet: number = DEFAULT_FIRST_SUBNET): string {
+  if (!Number.isInteger(firstSubnet) || firstSubnet < 0 || firstSubnet > MAX_FIRST_SUBNET) throw new RangeError(`first subnet ${firstSubnet} is outside 0..${MAX_FIRST_SUBNET}`);
   const node = (name: string, address: string, role: string): string => `    - {name: ${name}, addresses: [${address}], roles: [${role}]}`;
   const lines = [
     '# Written by a kubetrust benchmark: 3 etcd nodes, 3 masters and the workers, all on loopback.',
@@ -67,13 +74,13 @@ export function inventoryYaml(workers: number, algorithm: KeyAlgorithm): string 
     'kind: Cluster',
     'metadata: {name: bench}',
     'spec:',
-    '  apiServer: {endpoint: "https://127.0.30.100:6443"}',
+    `  apiServer: {endpoint: "https://127.0.${firstSubnet}.100:6443"}`,
     `  pki: {keyAlgorithm: ${algorithm}}`,
     '  nodes:',
   ];
-  for (let i = 1; i <= 3; i++) lines.push(node(`etcd-${i}`, `127.0.30.${10 + i}`, 'etcd'));
-  for (let i = 1; i <= 3; i++) lines.push(node(`master-${i}`, `127.0.30.${20 + i}`, 'master'));
-  for (let i = 1; i <= workers; i++) lines.push(node(`worker-${i}`, workerAddress(i), 'worker'));
+  for (let i = 1; i <= 3; i++) lines.push(node(`etcd-${i}`, `127.0.${firstSubnet}.${10 + i}`, 'etcd'));
+  for (let i = 1; i <= 3; i++) lines.push(node(`master-${i}`, `127.0.${firstSubnet}.${20 + i}`, 'master'));
+  for (let i = 1; i <= workers; i++) lines.push(node(`worker-${i}`, workerAddress(i, firstSubnet), 'worker'));
   return lines.join('\n') + '\n';
 }
 
@@ -261,6 +268,19 @@ export function eventLoopFigures(run: MeasuredRun, phase: string): { delayMaxMs:
   const found = report.phases.find((candidate) => candidate.name === phase);
   if (found === undefined) return { delayMaxMs: report.delayMaxMs, delayP99Ms: Number.NaN, gapMaxMs: report.intervalGapMaxMs };
   return { delayMaxMs: found.delayMaxMs, delayP99Ms: found.delayP99Ms, gapMaxMs: found.intervalGapMaxMs };
+}
+
+/**
+ * Splits a controller run's CPU time at the start of `phase`: `startupS` is everything before it
+ * (Node's start-up, loading the modules, and the phases before), `phaseS` the phase itself. Undefined
+ * without a report that has the phase and its CPU time.
+ */
+export function phaseCpu(run: MeasuredRun, phase: string): { startupS: number; phaseS: number } | undefined {
+  const report = run.eventLoop;
+  const index = report?.phases.findIndex((candidate) => candidate.name === phase) ?? -1;
+  if (report === undefined || index < 0 || typeof report.cpuBeforeMs !== 'number') return undefined;
+  const before = report.phases.slice(0, index).reduce((total, candidate) => total + candidate.cpuMs, report.cpuBeforeMs);
+  return { startupS: before / 1000, phaseS: report.phases[index]!.cpuMs / 1000 };
 }
 
 /** Reads the number of certificates in the state directory's ledger. */

@@ -4,12 +4,13 @@
  * nodes, 3 masters and N workers, then a second distribute that must change nothing.
  *
  *   npm run bench -- [--workers N] [--algorithm RSA-2048|ECDSA-P256] [--concurrency N]
- *                    [--workdir DIR] [--keep] [--resource-usage auto|time|proc|off] [--cpu-prof]
+ *                    [--first-subnet N] [--workdir DIR] [--keep]
+ *                    [--resource-usage auto|time|proc|off] [--cpu-prof]
  *
  * Both commands run as the real CLI (`controller/bin/controller.js`), with KUBETRUST_EVENT_LOOP_REPORT
  * set so that the controller reports its CPU time and event-loop delay. The agents run in one
  * agent-fleet process on loopback addresses: 127.0.30.x for etcd nodes and masters, 127.0.31.1 to
- * 127.0.34.254 for workers. Their restart hooks run /bin/true. Enrolment and agent start-up happen
+ * 127.0.34.254 for workers (--first-subnet moves the five /24s). Their restart hooks run /bin/true. Enrolment and agent start-up happen
  * between init and distribute and are not timed. The last line of output is
  * `RESULT kubetrust-distribute key=value...`.
  */
@@ -29,14 +30,17 @@ import type { DistributeJson } from '../harness/local-cluster';
 import type { FleetUsage } from './agent-fleet';
 import {
   BenchError,
+  DEFAULT_FIRST_SUBNET,
   eventLoopFigures,
   expectedIssued,
+  MAX_FIRST_SUBNET,
   MAX_WORKERS,
   TIME_BINARY,
   inventoryYaml,
   ledgerCount,
   megabytes,
   milliseconds,
+  phaseCpu,
   positiveInteger,
   progress,
   resolveResourceUsage,
@@ -61,6 +65,7 @@ interface BenchOptions {
   readonly workers: number;
   readonly algorithm: KeyAlgorithm;
   readonly concurrency: number | undefined;
+  readonly firstSubnet: number;
   readonly workdir: string | undefined;
   readonly keep: boolean;
   readonly resourceUsage: ResourceUsageMode;
@@ -234,7 +239,7 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
   const stateDir = path.join(workdir, 'state');
   const logsDir = path.join(workdir, 'logs');
   fs.mkdirSync(logsDir, { recursive: true });
-  fs.writeFileSync(inventoryFile, inventoryYaml(options.workers, options.algorithm));
+  fs.writeFileSync(inventoryFile, inventoryYaml(options.workers, options.algorithm, options.firstSubnet));
   const inventory = loadInventory(inventoryFile).inventory;
   const common = ['--inventory', inventoryFile, '--state-dir', stateDir];
   const runOptions = { resourceUsage: options.resourceUsage };
@@ -298,6 +303,8 @@ function report(options: BenchOptions, result: BenchResult): string {
   );
   const loop = eventLoopFigures(result.first, 'distribute');
   const cpuMsPerCertificate = result.first.cpuS === undefined ? undefined : (1000 * result.first.cpuS) / result.issued;
+  const split = phaseCpu(result.first, 'distribute');
+  const phaseMsPerCertificate = split === undefined ? undefined : (1000 * split.phaseS) / result.issued;
   const fields = [
     `N=${options.workers}`,
     `algorithm=${options.algorithm}`,
@@ -311,6 +318,8 @@ function report(options: BenchOptions, result: BenchResult): string {
     `controller_cpu_s=${seconds(controllerCpuS)}`,
     `distribute_cpu_s=${seconds(result.first.cpuS)}`,
     `cpu_ms_per_cert=${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)}`,
+    `startup_cpu_s=${seconds(split?.startupS)}`,
+    `phase_cpu_ms_per_cert=${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)}`,
     `loop_max_ms=${milliseconds(loop?.delayMaxMs)}`,
     `gap_max_ms=${milliseconds(loop?.gapMaxMs)}`,
     `controller_peak_rss_mb=${megabytes(peakRssKb)}`,
@@ -325,6 +334,8 @@ function report(options: BenchOptions, result: BenchResult): string {
     `  controller distribute, 2   ${seconds(result.second.wallS).padStart(8)} s   ${result.nodes} nodes unchanged`,
     `  controller CPU (init + run 1) ${seconds(controllerCpuS)} s, peak RSS ${megabytes(peakRssKb)} MB; agents CPU (run 1) ${seconds(result.agentsCpuS)} s`,
     `  controller CPU in run 1    ${seconds(result.first.cpuS).padStart(8)} s   ${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)} ms per issued certificate; event loop max delay ${milliseconds(loop?.delayMaxMs)} ms while distributing`,
+    `    before distributing      ${seconds(split?.startupS).padStart(8)} s   Node start-up, modules, inventory and state directory`,
+    `    distributing             ${seconds(split?.phaseS).padStart(8)} s   ${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)} ms per issued certificate`,
     `RESULT kubetrust-distribute ${fields.join(' ')}`,
   ].join('\n');
 }
@@ -336,6 +347,8 @@ const USAGE = `usage: npm run bench -- [options]
   --workers N                 worker nodes besides 3 etcd nodes and 3 masters, 1-${MAX_WORKERS} (default 10)
   --algorithm NAME            key algorithm of the cluster PKI: ${KEY_ALGORITHMS.join(', ')} (default RSA-2048)
   --concurrency N             passed to controller distribute (default: the controller's own default)
+  --first-subnet N            the agents listen on 127.0.N.x (etcd nodes and masters) and 127.0.N+1.1 to
+                              127.0.N+4.254 (workers); 0-${MAX_FIRST_SUBNET} (default ${DEFAULT_FIRST_SUBNET})
   --workdir DIR               empty or new scratch directory (default: a new directory below ${path.join(os.tmpdir(), 'kubetrust-bench')})
   --keep                      keep the scratch directory after a successful run (it is always kept after a failure)
   --resource-usage MODE       how to measure the controller's CPU time and peak RSS: time (GNU ${TIME_BINARY}),
@@ -344,6 +357,14 @@ const USAGE = `usage: npm run bench -- [options]
                               (implies --keep)
 `;
 
+function subnet(value: string): number {
+  const parsed = Number(value);
+  if (value.trim() === '' || !Number.isInteger(parsed) || parsed < 0 || parsed > MAX_FIRST_SUBNET) {
+    throw new BenchError(`--first-subnet: "${value}" is invalid; pass an integer from 0 to ${MAX_FIRST_SUBNET}`);
+  }
+  return parsed;
+}
+
 function parseOptions(argv: readonly string[]): BenchOptions | undefined {
   const { values } = parseArgs({
     args: [...argv],
@@ -351,6 +372,7 @@ function parseOptions(argv: readonly string[]): BenchOptions | undefined {
       workers: { type: 'string', default: '10' },
       algorithm: { type: 'string', default: 'RSA-2048' },
       concurrency: { type: 'string' },
+      'first-subnet': { type: 'string', default: String(DEFAULT_FIRST_SUBNET) },
       workdir: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'resource-usage': { type: 'string', default: 'auto' },
@@ -366,6 +388,7 @@ function parseOptions(argv: readonly string[]): BenchOptions | undefined {
     workers: positiveInteger(values.workers, '--workers', MAX_WORKERS),
     algorithm: values.algorithm as KeyAlgorithm,
     concurrency: values.concurrency !== undefined ? positiveInteger(values.concurrency, '--concurrency', 1024) : undefined,
+    firstSubnet: subnet(values['first-subnet']),
     workdir: values.workdir,
     keep: values.keep || values['cpu-prof'],
     resourceUsage: resolveResourceUsage(values['resource-usage']),

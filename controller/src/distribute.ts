@@ -226,10 +226,7 @@ export class NodeRollout {
       const planned = await this.cpu.run(() => planNode(items, held.files, this.material, this.now()));
       const pendingRestarts = held.pending_restarts;
       const needsChange = planned.some((entry) => entry.action !== 'unchanged') || pendingRestarts.length > 0;
-      if (needsChange && keepConnection) {
-        this.connections.keep(this.node, connection);
-        kept = true;
-      }
+      if (needsChange && keepConnection) kept = this.connections.keep(this.node, connection);
       return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node)), pendingRestarts, needsChange };
     } finally {
       if (!kept) connection.close();

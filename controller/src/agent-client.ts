@@ -112,6 +112,10 @@ export class AgentConnection {
       // TLS server names must be DNS names; the agent certificate carries the node name as one.
       'grpc.ssl_target_name_override': node.name,
       'grpc.default_authority': node.name,
+      // No two channels share a connection, because each checks its own node's identity. In the
+      // process-wide pool, every channel close scans all open subchannels, so the cost grows quadratically
+      // with the number of nodes.
+      'grpc.use_local_subchannel_pool': 1,
     });
   }
 

@@ -17,6 +17,8 @@
 # Env:  BENCH_WORKERS             worker counts, each 1..1016 (default "10 100 1000")
 #       BENCH_REPS                repetitions of every step for N < 1000, 1..5 (default 1)
 #       BENCH_DISTRIBUTE_RSA_MAX  largest N for a distribute with RSA-2048 keys (default 250)
+#       BENCH_SUBNETS             loopback /24 networks of the distribute agents, FIRST-LAST by third
+#                                 octet (default 30-34)
 #       BENCH_RESULTS             results directory (default /tmp/kubetrust-bench/results)
 #       BENCH_ANCHOR_DIR          directory of anchor-cfssl-pki.sh (default: the anchor directory
 #                                 shipped beside the repository)
@@ -31,6 +33,7 @@ WORKERS=${BENCH_WORKERS:-10 100 1000}
 REPS=${BENCH_REPS:-1}
 DISTRIBUTE_RSA_MAX=${BENCH_DISTRIBUTE_RSA_MAX:-250}
 RESULTS=${BENCH_RESULTS:-/tmp/kubetrust-bench/results}
+SUBNETS=${BENCH_SUBNETS:-30-34}
 # The anchor script accepts at most 250 workers, which it puts in one /24.
 ANCHOR_MAX_WORKERS=250
 # Worker counts from here on run each step once, whatever BENCH_REPS sets.
@@ -49,6 +52,7 @@ check_setup() {
     [[ "$n" =~ ^[0-9]+$ ]] && (( n >= 1 && n <= 1016 )) || die "BENCH_WORKERS: \"$n\" is invalid; use worker counts from 1 to 1016"
   done
   [[ "$REPS" =~ ^[0-9]+$ ]] && (( REPS >= 1 && REPS <= 5 )) || die "BENCH_REPS: \"$REPS\" is invalid; use 1 to 5"
+  [[ "$SUBNETS" =~ ^[0-9]+-[0-9]+$ ]] || die "BENCH_SUBNETS: \"$SUBNETS\" is invalid; use FIRST-LAST third octets, such as 30-34"
   [[ "$DISTRIBUTE_RSA_MAX" =~ ^[0-9]+$ ]] || die "BENCH_DISTRIBUTE_RSA_MAX: \"$DISTRIBUTE_RSA_MAX\" is invalid; use a worker count"
   command -v cfssl >/dev/null && command -v cfssljson >/dev/null ||
     die "cfssl and cfssljson are not installed; the anchor needs them: apt-get install golang-cfssl"
@@ -243,7 +247,7 @@ main() {
           (( rep == 1 )) && skip "kubetrust-distribute N=$n algorithm=RSA-2048 reason=the agents would generate $(( 30 + 3 * n )) RSA keys on this machine's cores; raise BENCH_DISTRIBUTE_RSA_MAX to run it"
           continue
         fi
-        run_kubetrust distribute-bench "distribute-N$n-$algorithm-rep$rep" "$SCRATCH" --workers "$n" --algorithm "$algorithm"
+        run_kubetrust distribute-bench "distribute-N$n-$algorithm-rep$rep" "$SCRATCH" --workers "$n" --algorithm "$algorithm" --subnets "$SUBNETS"
       done
     done
   done

@@ -12,11 +12,9 @@ import { registerPlanCommand } from './commands/plan-command';
 import { registerRollbackCommand } from './commands/rollback-command';
 import { registerValidateCommand } from './commands/validate-command';
 import { ScopeError, distribute, type DistributeReport } from './distribute';
-import { enrollNode } from './enroll';
 import { startEventLoopReport } from './event-loop-report';
-import { initState } from './init';
 import { LiveProgress } from './progress';
-import { distributeJson, renderDistribute, renderInit } from './report';
+import { distributeJson, renderDistribute } from './report';
 import { StateError } from './state-dir';
 
 export const EXIT_FAILED = 1;
@@ -66,6 +64,8 @@ function buildProgram(): Command {
     .action(async (options: { inventory: string; stateDir: string; force: boolean; output: string }, command: Command) => {
       const logger = loggerFor(command);
       const inventory = readInventory(options.inventory, logger);
+      const { initState } = await import('./init');
+      const { renderInit } = await import('./report');
       const result = await initState(inventory, path.resolve(options.stateDir), logger, { force: options.force });
       process.stdout.write(options.output === 'json' ? JSON.stringify(result, null, 2) + '\n' : renderInit(result));
     });
@@ -82,6 +82,7 @@ function buildProgram(): Command {
     .action(async (options: { inventory: string; stateDir: string; node: string; out: string; installRoot?: string; agentStateDir: string }, command: Command) => {
       const logger = loggerFor(command);
       const inventory = readInventory(options.inventory, logger);
+      const { enrollNode } = await import('./enroll');
       const result = await enrollNode(inventory, path.resolve(options.stateDir), options.node, options.out, logger, {
         ...(options.installRoot !== undefined ? { installRoot: path.resolve(options.installRoot) } : {}),
         stateDirOnNode: options.agentStateDir,

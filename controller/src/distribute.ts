@@ -14,13 +14,14 @@
  * RPCs: GetState, PrepareKeys, Apply, Rollback.
  */
 import * as crypto from 'node:crypto';
-import type { FileChange, KeyRequest } from '@kubetrust/proto';
+import { loadAgentProto, type FileChange, type KeyRequest } from '@kubetrust/proto';
 import { casForPki, itemsForNode, servicesForNode, type CaName, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { parseCsr, readSerialAndValidity, type ParsedCsr } from '@kubetrust/shared/dist/pki';
 import { leafProfile, signLeaf } from './authority';
-import { AgentConnection, type ControllerCredentials } from './agent-client';
+import { AgentConnections, type AgentConnection, type ControllerCredentials } from './agent-client';
+import { CpuQueue } from './cpu-queue';
 import { markEventLoopPhase } from './event-loop-report';
 import { planNode, queriesFor, type DesiredMaterial, type PlannedItem } from './plan';
 import { rollOut } from './rollout';
@@ -202,11 +203,18 @@ export class NodeRollout {
     private readonly now: () => Date,
     private readonly capToCa: boolean,
     private readonly maxClockSkewMs: number = DEFAULT_MAX_CLOCK_SKEW_MS,
+    private readonly connections: AgentConnections = new AgentConnections(inventory.name, material.controller),
+    private readonly cpu: CpuQueue = new CpuQueue(),
   ) {}
 
-  /** Reads the node's files through its agent and plans every catalogue item (or only the `only` ones) against them. */
-  async plan(only: ReadonlySet<string> | undefined): Promise<NodePlan> {
-    const connection = new AgentConnection(this.inventory.name, this.node, this.material.controller);
+  /**
+   * Reads the node's files through its agent and plans every catalogue item (or only the `only`
+   * ones) against them. With `keepConnection`, the connection of a node that needs a change stays
+   * open for apply.
+   */
+  async plan(only: ReadonlySet<string> | undefined, keepConnection = false): Promise<NodePlan> {
+    const connection = this.connections.open(this.node);
+    let kept = false;
     try {
       const items = itemsForNode(this.inventory, this.node).filter((item) => only === undefined || only.has(item.name));
       const requestedAt = this.now().getTime();
@@ -215,12 +223,13 @@ export class NodeRollout {
       if (held.node_name !== this.node.name) {
         throw new Error(`agent at ${this.node.agent.endpoint} reports node name "${held.node_name}", expected "${this.node.name}"`);
       }
-      const planned = planNode(items, held.files, this.material, this.now());
+      const planned = await this.cpu.run(() => planNode(items, held.files, this.material, this.now()));
       const pendingRestarts = held.pending_restarts;
       const needsChange = planned.some((entry) => entry.action !== 'unchanged') || pendingRestarts.length > 0;
+      if (needsChange && keepConnection) kept = this.connections.keep(this.node, connection);
       return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node)), pendingRestarts, needsChange };
     } finally {
-      connection.close();
+      if (!kept) connection.close();
     }
   }
 
@@ -231,7 +240,9 @@ export class NodeRollout {
   async apply(nodePlan: NodePlan): Promise<NodeReport> {
     const { plan, pendingRestarts } = nodePlan;
     const pending = nodePlan.planned.filter((entry) => entry.action !== 'unchanged');
-    const connection = new AgentConnection(this.inventory.name, this.node, this.material.controller);
+    // Nodes of a worker batch start together; each takes its own turn of the event loop to set up.
+    await this.cpu.turn();
+    const connection = this.connections.takeOrOpen(this.node);
     try {
       const issued = await this.issue(connection, pending);
       const restarts = servicesForNode(this.node).filter((service) => plan.some((entry) => entry.restarts.includes(service)));
@@ -300,30 +311,35 @@ export class NodeRollout {
       if (item.type === 'static' || request === undefined) continue;
       const csrPem = csrs.get(request.key_id ?? '');
       if (csrPem === undefined) throw new Error(`agent returned no CSR for ${item.name}`);
-      const csr = parseCsr(csrPem);
-      checkCsr(csr, request);
-      const ca = this.material.ca(item.parent);
-      const now = this.now();
-      const usedSerials = this.material.usedSerials(item.parent);
-      // The names come from the catalogue; checkCsr has already made sure the CSR asked for exactly these.
-      const certificatePem = signLeaf(
-        ca,
-        leafProfile(item, this.node.name),
-        csr.publicKey,
-        this.inventory.pki.certValidityMs,
-        now,
-        { capToCa: this.capToCa, usedSerials },
-      );
-      const info = readSerialAndValidity(certificatePem);
-      usedSerials.add(info.serialNumber);
-      this.logger.info('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, notAfter: info.notAfter.toISOString() });
-      issued.set(item.name, {
-        certificatePem,
-        keyId: request.key_id ?? '',
-        ledger: { node: this.node.name, name: item.name, ca: item.parent, serialNumber: info.serialNumber, notAfter: info.notAfter.toISOString(), issuedAt: now.toISOString() },
-      });
+      issued.set(item.name, await this.cpu.run(() => this.signCsr(item, request, csrPem)));
     }
     return issued;
+  }
+
+  /** Checks one CSR against its request and signs it; synchronous, so that it runs as one CpuQueue job. */
+  private signCsr(item: Exclude<NodeItem, { type: 'static' }>, request: KeyRequest, csrPem: string | Buffer): Issued {
+    const csr = parseCsr(csrPem);
+    checkCsr(csr, request);
+    const ca = this.material.ca(item.parent);
+    const now = this.now();
+    const usedSerials = this.material.usedSerials(item.parent);
+    // The names come from the catalogue; checkCsr has already made sure the CSR asked for exactly these.
+    const certificatePem = signLeaf(
+      ca,
+      leafProfile(item, this.node.name),
+      csr.publicKey,
+      this.inventory.pki.certValidityMs,
+      now,
+      { capToCa: this.capToCa, usedSerials },
+    );
+    const info = readSerialAndValidity(certificatePem);
+    usedSerials.add(info.serialNumber);
+    this.logger.info('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, notAfter: info.notAfter.toISOString() });
+    return {
+      certificatePem,
+      keyId: request.key_id ?? '',
+      ledger: { node: this.node.name, name: item.name, ca: item.parent, serialNumber: info.serialNumber, notAfter: info.notAfter.toISOString(), issuedAt: now.toISOString() },
+    };
   }
 
   private fileChanges(planned: PlannedItem, issued: ReadonlyMap<string, Issued>): FileChange[] {
@@ -432,18 +448,25 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
   // Checked before locking, so that a mistyped --state-dir is reported without creating it.
   await state.requireCluster(inventory.name);
   const unlock = await state.lock();
+  let connections: AgentConnections | undefined;
   try {
     const material = await ClusterMaterial.load(state, inventory);
     const now = options.now ?? (() => new Date());
     const dryRun = options.dryRun === true;
+    const open = new AgentConnections(inventory.name, material.controller);
+    connections = open;
+    // One queue for all nodes, so that signing for many nodes at once still yields to the event loop between certificates.
+    const cpu = new CpuQueue();
     const rollout = (node: NodeSpec): NodeRollout =>
-      new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS);
+      new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS, open, cpu);
+    // Compiling the service definition takes tens of milliseconds; done here, it does not hold up the first node.
+    loadAgentProto();
     markEventLoopPhase('distribute');
 
     // Plan every node before changing any, so that ordering decisions see the whole cluster.
     const planned = await mapConcurrent(selected, options.concurrency ?? DEFAULT_CONCURRENCY, async (node): Promise<NodePlan | NodeReport> => {
       try {
-        return await rollout(node).plan(only);
+        return await rollout(node).plan(only, !dryRun);
       } catch (error) {
         const message = error instanceof Error ? error.message : String(error);
         logger.error('node failed', { node: node.name, error: message });
@@ -483,6 +506,8 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     }
     return { cluster: inventory.name, dryRun, nodes: selected.map((node) => reports.get(node.name)!) };
   } finally {
+    // Nodes that the rollout skipped still have the connections that planned them.
+    connections?.closeAll();
     await unlock();
   }
 }

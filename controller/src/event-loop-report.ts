@@ -3,8 +3,8 @@
  * controller writes one JSON document to FILE when the process exits. It contains the event loop's
  * delay histogram (perf_hooks.monitorEventLoopDelay), the longest gap between two runs of a
  * setInterval callback, and the process's CPU time and peak RSS (process.resourceUsage). Commands
- * mark where their main work starts with markEventLoopPhase, and the report gives both figures per
- * phase. Both monitors start when runController is called, so loading the modules before that is not
+ * mark where their main work starts with markEventLoopPhase, and the report gives both figures and
+ * the CPU time per phase. Both monitors start when runController is called, so loading the modules before that is not
  * covered. Unset, nothing is measured or written.
  */
 import * as fs from 'node:fs';
@@ -29,6 +29,8 @@ export interface EventLoopPhase {
   readonly delayP99Ms: number;
   /** Maximum time between two interval callbacks minus the interval, in milliseconds. */
   readonly intervalGapMaxMs: number;
+  /** User plus system CPU time of the process during the phase, in milliseconds. */
+  readonly cpuMs: number;
 }
 
 export interface EventLoopReport {
@@ -36,6 +38,11 @@ export interface EventLoopReport {
   /** Milliseconds from the start of the measurement to process exit. */
   readonly wallMs: number;
   readonly resolutionMs: number;
+  /**
+   * User plus system CPU time of the process before the measurement started, in milliseconds:
+   * Node's own start-up and loading the modules.
+   */
+  readonly cpuBeforeMs: number;
   /** The largest figures over all phases, in milliseconds. */
   readonly delayMaxMs: number;
   readonly intervalGapMaxMs: number;
@@ -55,6 +62,12 @@ interface Monitor {
   phaseStart: number;
   gapMaxMs: number;
   lastTick: number;
+  phaseCpu: NodeJS.CpuUsage;
+}
+
+function cpuMsSince(previous: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(previous);
+  return (used.user + used.system) / 1000;
 }
 
 let monitor: Monitor | undefined;
@@ -70,10 +83,12 @@ function closePhase(current: Monitor, now: number): void {
     delayMaxMs: histogram.count > 0 ? histogram.max / 1e6 : 0,
     delayP99Ms: histogram.count > 0 ? histogram.percentile(99) / 1e6 : 0,
     intervalGapMaxMs: gapMs,
+    cpuMs: cpuMsSince(current.phaseCpu),
   });
   histogram.reset();
   current.gapMaxMs = 0;
   current.lastTick = now;
+  current.phaseCpu = process.cpuUsage();
 }
 
 /** Ends the current phase and starts one named `name`; does nothing unless the report is on. */
@@ -94,9 +109,10 @@ export function startEventLoopReport(env: NodeJS.ProcessEnv = process.env): void
   if (file === undefined || file === '' || monitor !== undefined) return;
 
   const start = performance.now();
+  const cpuAtStart = process.cpuUsage();
   const histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
   histogram.enable();
-  const current: Monitor = { start, histogram, phases: [], phaseName: 'startup', phaseStart: start, gapMaxMs: 0, lastTick: start };
+  const current: Monitor = { start, histogram, phases: [], phaseName: 'startup', phaseStart: start, gapMaxMs: 0, lastTick: start, phaseCpu: cpuAtStart };
   monitor = current;
   const interval = setInterval(() => {
     const now = performance.now();
@@ -115,6 +131,7 @@ export function startEventLoopReport(env: NodeJS.ProcessEnv = process.env): void
       argv: process.argv.slice(2),
       wallMs: now - start,
       resolutionMs: RESOLUTION_MS,
+      cpuBeforeMs: (cpuAtStart.user + cpuAtStart.system) / 1000,
       delayMaxMs: Math.max(...current.phases.map((phase) => phase.delayMaxMs)),
       intervalGapMaxMs: Math.max(...current.phases.map((phase) => phase.intervalGapMaxMs)),
       phases: current.phases,

@@ -7,7 +7,7 @@
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { IssueInputError, issueOffline, type OfflineIssueResult } from '../offline-issue';
+import type { OfflineIssueResult } from '../offline-issue';
 import type { CommandContext } from './context';
 
 /** Helpers of cli.ts that the commands registered from this directory use. */
@@ -66,6 +66,8 @@ export function registerIssueCommand(program: Command, context: CommandContext):
     .action(async (options: IssueOptions, command: Command) => {
       const logger = context.loggerFor(command);
       const inventory = context.readInventory(options.inventory, logger);
+      // Loaded here, so that the other commands do not pay for loading the offline issue.
+      const { IssueInputError, issueOffline } = await import('../offline-issue');
       let result: OfflineIssueResult;
       try {
         result = await issueOffline(inventory, path.resolve(options.stateDir), logger, {

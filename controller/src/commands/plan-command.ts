@@ -8,7 +8,6 @@ import type { Command } from 'commander';
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { DEFAULT_CONCURRENCY, distribute } from '../distribute';
-import { buildFlagsReport, flagsJson, renderFlags } from '../flags-report';
 import { distributeJson, renderDistribute } from '../report';
 import type { CommandContext } from './context';
 
@@ -39,7 +38,8 @@ function positiveInteger(context: CommandContext, option: string): (value: strin
   };
 }
 
-function printFlags(inventory: Inventory, nodeName: string, output: PlanOptions['output']): void {
+async function printFlags(inventory: Inventory, nodeName: string, output: PlanOptions['output']): Promise<void> {
+  const { buildFlagsReport, flagsJson, renderFlags } = await import('../flags-report');
   const report = buildFlagsReport(inventory, nodeName);
   process.stdout.write(output === 'json' ? JSON.stringify(flagsJson(report), null, 2) + '\n' : renderFlags(report));
 }
@@ -70,7 +70,7 @@ async function runPlan(options: PlanOptions, command: Command, context: CommandC
   const nodes = inventory.nodes.map((node) => node.name).join(', ');
   if (options.flags) {
     if (options.node === undefined) throw context.invalidInput(`--flags needs --node NAME; nodes in the inventory: ${nodes}`);
-    printFlags(inventory, options.node, options.output);
+    await printFlags(inventory, options.node, options.output);
     return;
   }
   if (options.node !== undefined) throw context.invalidInput('--node selects the node of --flags; plan without --flags covers every node, so leave --node out or add --flags');

@@ -8,7 +8,6 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { AgentConnection } from '../agent-client';
 import { ClusterMaterial } from '../distribute';
-import { findNode } from '../enroll';
 import { StateDir } from '../state-dir';
 import type { CommandContext } from './context';
 
@@ -34,6 +33,7 @@ export function registerRollbackCommand(program: Command, context: CommandContex
     .action(async (options: RollbackOptions, command: Command) => {
       const logger = context.loggerFor(command);
       const inventory = context.readInventory(options.inventory, logger);
+      const { findNode } = await import('../enroll');
       const node = findNode(inventory, options.node);
       const state = new StateDir(path.resolve(options.stateDir));
       await state.requireCluster(inventory.name);

@@ -7,7 +7,7 @@
  * Writes: nothing. RPCs: GetState (--live only).
  */
 import { Option, type Command } from 'commander';
-import { ValidateInputError, validateCluster, type Problem, type ValidateResult } from '../validate';
+import type { Problem, ValidateResult } from '../validate';
 import type { CommandContext } from './context';
 
 interface ValidateCommandOptions {
@@ -53,6 +53,8 @@ export function registerValidateCommand(program: Command, context: CommandContex
     .action(async (options: ValidateCommandOptions, command: Command) => {
       const logger = context.loggerFor(command);
       const inventory = context.readInventory(options.inventory, logger);
+      // Loaded here, so that the other commands do not pay for loading the checks.
+      const { ValidateInputError, validateCluster } = await import('../validate');
       let result: ValidateResult;
       try {
         result = await validateCluster(inventory, logger, {

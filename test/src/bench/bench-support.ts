@@ -292,6 +292,19 @@ export function eventLoopFigures(run: MeasuredRun, phase: string): { delayMaxMs:
   return { delayMaxMs: found.delayMaxMs, delayP99Ms: found.delayP99Ms, gapMaxMs: found.intervalGapMaxMs };
 }
 
+/**
+ * Splits a controller run's CPU time at the start of `phase`: `startupS` is everything before it
+ * (Node's start-up, loading the modules, and the phases before), `phaseS` the phase itself. Undefined
+ * without a report that has the phase and its CPU time.
+ */
+export function phaseCpu(run: MeasuredRun, phase: string): { startupS: number; phaseS: number } | undefined {
+  const report = run.eventLoop;
+  const index = report?.phases.findIndex((candidate) => candidate.name === phase) ?? -1;
+  if (report === undefined || index < 0 || typeof report.cpuBeforeMs !== 'number') return undefined;
+  const before = report.phases.slice(0, index).reduce((total, candidate) => total + candidate.cpuMs, report.cpuBeforeMs);
+  return { startupS: before / 1000, phaseS: report.phases[index]!.cpuMs / 1000 };
+}
+
 /** Reads the number of certificates in the state directory's ledger. */
 export function ledgerCount(stateDir: string): number {
   const ledger = JSON.parse(fs.readFileSync(path.join(stateDir, 'ledger.json'), 'utf8')) as { issued: unknown[] };

@@ -40,6 +40,7 @@ import {
   maxWorkers,
   megabytes,
   milliseconds,
+  phaseCpu,
   positiveInteger,
   parseSubnets,
   progress,
@@ -306,6 +307,8 @@ function report(options: BenchOptions, result: BenchResult): string {
   );
   const loop = eventLoopFigures(result.first, 'distribute');
   const cpuMsPerCertificate = result.first.cpuS === undefined ? undefined : (1000 * result.first.cpuS) / result.issued;
+  const split = phaseCpu(result.first, 'distribute');
+  const phaseMsPerCertificate = split === undefined ? undefined : (1000 * split.phaseS) / result.issued;
   const fields = [
     `N=${options.workers}`,
     `algorithm=${options.algorithm}`,
@@ -319,6 +322,8 @@ function report(options: BenchOptions, result: BenchResult): string {
     `controller_cpu_s=${seconds(controllerCpuS)}`,
     `distribute_cpu_s=${seconds(result.first.cpuS)}`,
     `cpu_ms_per_cert=${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)}`,
+    `startup_cpu_s=${seconds(split?.startupS)}`,
+    `phase_cpu_ms_per_cert=${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)}`,
     `loop_max_ms=${milliseconds(loop?.delayMaxMs)}`,
     `gap_max_ms=${milliseconds(loop?.gapMaxMs)}`,
     `controller_peak_rss_mb=${megabytes(peakRssKb)}`,
@@ -333,6 +338,8 @@ function report(options: BenchOptions, result: BenchResult): string {
     `  controller distribute, 2   ${seconds(result.second.wallS).padStart(8)} s   ${result.nodes} nodes unchanged`,
     `  controller CPU (init + run 1) ${seconds(controllerCpuS)} s, peak RSS ${megabytes(peakRssKb)} MB; agents CPU (run 1) ${seconds(result.agentsCpuS)} s`,
     `  controller CPU in run 1    ${seconds(result.first.cpuS).padStart(8)} s   ${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)} ms per issued certificate; event loop max delay ${milliseconds(loop?.delayMaxMs)} ms while distributing`,
+    `    before distributing      ${seconds(split?.startupS).padStart(8)} s   Node start-up, modules, inventory and state directory`,
+    `    distributing             ${seconds(split?.phaseS).padStart(8)} s   ${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)} ms per issued certificate`,
     `RESULT kubetrust-distribute ${fields.join(' ')}`,
   ].join('\n');
 }

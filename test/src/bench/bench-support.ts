@@ -22,10 +22,36 @@ const PROC_POLL_MS = 20;
 /** Linux reports /proc/<pid>/stat CPU times in USER_HZ (clock ticks), which is 100 on x86-64 and arm64. */
 const USER_HZ = 100;
 
-/** Workers get 127.0.31.1 to 127.0.34.254, 254 addresses per /24; etcd nodes and masters use 127.0.30.x. */
-const WORKER_SUBNETS = [31, 32, 33, 34];
+/**
+ * The loopback /24 networks of the benchmark cluster, as their first three octets. The first one contains
+ * the etcd nodes (.11 to .13), the masters (.21 to .23) and the apiserver endpoint (.100). The
+ * others hold the workers, 254 per network in order. The default puts the workers on 127.0.31.1 to
+ * 127.0.34.254.
+ */
+export const DEFAULT_SUBNETS: readonly string[] = ['127.0.30', '127.0.31', '127.0.32', '127.0.33', '127.0.34'];
 const HOSTS_PER_SUBNET = 254;
-export const MAX_WORKERS = WORKER_SUBNETS.length * HOSTS_PER_SUBNET;
+export const MAX_WORKERS = maxWorkers(DEFAULT_SUBNETS);
+
+/** Returns how many workers the networks `subnets` hold besides the etcd nodes and masters. */
+export function maxWorkers(subnets: readonly string[]): number {
+  return (subnets.length - 1) * HOSTS_PER_SUBNET;
+}
+
+/**
+ * Parses a comma-separated list of loopback /24 networks such as `127.0.55,127.0.56`. The agents
+ * listen on these addresses, so only 127.0.0.0/8 is accepted.
+ */
+export function parseSubnets(value: string, option: string): readonly string[] {
+  const subnets = value.split(',').map((subnet) => subnet.trim());
+  for (const subnet of subnets) {
+    const octets = subnet.split('.');
+    const valid = octets.length === 3 && octets[0] === '127' && octets.every((octet) => /^\d{1,3}$/.test(octet) && Number(octet) <= 255);
+    if (!valid) throw new BenchError(`${option}: "${subnet}" is invalid; give the first three octets of a loopback /24 network, such as 127.0.55`);
+  }
+  if (subnets.length < 2) throw new BenchError(`${option}: "${value}" names ${subnets.length} network; give at least two, the first for etcd nodes and masters, the others for workers`);
+  if (new Set(subnets).size !== subnets.length) throw new BenchError(`${option}: "${value}" names a network twice; give each network once`);
+  return subnets;
+}
 
 export type ResourceUsageMode = 'time' | 'proc' | 'off';
 
@@ -51,15 +77,17 @@ export function milliseconds(value: number | undefined): string {
 // ---------------------------------------------------------------------------------------------
 // The cluster.
 
-/** Address of worker `index` (1-based): 127.0.31.1 for the first, 127.0.32.1 for the 255th. */
-export function workerAddress(index: number): string {
-  if (!Number.isInteger(index) || index < 1 || index > MAX_WORKERS) throw new RangeError(`worker index ${index} is outside 1..${MAX_WORKERS}`);
-  const subnet = WORKER_SUBNETS[Math.floor((index - 1) / HOSTS_PER_SUBNET)]!;
-  return `127.0.${subnet}.${((index - 1) % HOSTS_PER_SUBNET) + 1}`;
+/** Address of worker `index` (1-based): by default 127.0.31.1 for the first, 127.0.32.1 for the 255th. */
+export function workerAddress(index: number, subnets: readonly string[] = DEFAULT_SUBNETS): string {
+  const max = maxWorkers(subnets);
+  if (!Number.isInteger(index) || index < 1 || index > max) throw new RangeError(`worker index ${index} is outside 1..${max}`);
+  const subnet = subnets[1 + Math.floor((index - 1) / HOSTS_PER_SUBNET)]!;
+  return `${subnet}.${((index - 1) % HOSTS_PER_SUBNET) + 1}`;
 }
 
-/** Builds the inventory of 3 etcd nodes, 3 masters and `workers` workers, all on loopback addresses. */
-export function inventoryYaml(workers: number, algorithm: KeyAlgorithm): string {
+/** Builds the inventory of 3 etcd nodes, 3 masters and `workers` workers on the loopback networks `subnets`. */
+export function inventoryYaml(workers: number, algorithm: KeyAlgorithm, subnets: readonly string[] = DEFAULT_SUBNETS): string {
+  const control = subnets[0]!;
   const node = (name: string, address: string, role: string): string => `    - {name: ${name}, addresses: [${address}], roles: [${role}]}`;
   const lines = [
     '# Written by a kubetrust benchmark: 3 etcd nodes, 3 masters and the workers, all on loopback.',
@@ -67,13 +95,13 @@ export function inventoryYaml(workers: number, algorithm: KeyAlgorithm): string 
     'kind: Cluster',
     'metadata: {name: bench}',
     'spec:',
-    '  apiServer: {endpoint: "https://127.0.30.100:6443"}',
+    `  apiServer: {endpoint: "https://${control}.100:6443"}`,
     `  pki: {keyAlgorithm: ${algorithm}}`,
     '  nodes:',
   ];
-  for (let i = 1; i <= 3; i++) lines.push(node(`etcd-${i}`, `127.0.30.${10 + i}`, 'etcd'));
-  for (let i = 1; i <= 3; i++) lines.push(node(`master-${i}`, `127.0.30.${20 + i}`, 'master'));
-  for (let i = 1; i <= workers; i++) lines.push(node(`worker-${i}`, workerAddress(i), 'worker'));
+  for (let i = 1; i <= 3; i++) lines.push(node(`etcd-${i}`, `${control}.${10 + i}`, 'etcd'));
+  for (let i = 1; i <= 3; i++) lines.push(node(`master-${i}`, `${control}.${20 + i}`, 'master'));
+  for (let i = 1; i <= workers; i++) lines.push(node(`worker-${i}`, workerAddress(i, subnets), 'worker'));
   return lines.join('\n') + '\n';
 }
 
@@ -270,7 +298,7 @@ export function ledgerCount(stateDir: string): number {
 }
 
 /** What a benchmark entry point provides to `runBenchMain`. */
-export interface BenchProgram<Options extends { workdir?: string; keep: boolean; resourceUsage: ResourceUsageMode }, Result> {
+export interface BenchProgram<Options extends { workdir?: string; keep: boolean; resourceUsage?: ResourceUsageMode }, Result> {
   readonly usage: string;
   /** Parses the arguments; returns undefined for --help. Throws BenchError for invalid input. */
   parse(argv: readonly string[]): Options | undefined;
@@ -283,7 +311,7 @@ export interface BenchProgram<Options extends { workdir?: string; keep: boolean;
  * work directory, runs it with child processes stopped on a signal, prints the report, and removes
  * the work directory unless asked to keep it or the run failed (exit 1).
  */
-export async function runBenchMain<Options extends { workdir?: string; keep: boolean; resourceUsage: ResourceUsageMode }, Result>(
+export async function runBenchMain<Options extends { workdir?: string; keep: boolean; resourceUsage?: ResourceUsageMode }, Result>(
   program: BenchProgram<Options, Result>,
 ): Promise<number> {
   let options: Options | undefined;
@@ -305,7 +333,7 @@ export async function runBenchMain<Options extends { workdir?: string; keep: boo
     process.stderr.write(`error: ${(error as Error).message}\n`);
     return 2;
   }
-  progress(`work directory ${workdir}, controller resource usage from ${options.resourceUsage}`);
+  progress(`work directory ${workdir}${options.resourceUsage !== undefined ? `, controller resource usage from ${options.resourceUsage}` : ''}`);
   stopChildrenOnSignal();
 
   try {

@@ -5,11 +5,12 @@
  *
  *   npm run bench -- [--workers N] [--algorithm RSA-2048|ECDSA-P256] [--concurrency N]
  *                    [--workdir DIR] [--keep] [--resource-usage auto|time|proc|off] [--cpu-prof]
+ *                    [--subnets LIST]
  *
  * Both commands run as the real CLI (`controller/bin/controller.js`), with KUBETRUST_EVENT_LOOP_REPORT
  * set so that the controller reports its CPU time and event-loop delay. The agents run in one
- * agent-fleet process on loopback addresses: 127.0.30.x for etcd nodes and masters, 127.0.31.1 to
- * 127.0.34.254 for workers. Their restart hooks run /bin/true. Enrolment and agent start-up happen
+ * agent-fleet process on loopback addresses: by default 127.0.30.x for etcd nodes and masters,
+ * 127.0.31.1 to 127.0.34.254 for workers (`--subnets` moves them). Their restart hooks run /bin/true. Enrolment and agent start-up happen
  * between init and distribute and are not timed. The last line of output is
  * `RESULT kubetrust-distribute key=value...`.
  */
@@ -31,12 +32,15 @@ import {
   BenchError,
   eventLoopFigures,
   expectedIssued,
+  DEFAULT_SUBNETS,
   MAX_WORKERS,
   TIME_BINARY,
   inventoryYaml,
   ledgerCount,
+  maxWorkers,
   megabytes,
   milliseconds,
+  parseSubnets,
   positiveInteger,
   progress,
   resolveResourceUsage,
@@ -65,6 +69,8 @@ interface BenchOptions {
   readonly keep: boolean;
   readonly resourceUsage: ResourceUsageMode;
   readonly cpuProfile: boolean;
+  /** Loopback /24 networks of the agents: the first for etcd nodes and masters, the others for workers. */
+  readonly subnets: readonly string[];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,7 +240,7 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
   const stateDir = path.join(workdir, 'state');
   const logsDir = path.join(workdir, 'logs');
   fs.mkdirSync(logsDir, { recursive: true });
-  fs.writeFileSync(inventoryFile, inventoryYaml(options.workers, options.algorithm));
+  fs.writeFileSync(inventoryFile, inventoryYaml(options.workers, options.algorithm, options.subnets));
   const inventory = loadInventory(inventoryFile).inventory;
   const common = ['--inventory', inventoryFile, '--state-dir', stateDir];
   const runOptions = { resourceUsage: options.resourceUsage };
@@ -333,7 +339,8 @@ function report(options: BenchOptions, result: BenchResult): string {
 // Command line.
 
 const USAGE = `usage: npm run bench -- [options]
-  --workers N                 worker nodes besides 3 etcd nodes and 3 masters, 1-${MAX_WORKERS} (default 10)
+  --workers N                 worker nodes besides 3 etcd nodes and 3 masters, 1-${MAX_WORKERS} with the default
+                              --subnets, 254 per worker network (default 10)
   --algorithm NAME            key algorithm of the cluster PKI: ${KEY_ALGORITHMS.join(', ')} (default RSA-2048)
   --concurrency N             passed to controller distribute (default: the controller's own default)
   --workdir DIR               empty or new scratch directory (default: a new directory below ${path.join(os.tmpdir(), 'kubetrust-bench')})
@@ -342,6 +349,8 @@ const USAGE = `usage: npm run bench -- [options]
                               proc (sample /proc), off, or auto (time when installed, otherwise proc; the default)
   --cpu-prof                  write a V8 CPU profile of distribute run 1 below the work directory's logs/cpu-profile
                               (implies --keep)
+  --subnets LIST              comma-separated loopback /24 networks for the agents, as three octets: the first for
+                              etcd nodes and masters, the others for workers (default ${DEFAULT_SUBNETS.join(',')})
 `;
 
 function parseOptions(argv: readonly string[]): BenchOptions | undefined {
@@ -355,6 +364,7 @@ function parseOptions(argv: readonly string[]): BenchOptions | undefined {
       keep: { type: 'boolean', default: false },
       'resource-usage': { type: 'string', default: 'auto' },
       'cpu-prof': { type: 'boolean', default: false },
+      subnets: { type: 'string', default: DEFAULT_SUBNETS.join(',') },
       help: { type: 'boolean', default: false },
     },
   });
@@ -362,14 +372,16 @@ function parseOptions(argv: readonly string[]): BenchOptions | undefined {
   if (!(KEY_ALGORITHMS as readonly string[]).includes(values.algorithm)) {
     throw new BenchError(`--algorithm: "${values.algorithm}" is invalid; use one of ${KEY_ALGORITHMS.join(', ')}`);
   }
+  const subnets = parseSubnets(values.subnets, '--subnets');
   return {
-    workers: positiveInteger(values.workers, '--workers', MAX_WORKERS),
+    workers: positiveInteger(values.workers, '--workers', maxWorkers(subnets)),
     algorithm: values.algorithm as KeyAlgorithm,
     concurrency: values.concurrency !== undefined ? positiveInteger(values.concurrency, '--concurrency', 1024) : undefined,
     workdir: values.workdir,
     keep: values.keep || values['cpu-prof'],
     resourceUsage: resolveResourceUsage(values['resource-usage']),
     cpuProfile: values['cpu-prof'],
+    subnets,
   };
 }
 

@@ -13,8 +13,8 @@
  * /proc/PID/status, split into RssAnon and RssFile; CPU is utime + stime from /proc/PID/stat, in
  * clock ticks (USER_HZ, 100 per second on x86-64 and arm64), for all threads of the process.
  *
- * Samples: "start" once every agent listens and `--settle-s` has passed; "distributed" right after
- * `controller distribute` exits; then, after `--settle-s` more, the idle window of `--idle-s`
+ * Samples: "start" once every agent listens and `--settle-s` has passed. "distributed" right after
+ * `controller distribute` exits. Then, after `--settle-s` more, the idle window of `--idle-s`
  * seconds, sampled every `--interval-s`. "idle" is the last sample of the window and idle CPU is
  * the ticks used inside the window. The last line of output is `RESULT agent-idle key=value...`,
  * with the largest figure over all agents.

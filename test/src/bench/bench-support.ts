@@ -25,7 +25,7 @@ const USER_HZ = 100;
 /**
  * The loopback /24 networks of the benchmark cluster, as their first three octets. The first one contains
  * the etcd nodes (.11 to .13), the masters (.21 to .23) and the apiserver endpoint (.100). The
- * others hold the workers, 254 per network in order. The default puts the workers on 127.0.31.1 to
+ * others contain the workers, 254 per network in order. The default puts the workers on 127.0.31.1 to
  * 127.0.34.254.
  */
 export const DEFAULT_SUBNETS: readonly string[] = ['127.0.30', '127.0.31', '127.0.32', '127.0.33', '127.0.34'];

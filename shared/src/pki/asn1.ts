@@ -3,9 +3,16 @@
 // per byte, so values cross to Buffer with the 'binary' (latin1) encoding.
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
-import * as forge from 'node-forge';
+import type * as Forge from 'node-forge';
 
-export type Asn1 = forge.asn1.Asn1;
+// Only forge's ASN.1 and byte-buffer modules. `import 'node-forge'` loads every part of forge
+// (ciphers, TLS, PKCS#12, ...), which adds about 4 MB to the heap of each agent and controller.
+const forge = {
+  asn1: require('node-forge/lib/asn1') as typeof Forge.asn1,
+  util: require('node-forge/lib/util') as typeof Forge.util,
+};
+
+export type Asn1 = Forge.asn1.Asn1;
 
 const { Class, Type } = forge.asn1;
 
@@ -48,7 +55,7 @@ interface FromDerOptions {
 
 // The typings declare only the boolean form of the second argument.
 const forgeFromDer = forge.asn1.fromDer as unknown as (
-  bytes: forge.util.ByteBuffer,
+  bytes: Forge.util.ByteBuffer,
   options: FromDerOptions,
 ) => Asn1;
 

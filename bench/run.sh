@@ -11,7 +11,8 @@
 #         then ECDSA-P256
 #   3. for the largest N, offline-bench.js with ECDSA-P256 once more with its files on tmpfs
 #      (/dev/shm), which shows what the disk's fsyncs cost
-#   4. keygen-limit.js again, to show how far the machine's speed drifted during the run
+#   4. agent-idle.js: the resident memory and CPU ticks of idle agent processes after a distribute
+#   5. keygen-limit.js again, to show how far the machine's speed drifted during the run
 # A configuration left out is listed as SKIPPED with the reason, never dropped silently.
 #
 # Env:  BENCH_WORKERS             worker counts, each 1..1016 (default "10 100 1000")
@@ -22,6 +23,7 @@
 #       BENCH_RESULTS             results directory (default /tmp/kubetrust-bench/results)
 #       BENCH_ANCHOR_DIR          directory of anchor-cfssl-pki.sh (default: the anchor directory
 #                                 shipped beside the repository)
+#       BENCH_IDLE_S              idle window of agent-idle.js in seconds (default 60)
 # Output: <results>/<UTC time>.txt (the summary, also printed) and <results>/<UTC time>.logs/
 #         (the full output of every step). Exit status 1 when any step failed.
 set -euo pipefail
@@ -34,6 +36,7 @@ REPS=${BENCH_REPS:-1}
 DISTRIBUTE_RSA_MAX=${BENCH_DISTRIBUTE_RSA_MAX:-250}
 RESULTS=${BENCH_RESULTS:-/tmp/kubetrust-bench/results}
 SUBNETS=${BENCH_SUBNETS:-30-34}
+IDLE_S=${BENCH_IDLE_S:-60}
 # The anchor script accepts at most 250 workers, which it puts in one /24.
 ANCHOR_MAX_WORKERS=250
 # Worker counts from here on run each step once, whatever BENCH_REPS sets.
@@ -54,6 +57,7 @@ check_setup() {
   [[ "$REPS" =~ ^[0-9]+$ ]] && (( REPS >= 1 && REPS <= 5 )) || die "BENCH_REPS: \"$REPS\" is invalid; use 1 to 5"
   [[ "$SUBNETS" =~ ^[0-9]+-[0-9]+$ ]] || die "BENCH_SUBNETS: \"$SUBNETS\" is invalid; use FIRST-LAST third octets, such as 30-34"
   [[ "$DISTRIBUTE_RSA_MAX" =~ ^[0-9]+$ ]] || die "BENCH_DISTRIBUTE_RSA_MAX: \"$DISTRIBUTE_RSA_MAX\" is invalid; use a worker count"
+  [[ "$IDLE_S" =~ ^[0-9]+$ ]] && (( IDLE_S >= 1 )) || die "BENCH_IDLE_S: \"$IDLE_S\" is invalid; use a number of seconds from 1"
   command -v cfssl >/dev/null && command -v cfssljson >/dev/null ||
     die "cfssl and cfssljson are not installed; the anchor needs them: apt-get install golang-cfssl"
   command -v openssl >/dev/null || die "openssl is not installed; apt-get install openssl"
@@ -61,7 +65,7 @@ check_setup() {
   [[ -f "$ANCHOR_DIR/anchor-cfssl-pki.sh" ]] ||
     die "anchor script not found at $ANCHOR_DIR/anchor-cfssl-pki.sh; set BENCH_ANCHOR_DIR"
   local script
-  for script in keygen-limit offline-bench distribute-bench; do
+  for script in keygen-limit offline-bench distribute-bench agent-idle; do
     [[ -f "$REPO/controller/dist/cli.js" && -f "$BENCH_JS/$script.js" ]] ||
       die "kubetrust is not built; run 'npm run build' in $REPO first"
   done
@@ -200,6 +204,9 @@ table() {
       tool = "kubetrust issue --out, " field("algorithm") (field("storage") == "tmpfs" ? ", tmpfs" : "")
       row(field("N"), tool, field("certs"), field("wall_s"), field("certs_per_s"), field("ratio"), field("controller_cpu_s"), field("cpu_ms_per_cert"), field("controller_peak_rss_mb"), field("loop_max_ms"))
     }
+    $2 == "agent-idle" {
+      printf "| %-4s | %-40s | %s agents idle: RSS %s MB (start %s, after distribute %s, bare node %s), CPU %s ticks in %s s |\n", "", "agent processes, idle", field("agents"), field("idle_rss_mb"), field("start_rss_mb"), field("distributed_rss_mb"), field("floor_rss_mb"), field("idle_cpu_ticks"), field("idle_s")
+    }
     $2 == "kubetrust-distribute" {
       tool = "kubetrust init + distribute, " field("algorithm")
       row(field("N"), tool, field("certs"), field("wall_s"), field("certs_per_s"), "-", field("distribute_cpu_s"), field("cpu_ms_per_cert"), field("controller_peak_rss_mb"), field("loop_max_ms"))
@@ -258,6 +265,8 @@ main() {
   else
     skip "kubetrust-offline N=$largest algorithm=ECDSA-P256 reason=$TMPFS is not a writable directory, so the tmpfs comparison was not run"
   fi
+
+  run_kubetrust agent-idle agent-idle "$SCRATCH" --idle-s "$IDLE_S"
 
   run_step keygen-limit-end node "$BENCH_JS/keygen-limit.js"
 

@@ -312,7 +312,7 @@ export function ledgerCount(stateDir: string): number {
 }
 
 /** What a benchmark entry point provides to `runBenchMain`. */
-export interface BenchProgram<Options extends { workdir?: string; keep: boolean; resourceUsage: ResourceUsageMode }, Result> {
+export interface BenchProgram<Options extends { workdir?: string; keep: boolean; resourceUsage?: ResourceUsageMode }, Result> {
   readonly usage: string;
   /** Parses the arguments; returns undefined for --help. Throws BenchError for invalid input. */
   parse(argv: readonly string[]): Options | undefined;
@@ -325,7 +325,7 @@ export interface BenchProgram<Options extends { workdir?: string; keep: boolean;
  * work directory, runs it with child processes stopped on a signal, prints the report, and removes
  * the work directory unless asked to keep it or the run failed (exit 1).
  */
-export async function runBenchMain<Options extends { workdir?: string; keep: boolean; resourceUsage: ResourceUsageMode }, Result>(
+export async function runBenchMain<Options extends { workdir?: string; keep: boolean; resourceUsage?: ResourceUsageMode }, Result>(
   program: BenchProgram<Options, Result>,
 ): Promise<number> {
   let options: Options | undefined;
@@ -347,7 +347,7 @@ export async function runBenchMain<Options extends { workdir?: string; keep: boo
     process.stderr.write(`error: ${(error as Error).message}\n`);
     return 2;
   }
-  progress(`work directory ${workdir}, controller resource usage from ${options.resourceUsage}`);
+  progress(`work directory ${workdir}${options.resourceUsage !== undefined ? `, controller resource usage from ${options.resourceUsage}` : ''}`);
   stopChildrenOnSignal();
 
   try {

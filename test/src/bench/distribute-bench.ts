@@ -74,6 +74,7 @@ interface BenchOptions {
   readonly keep: boolean;
   readonly resourceUsage: ResourceUsageMode;
   readonly cpuProfile: boolean;
+  /** Loopback /24 networks of the agents: the first for etcd nodes and masters, the others for workers. */
 }
 
 // ---------------------------------------------------------------------------------------------

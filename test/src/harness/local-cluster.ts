@@ -59,7 +59,8 @@ export function which(binary: string): string | undefined {
   return undefined;
 }
 
-function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
+/** Resolves once a TCP connection to host:port succeeds; retries every 100 ms and rejects after timeoutMs. */
+export function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   return new Promise((resolve, reject) => {
     const attempt = (): void => {

@@ -29,6 +29,14 @@ export interface EventLoopPhase {
   readonly delayP99Ms: number;
   /** Maximum time between two interval callbacks minus the interval, in milliseconds. */
   readonly intervalGapMaxMs: number;
+  /**
+   * How the main thread spent that longest gap, from /proc/thread-self/schedstat, in milliseconds:
+   * running on a CPU, and runnable but waiting for one (the rest it slept, in epoll or a system
+   * call). A gap spent mostly waiting came from other threads or programs holding the cores, not
+   * from code that blocked the loop. Absent where schedstat is not available.
+   */
+  readonly intervalGapMaxRunMs?: number;
+  readonly intervalGapMaxWaitMs?: number;
   /** User plus system CPU time of the process during the phase, in milliseconds. */
   readonly cpuMs: number;
 }
@@ -61,8 +69,38 @@ interface Monitor {
   phaseName: string;
   phaseStart: number;
   gapMaxMs: number;
+  gapMaxSched: Schedstat | undefined;
   lastTick: number;
+  lastSched: Schedstat | undefined;
   phaseCpu: NodeJS.CpuUsage;
+}
+
+/** Nanoseconds the calling thread has run on a CPU and waited runnable for one. */
+interface Schedstat {
+  readonly runNs: number;
+  readonly waitNs: number;
+}
+
+function readSchedstat(): Schedstat | undefined {
+  try {
+    const [run, wait] = fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ').map(Number);
+    return run !== undefined && wait !== undefined && Number.isFinite(run) && Number.isFinite(wait) ? { runNs: run, waitNs: wait } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Records the gap from the last tick to `now` when it is the longest of the phase. */
+function recordGap(current: Monitor, now: number): void {
+  const gapMs = now - current.lastTick - RESOLUTION_MS;
+  const sched = readSchedstat();
+  if (gapMs > current.gapMaxMs) {
+    current.gapMaxMs = gapMs;
+    current.gapMaxSched =
+      sched !== undefined && current.lastSched !== undefined ? { runNs: sched.runNs - current.lastSched.runNs, waitNs: sched.waitNs - current.lastSched.waitNs } : undefined;
+  }
+  current.lastTick = now;
+  current.lastSched = sched;
 }
 
 function cpuMsSince(previous: NodeJS.CpuUsage): number {
@@ -74,7 +112,9 @@ let monitor: Monitor | undefined;
 
 function closePhase(current: Monitor, now: number): void {
   // A block that lasts until now has not reached the next callback yet, so it is counted here.
-  const gapMs = Math.max(current.gapMaxMs, now - current.lastTick - RESOLUTION_MS, 0);
+  recordGap(current, now);
+  const gapMs = Math.max(current.gapMaxMs, 0);
+  const sched = current.gapMaxSched;
   const histogram = current.histogram;
   current.phases.push({
     name: current.phaseName,
@@ -83,11 +123,12 @@ function closePhase(current: Monitor, now: number): void {
     delayMaxMs: histogram.count > 0 ? histogram.max / 1e6 : 0,
     delayP99Ms: histogram.count > 0 ? histogram.percentile(99) / 1e6 : 0,
     intervalGapMaxMs: gapMs,
+    ...(sched !== undefined ? { intervalGapMaxRunMs: sched.runNs / 1e6, intervalGapMaxWaitMs: sched.waitNs / 1e6 } : {}),
     cpuMs: cpuMsSince(current.phaseCpu),
   });
   histogram.reset();
   current.gapMaxMs = 0;
-  current.lastTick = now;
+  current.gapMaxSched = undefined;
   current.phaseCpu = process.cpuUsage();
 }
 
@@ -112,13 +153,20 @@ export function startEventLoopReport(env: NodeJS.ProcessEnv = process.env): void
   const cpuAtStart = process.cpuUsage();
   const histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
   histogram.enable();
-  const current: Monitor = { start, histogram, phases: [], phaseName: 'startup', phaseStart: start, gapMaxMs: 0, lastTick: start, phaseCpu: cpuAtStart };
+  const current: Monitor = {
+    start,
+    histogram,
+    phases: [],
+    phaseName: 'startup',
+    phaseStart: start,
+    gapMaxMs: 0,
+    gapMaxSched: undefined,
+    lastTick: start,
+    lastSched: readSchedstat(),
+    phaseCpu: cpuAtStart,
+  };
   monitor = current;
-  const interval = setInterval(() => {
-    const now = performance.now();
-    current.gapMaxMs = Math.max(current.gapMaxMs, now - current.lastTick - RESOLUTION_MS);
-    current.lastTick = now;
-  }, RESOLUTION_MS);
+  const interval = setInterval(() => recordGap(current, performance.now()), RESOLUTION_MS);
   interval.unref();
 
   process.once('exit', (code) => {

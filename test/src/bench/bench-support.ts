@@ -283,13 +283,22 @@ export function expectedIssued(inventory: Inventory): number {
   return inventory.nodes.reduce((total, node) => total + itemsForNode(inventory, node).filter((item) => item.type !== 'static').length, 0);
 }
 
+/** Event-loop figures of one phase; the run and wait times of the main thread in the longest gap are undefined without schedstat. */
+export interface EventLoopFigures {
+  readonly delayMaxMs: number;
+  readonly delayP99Ms: number;
+  readonly gapMaxMs: number;
+  readonly gapMaxRunMs: number | undefined;
+  readonly gapMaxWaitMs: number | undefined;
+}
+
 /** Returns the event-loop figures of one phase of a controller run, or of the whole run when the phase is absent; undefined without a report. */
-export function eventLoopFigures(run: MeasuredRun, phase: string): { delayMaxMs: number; delayP99Ms: number; gapMaxMs: number } | undefined {
+export function eventLoopFigures(run: MeasuredRun, phase: string): EventLoopFigures | undefined {
   const report = run.eventLoop;
   if (report === undefined) return undefined;
   const found = report.phases.find((candidate) => candidate.name === phase);
-  if (found === undefined) return { delayMaxMs: report.delayMaxMs, delayP99Ms: Number.NaN, gapMaxMs: report.intervalGapMaxMs };
-  return { delayMaxMs: found.delayMaxMs, delayP99Ms: found.delayP99Ms, gapMaxMs: found.intervalGapMaxMs };
+  if (found === undefined) return { delayMaxMs: report.delayMaxMs, delayP99Ms: Number.NaN, gapMaxMs: report.intervalGapMaxMs, gapMaxRunMs: undefined, gapMaxWaitMs: undefined };
+  return { delayMaxMs: found.delayMaxMs, delayP99Ms: found.delayP99Ms, gapMaxMs: found.intervalGapMaxMs, gapMaxRunMs: found.intervalGapMaxRunMs, gapMaxWaitMs: found.intervalGapMaxWaitMs };
 }
 
 /**

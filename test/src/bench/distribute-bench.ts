@@ -327,6 +327,8 @@ function report(options: BenchOptions, result: BenchResult): string {
     `phase_cpu_ms_per_cert=${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)}`,
     `loop_max_ms=${milliseconds(loop?.delayMaxMs)}`,
     `gap_max_ms=${milliseconds(loop?.gapMaxMs)}`,
+    `gap_max_run_ms=${milliseconds(loop?.gapMaxRunMs)}`,
+    `gap_max_wait_ms=${milliseconds(loop?.gapMaxWaitMs)}`,
     `controller_peak_rss_mb=${megabytes(peakRssKb)}`,
     `agents_cpu_s=${seconds(result.agentsCpuS)}`,
     `agents_peak_rss_mb=${megabytes(result.agentsPeakRssKb)}`,

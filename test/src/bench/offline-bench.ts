@@ -150,6 +150,8 @@ function report(options: OfflineOptions, result: OfflineResult): string {
     `loop_max_ms=${loopMax}`,
     `loop_p99_ms=${loopP99}`,
     `gap_max_ms=${gapMax}`,
+    `gap_max_run_ms=${loop?.gapMaxRunMs === undefined ? 'n/a' : loop.gapMaxRunMs.toFixed(1)}`,
+    `gap_max_wait_ms=${loop?.gapMaxWaitMs === undefined ? 'n/a' : loop.gapMaxWaitMs.toFixed(1)}`,
     `startup_gap_ms=${startupGap}`,
     `storage=${result.storage}`,
   ];

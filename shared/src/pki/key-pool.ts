@@ -76,8 +76,8 @@ export class KeyPool {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.taken >= this.total) return Promise.reject(new Error(`all ${this.total} ${this.algorithm} keys of this pool are taken`));
     this.taken++;
-    const key = this.waiters.length === 0 ? this.ready.shift() : undefined;
-    if (key !== undefined) return Promise.resolve(key);
+    // Even a key that is ready waits for the next turn: callers sign as soon as they hold a key,
+    // and many of them resumed in one turn (after a batch of messages) would block the loop.
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
       this.drain();

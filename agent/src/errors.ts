@@ -14,7 +14,7 @@ export class BusyError extends Error {
   }
 }
 
-/** A change that was installed but left a service failing its health check; carries the full response. */
+/** A change that was installed but left a service failing its health check, with the full response. */
 export class HealthCheckFailedError<Res> extends Error {
   constructor(
     message: string,

@@ -30,9 +30,9 @@ export interface EventLoopPhase {
   /** Maximum time between two interval callbacks minus the interval, in milliseconds. */
   readonly intervalGapMaxMs: number;
   /**
-   * How the main thread spent that longest gap, from /proc/thread-self/schedstat, in milliseconds:
-   * running on a CPU, and runnable but waiting for one (the rest it slept, in epoll or a system
-   * call). A gap spent mostly waiting came from other threads or programs holding the cores, not
+   * Milliseconds of that longest gap that the main thread spent running on a CPU, and runnable but
+   * waiting for one, from /proc/thread-self/schedstat. For the rest it slept, in epoll or a system
+   * call. A gap spent mostly waiting came from other threads or programs holding the cores, not
    * from code that blocked the loop. Absent where schedstat is not available.
    */
   readonly intervalGapMaxRunMs?: number;

@@ -1,12 +1,12 @@
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-/** One node's files for the staging worker; `path` is the absolute path on the node. */
+/** One node's files for the staging worker. Each `path` is the absolute path on the node. */
 export interface StageRequest {
   readonly id: number;
   /** Directory in which the staging directory is created. */
   readonly parent: string;
-  /** Name prefix of the staging directory; mkdtemp appends six random characters. */
+  /** Name prefix of the staging directory, to which mkdtemp appends six random characters. */
   readonly prefix: string;
   readonly files: readonly { readonly path: string; readonly data: string; readonly mode: number }[];
 }

@@ -67,7 +67,7 @@ export const ErrorReason = {
   /** The files were installed, but a restarted service failed its health check. The call's
    * response is still sent, in the `kubetrust-response-bin` trailer, so the caller can roll back. */
   HealthCheckFailed: 'HEALTH_CHECK_FAILED',
-  /** Another change runs on the node; nothing was done and the call can be repeated later. */
+  /** Another change runs on the node. Nothing was done, and the call can be repeated later. */
   Busy: 'BUSY',
   /** Anything else that went wrong on the node. */
   Internal: 'INTERNAL',

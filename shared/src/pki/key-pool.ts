@@ -2,12 +2,12 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { keyGenerationParameters, type GeneratedPublicKey, type KeyAlgorithm } from './keys';
 
-/** What the pool asks a worker for. */
+/** A request to a worker: the number of keys to generate. */
 export interface KeyGenerationRequest {
   readonly count: number;
 }
 
-/** What a worker returns: the keys of one request. */
+/** A worker's reply: the keys of one request. */
 export interface KeyGenerationResult {
   readonly keys: readonly { readonly spki: Uint8Array; readonly privateKeyPem: string }[];
 }
@@ -20,9 +20,9 @@ export interface GeneratedKeyPair {
 }
 
 export interface KeyPoolOptions {
-  /** Worker threads; each generates one key at a time. */
+  /** Number of worker threads. Each generates one key at a time. */
   readonly threads: number;
-  /** Keys per request to a worker. Larger batches cost fewer messages; 1 suits slow RSA keys. */
+  /** Keys per request to a worker. Larger batches need fewer messages, and 1 suits slow RSA keys. */
   readonly batchSize: number;
 }
 
@@ -76,7 +76,7 @@ export class KeyPool {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.taken >= this.total) return Promise.reject(new Error(`all ${this.total} ${this.algorithm} keys of this pool are taken`));
     this.taken++;
-    // Even a key that is ready waits for the next turn: callers sign as soon as they hold a key,
+    // Even a key that is ready waits for the next turn. Callers sign as soon as they hold a key,
     // and many of them resumed in one turn (after a batch of messages) would block the loop.
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject });
@@ -84,7 +84,7 @@ export class KeyPool {
     });
   }
 
-  /** Stops the workers; keys not taken are dropped. */
+  /** Stops the workers and drops the keys not taken. */
   async close(): Promise<void> {
     this.closed = true;
     this.ready.length = 0;

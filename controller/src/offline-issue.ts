@@ -359,20 +359,20 @@ async function fsyncPath(target: string): Promise<void> {
 }
 
 /**
- * Puts every staged file and directory on disk before the swap. Runs syncfs on OUT's file system;
- * where the `sync` command is missing, fsyncs each file and directory instead.
+ * Puts every staged file and directory on disk before the swap. Runs syncfs on OUT's file system,
+ * or fsyncs each file and directory where `sync --file-system` is missing or fails.
  */
 async function syncStaged(outDir: string, staged: readonly StagedNode[], logger: Logger): Promise<void> {
   try {
     await execFile('sync', ['--file-system', outDir], { timeout: SYNC_TIMEOUT_MS });
     return;
   } catch (error) {
+    // A missing `sync`, or one without --file-system (older coreutils, some busybox builds): the
+    // fsyncs below give the same guarantee, and a real disk error fails them too.
     const failure = error as NodeJS.ErrnoException & { stderr?: string };
-    if (failure.code !== 'ENOENT') {
-      throw new Error(`syncing the file system of ${outDir} failed: ${(failure.stderr ?? '').trim() || failure.message}; check the disk and run issue again`, { cause: error });
-    }
+    const reason = failure.code === 'ENOENT' ? 'the sync command was not found' : `sync --file-system failed: ${(failure.stderr ?? '').trim() || failure.message}`;
+    logger.info(`${reason}; syncing each staged file instead`, { outDir });
   }
-  logger.info('the sync command was not found; syncing each staged file instead', { outDir });
   for (const entry of staged) {
     for (const file of entry.files) await fsyncPath(pathBelow(entry.stagingDir, file.path));
     for (const directory of entry.directories) await fsyncPath(directory);

@@ -86,7 +86,12 @@ describe('typed reasons of agent errors', function () {
   });
 
   it('sends HEALTH_CHECK_FAILED with the response, which the controller takes along', async () => {
-    await restartAgentWith({ restart: { command: ['/bin/true'] }, health: { command: ['/bin/sh', '-c', 'echo not serving >&2; exit 1'] }, timeoutSeconds: 1 });
+    // A long output: the details and the trailer carry up to the agent's 2,000 characters of it.
+    await restartAgentWith({
+      restart: { command: ['/bin/true'] },
+      health: { command: ['/bin/sh', '-c', 'echo not serving; head -c 5000 /dev/zero | tr "\\0" x; exit 1'] },
+      timeoutSeconds: 1,
+    });
     const outcome = await apply(raw, { change_id: 'health-1', files: fileChange('/etc/kubernetes/health-1.txt', 'one'), restart_services: ['kube-proxy'] });
     assert.ok(outcome.error !== undefined, 'Apply succeeded with an unhealthy service');
     assert.equal(reasonOf(outcome.error), ErrorReason.HealthCheckFailed);
@@ -97,6 +102,7 @@ describe('typed reasons of agent errors', function () {
     const response = loadAgentProto().kubetrust.agent.v1.Agent.service.Apply.responseDeserialize(encoded) as ApplyResponse__Output;
     assert.deepEqual(response.changed_paths, ['/etc/kubernetes/health-1.txt']);
     assert.equal(response.services[0]?.healthy, false);
+    assert.ok((response.services[0]?.output.length ?? 0) >= 2_000, `output of ${response.services[0]?.output.length} characters`);
 
     const connection = new AgentConnection('reasons', inventory.nodes[0]!, credentials);
     try {

@@ -360,31 +360,38 @@ describe('controller issue key generation', function () {
     });
   }
 
-  it('syncs each staged file when the sync command is missing', async () => {
-    const inventory = inventoryOf();
-    const workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-offline-nosync-'));
-    const savedPath = process.env.PATH;
-    const messages: string[] = [];
-    const logger = silentLogger();
-    logger.info = ((message: string) => {
-      messages.push(message);
-      return logger;
-    }) as typeof logger.info;
-    try {
-      await initState(inventory, path.join(workdir, 'state'), silentLogger());
-      const emptyBin = path.join(workdir, 'empty-bin');
-      fs.mkdirSync(emptyBin);
-      process.env.PATH = emptyBin;
-      const result = await issueOffline(inventory, path.join(workdir, 'state'), logger, { outDir: path.join(workdir, 'out') });
-      process.env.PATH = savedPath;
-      assert.ok(messages.some((message) => /sync command was not found/.test(message)), `log: ${messages.join('; ')}`);
-      for (const file of result.manifest.files) assert.equal(sha256(path.join(result.outDir, file.hostPath)), file.sha256, file.hostPath);
-      assert.deepEqual(fs.readdirSync(result.outDir).filter((name) => name.startsWith('.')), [], 'a staging directory was left behind');
-    } finally {
-      process.env.PATH = savedPath;
-      fs.rmSync(workdir, { recursive: true, force: true });
-    }
-  });
+  const syncCommands: [string, string | undefined, RegExp][] = [
+    ['is missing', undefined, /the sync command was not found/],
+    ['fails', '#!/bin/sh\necho "sync: unrecognized option --file-system" >&2\nexit 1\n', /sync --file-system failed: sync: unrecognized option/],
+  ];
+  for (const [what, script, logged] of syncCommands) {
+    it(`syncs each staged file when sync ${what}`, async () => {
+      const inventory = inventoryOf();
+      const workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-offline-nosync-'));
+      const savedPath = process.env.PATH;
+      const messages: string[] = [];
+      const logger = silentLogger();
+      logger.info = ((message: string) => {
+        messages.push(message);
+        return logger;
+      }) as typeof logger.info;
+      try {
+        await initState(inventory, path.join(workdir, 'state'), silentLogger());
+        const bin = path.join(workdir, 'bin');
+        fs.mkdirSync(bin);
+        if (script !== undefined) fs.writeFileSync(path.join(bin, 'sync'), script, { mode: 0o755 });
+        process.env.PATH = bin;
+        const result = await issueOffline(inventory, path.join(workdir, 'state'), logger, { outDir: path.join(workdir, 'out') });
+        process.env.PATH = savedPath;
+        assert.ok(messages.some((message) => logged.test(message)), `log: ${messages.join('; ')}`);
+        for (const file of result.manifest.files) assert.equal(sha256(path.join(result.outDir, file.hostPath)), file.sha256, file.hostPath);
+        assert.deepEqual(fs.readdirSync(result.outDir).filter((name) => name.startsWith('.')), [], 'a staging directory was left behind');
+      } finally {
+        process.env.PATH = savedPath;
+        fs.rmSync(workdir, { recursive: true, force: true });
+      }
+    });
+  }
 });
 
 describe('controller validate --out', function () {

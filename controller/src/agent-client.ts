@@ -73,7 +73,9 @@ function cause(details: string): string {
   return details
     .replace(/^No connection established\. Last error: (Error: )?/, '')
     .replace(/\s*Resolution note:\s*$/, '')
-    .trim();
+    .trim()
+    // grpc-js ends its sentence with a period, which would read as part of the address.
+    .replace(/\.$/, '');
 }
 
 function describe(node: NodeSpec, method: string, error: grpc.ServiceError, attempts: number): AgentCallError {

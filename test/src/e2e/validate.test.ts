@@ -94,6 +94,6 @@ describe('controller validate --live', function () {
     assert.equal(result.code, 1, result.stderr);
     const agent = report.problems.filter((problem) => problem.check === 'agent');
     assert.deepEqual(agent.map((problem) => problem.node), ['wk-1'], JSON.stringify(report.problems, null, 1));
-    assert.match(agent[0]!.message, /agent unreachable at 127\.0\.27\.31:7443/);
+    assert.match(agent[0]!.message, /agent unreachable at 127\.0\.27\.31:7443 \(connect ECONNREFUSED 127\.0\.27\.31:7443\);/);
   });
 });

@@ -10,8 +10,8 @@
 import * as v8 from 'node:v8';
 
 // TODO: an idle agent stays at about 56 MB resident, above the 45 MB goal. Node.js alone takes
-// about 39 MB here; most of the rest is the code of winston, and of proto-loader with the .proto
-// parser of protobufjs, which a lighter logger and a pre-built service definition would remove.
+// about 39 MB here. Most of the rest is the code of winston, and of proto-loader with the .proto
+// parser of protobufjs, so a lighter logger and a service definition built ahead would remove it.
 
 export const RUNTIME_FLAGS: readonly string[] = [
   // The young generation stays at its initial 1 MB semi-spaces instead of growing to 16 MB each,

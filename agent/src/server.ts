@@ -149,11 +149,11 @@ class ChangeGate {
 }
 
 /** Fails a change whose services are not all healthy, keeping the response for the caller. */
-function requireHealthy<Res extends { services: readonly ServiceResult[] }>(what: string, response: Res): Res {
+function requireHealthy<Res extends { services: readonly ServiceResult[] }>(outcome: string, response: Res): Res {
   const unhealthy = response.services.filter((service) => !service.healthy);
   if (unhealthy.length === 0) return response;
   const names = unhealthy.map((service) => `${String(service.name)} (${String(service.check)}: ${String(service.output)})`).join('; ');
-  throw new HealthCheckFailedError(`${what}, but ${unhealthy.length === 1 ? 'a service is' : 'services are'} unhealthy: ${names}`, response);
+  throw new HealthCheckFailedError(`${outcome}, but ${unhealthy.length === 1 ? 'a service is' : 'services are'} unhealthy: ${names}`, response);
 }
 
 export interface RunningAgent {

@@ -33,10 +33,10 @@ export const DEADLINES_MS = { getState: 15_000, prepareKeys: 180_000, apply: 600
 export const BUSY_RETRY_DELAYS_MS: readonly number[] = [1_000, 2_000, 4_000, 8_000, 15_000];
 
 /**
- * What the controller does when an agent call fails with a typed reason; the one place that decides.
- * retry: repeat after a delay (BUSY_RETRY_DELAYS_MS). response: the call's response came along
- * in the trailer, so the caller handles it like a success and sees the failing services in it,
- * which makes distribute roll the node back. stop: fail the node with the reason and message.
+ * Action of the controller for each typed reason of a failed agent call, decided here only.
+ * retry: repeat after a delay (BUSY_RETRY_DELAYS_MS). response: the call's response came along in
+ * the trailer, so the caller handles it like a success and finds the failing services in it, which
+ * makes distribute roll the node back. stop: fail the node with the reason and message.
  */
 export const ACTION_BY_REASON: Readonly<Record<ErrorReason, 'retry' | 'response' | 'stop'>> = {
   UNAUTHENTICATED: 'stop',

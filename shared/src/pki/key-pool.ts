@@ -42,7 +42,7 @@ export class KeyPool {
   private readonly ready: GeneratedKeyPair[] = [];
   private readonly waiters: Waiter[] = [];
   private unrequested: number;
-  private taken = 0;
+  private handedOut = 0;
   private failure: Error | undefined;
   private closed = false;
   private draining = false;
@@ -74,8 +74,8 @@ export class KeyPool {
   /** Returns the next generated key pair; rejects when a worker failed or more than `total` keys are taken. */
   take(): Promise<GeneratedKeyPair> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
-    if (this.taken >= this.total) return Promise.reject(new Error(`all ${this.total} ${this.algorithm} keys of this pool are taken`));
-    this.taken++;
+    if (this.handedOut >= this.total) return Promise.reject(new Error(`all ${this.total} ${this.algorithm} keys of this pool are taken`));
+    this.handedOut++;
     // Even a key that is ready waits for the next turn. Callers sign as soon as they hold a key,
     // and many of them resumed in one turn (after a batch of messages) would block the loop.
     return new Promise((resolve, reject) => {

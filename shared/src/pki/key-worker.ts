@@ -1,6 +1,6 @@
 /**
  * Worker thread of KeyPool: generates key pairs on request and returns each as the public key's
- * SubjectPublicKeyInfo DER and the private key's PEM, so the main thread never holds a key object.
+ * SubjectPublicKeyInfo DER and the private key's PEM, so the main thread never parses a key.
  */
 import * as crypto from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';

@@ -234,7 +234,7 @@ export function isRsaKey(key: SubjectPublicKey): boolean {
   return isGenerated(key) ? KEY_PARAMETERS[key.algorithm].type === 'rsa' : key.asymmetricKeyType === 'rsa';
 }
 
-/** The generation options of an algorithm, as crypto.generateKeyPair takes them. */
+/** Returns the generation options of an algorithm, as crypto.generateKeyPair takes them. */
 export function keyGenerationParameters(algorithm: KeyAlgorithm): { type: 'rsa'; modulusLength: number } | { type: 'ec'; namedCurve: string } {
   const parameters: KeyParameters | undefined = KEY_PARAMETERS[algorithm];
   if (parameters === undefined) {

@@ -1,7 +1,7 @@
 /**
- * Typed reasons of failed agent calls: a real agent over mutual TLS, called by a raw gRPC client to
- * check the reason and status it sends, and by the controller's AgentConnection to check what the
- * controller then does (repeat the call, take the response along, or stop).
+ * Typed reasons of failed agent calls, from a real agent over mutual TLS. A raw gRPC client checks
+ * the reason and status the agent sends. The controller's AgentConnection checks what the
+ * controller then does: repeat the call, take the response along, or stop.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -106,11 +106,11 @@ describe('typed reasons of agent errors', function () {
 
     const connection = new AgentConnection('reasons', inventory.nodes[0]!, credentials);
     try {
-      const taken = await connection.apply({ change_id: 'health-2', files: fileChange('/etc/kubernetes/health-2.txt', 'two'), restart_services: ['kube-proxy'] });
-      assert.deepEqual(taken.changed_paths, ['/etc/kubernetes/health-2.txt']);
-      assert.equal(taken.services[0]?.name, 'kube-proxy');
-      assert.equal(taken.services[0]?.healthy, false);
-      assert.match(taken.services[0]?.output ?? '', /not serving/);
+      const applied = await connection.apply({ change_id: 'health-2', files: fileChange('/etc/kubernetes/health-2.txt', 'two'), restart_services: ['kube-proxy'] });
+      assert.deepEqual(applied.changed_paths, ['/etc/kubernetes/health-2.txt']);
+      assert.equal(applied.services[0]?.name, 'kube-proxy');
+      assert.equal(applied.services[0]?.healthy, false);
+      assert.match(applied.services[0]?.output ?? '', /not serving/);
     } finally {
       connection.close();
     }

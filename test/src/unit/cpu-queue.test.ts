@@ -10,7 +10,7 @@ describe('CpuQueue', () => {
     assert.deepEqual(results, [10, 20, 30, 40]);
   });
 
-  it('rejects with the error a job throws and still runs the jobs after it', async () => {
+  it('rejects a throwing job, runs later ones', async () => {
     const queue = new CpuQueue();
     const failing = queue.run(() => {
       throw new Error('bad CSR');

@@ -18,12 +18,13 @@ import {
   splitHostPort,
   suggestDnsName,
 } from './net';
+import { readAgentPrefix, readNodeSsh, type SshContext, type SshDraft } from './ssh';
 import { KUBELET_CREDENTIALS, ROLES, type AgentEndpoint, type KubeletCredentials, type NodeSpec, type Role } from './types';
 
 /** Agent port used when a node does not set `agent.endpoint`. */
 export const DEFAULT_AGENT_PORT = 7443;
 
-const NODE_FIELDS = ['name', 'addresses', 'hostnames', 'roles', 'agent', 'kubelet'] as const;
+const NODE_FIELDS = ['name', 'addresses', 'hostnames', 'roles', 'agent', 'kubelet', 'ssh'] as const;
 const NODE_EXAMPLE = '{name: etcd-1, addresses: [192.0.2.11], roles: [etcd]}';
 const ADDRESS_FIX = 'write an IPv4 address such as 192.0.2.21 or an IPv6 address such as 2001:db8::21';
 const AGENT_HOST_FIX =
@@ -38,6 +39,7 @@ interface Located<T> {
 
 interface LocatedAgent extends AgentEndpoint {
   readonly path: string;
+  readonly prefix: string;
   /** True when the endpoint was built from the first address and the default port. */
   readonly defaulted: boolean;
 }
@@ -64,6 +66,8 @@ export function readNodes(
   issues: IssueList,
   warnings: IssueList,
   kubeletDefault: KubeletCredentials,
+  clusterSsh: SshDraft,
+  sshContext: SshContext,
 ): readonly NodeSpec[] | undefined {
   const list = spec.requiredList('nodes', `[${NODE_EXAMPLE}]`);
   if (list === undefined) {
@@ -71,7 +75,9 @@ export function readNodes(
   }
 
   const path = spec.pathOf('nodes');
-  const drafts = list.map((value, index) => readNode(value, indexPath(path, index), kubeletDefault, issues));
+  const drafts = list.map((value, index) =>
+    readNode(value, indexPath(path, index), kubeletDefault, clusterSsh, sshContext, issues),
+  );
 
   checkUniqueNames(drafts, issues);
   checkUniqueValues(drafts, (draft) => draft.addresses, 'address', 'addresses', issues);
@@ -89,7 +95,14 @@ export function readNodes(
   return nodes;
 }
 
-function readNode(value: unknown, path: string, kubeletDefault: KubeletCredentials, issues: IssueList): NodeDraft {
+function readNode(
+  value: unknown,
+  path: string,
+  kubeletDefault: KubeletCredentials,
+  clusterSsh: SshDraft,
+  sshContext: SshContext,
+  issues: IssueList,
+): NodeDraft {
   const issueCount = issues.items.length;
   const node = MappingReader.of(value, path, NODE_FIELDS, NODE_EXAMPLE, issues);
   if (node === undefined) {
@@ -105,15 +118,22 @@ function readNode(value: unknown, path: string, kubeletDefault: KubeletCredentia
   const agent = readAgent(node, addresses[0]?.value, issues);
   const kubeletReader = node.optionalMapping('kubelet', ['credentials'], '{credentials: bootstrap}') ?? MappingReader.empty(node.pathOf('kubelet'), issues);
   const credentials = readChoice(kubeletReader, 'credentials', KUBELET_CREDENTIALS, kubeletDefault, 'kubelet credentials mode', issues);
+  const ssh = readNodeSsh(node, clusterSsh, addresses[0]?.value, sshContext, issues);
 
-  const valid = issues.items.length === issueCount && name !== undefined && agent !== undefined && credentials !== undefined;
+  const valid =
+    issues.items.length === issueCount &&
+    name !== undefined &&
+    agent !== undefined &&
+    credentials !== undefined &&
+    ssh !== undefined;
   const spec: NodeSpec | undefined = valid
     ? {
         name,
         addresses: addresses.map((address) => address.value),
         hostnames: hostnames.map((hostname) => hostname.value),
         roles,
-        agent: { endpoint: agent.endpoint, host: agent.host, port: agent.port },
+        agent: { endpoint: agent.endpoint, host: agent.host, port: agent.port, prefix: agent.prefix },
+        ssh: ssh!,
         kubelet: { credentials: credentials! },
       }
     : undefined;
@@ -266,13 +286,18 @@ function readRoles(node: MappingReader, label: string, issues: IssueList): Role[
 }
 
 /**
- * Reads `agent.endpoint`, or builds the default `<first address>:7443` when it is not set.
+ * Reads `agent.prefix` and `agent.endpoint`, or builds the default endpoint `<first address>:7443`
+ * when it is not set.
  * Returns undefined after an issue, or when there is no valid address to build the default
  * from, which `readAddresses` has already reported.
  */
 function readAgent(node: MappingReader, firstAddress: string | undefined, issues: IssueList): LocatedAgent | undefined {
-  const agent = node.optionalMapping('agent', ['endpoint'], `{endpoint: "192.0.2.11:${DEFAULT_AGENT_PORT}"}`);
+  const agent = node.optionalMapping('agent', ['endpoint', 'prefix'], `{endpoint: "192.0.2.11:${DEFAULT_AGENT_PORT}"}`);
   if (agent === undefined) {
+    return undefined;
+  }
+  const prefix = readAgentPrefix(agent, issues);
+  if (prefix === undefined) {
     return undefined;
   }
 
@@ -282,7 +307,7 @@ function readAgent(node: MappingReader, firstAddress: string | undefined, issues
       return undefined;
     }
     const endpoint = joinHostPort(firstAddress, DEFAULT_AGENT_PORT);
-    return { endpoint, host: firstAddress, port: DEFAULT_AGENT_PORT, path, defaulted: true };
+    return { endpoint, host: firstAddress, port: DEFAULT_AGENT_PORT, prefix, path, defaulted: true };
   }
 
   const text = agent.requiredString('endpoint', `"192.0.2.11:${DEFAULT_AGENT_PORT}"`);
@@ -290,7 +315,7 @@ function readAgent(node: MappingReader, firstAddress: string | undefined, issues
     return undefined;
   }
   const parsed = parseAgentEndpoint(text, path, issues);
-  return parsed === undefined ? undefined : { endpoint: text, ...parsed, path, defaulted: false };
+  return parsed === undefined ? undefined : { endpoint: text, ...parsed, prefix, path, defaulted: false };
 }
 
 /** Parses `host:port` or `[ipv6]:port`. The port is required. */

@@ -4,6 +4,7 @@
  * thrown together in one `InventoryError`. Nodes are checked in `./nodes.ts`.
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { parseAllDocuments, type YAMLError } from 'yaml';
 
 import { KEY_ALGORITHMS, type KeyAlgorithm } from '../pki/keys';
@@ -26,6 +27,7 @@ import {
   type Cidr,
 } from './net';
 import { DEFAULT_AGENT_PORT, readNodes } from './nodes';
+import { DEFAULT_AGENT_PREFIX, DEFAULT_SSH_PORT, DEFAULT_SSH_USER, defaultSshContext, readClusterSsh, type SshContext } from './ssh';
 import {
   ETCD_CA_MODES,
   InventoryError,
@@ -57,6 +59,9 @@ export const INVENTORY_DEFAULTS = {
   adminGroup: 'system:masters',
   kubeletCredentials: 'pre-provisioned',
   agentPort: DEFAULT_AGENT_PORT,
+  agentPrefix: DEFAULT_AGENT_PREFIX,
+  sshPort: DEFAULT_SSH_PORT,
+  sshUser: DEFAULT_SSH_USER,
 } as const satisfies {
   readonly layout: PkiLayout;
   readonly keyAlgorithm: KeyAlgorithm;
@@ -66,11 +71,21 @@ export const INVENTORY_DEFAULTS = {
 /** The latest time an X.509 certificate can expire: RFC 5280 encodes years with four digits. */
 const LATEST_CERTIFICATE_EXPIRY_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
 
+/** What the SSH defaults of an inventory depend on besides its text. */
+export interface InventoryOptions {
+  /** Defaults to `process.env`. `SSH_AUTH_SOCK` there turns on `ssh.agent` by default. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Replaces `~` in SSH file paths; defaults to the home directory of the current user. */
+  readonly homeDir?: string;
+  /** Relative SSH file paths are resolved against it: the inventory's directory, or the working directory. */
+  readonly baseDir?: string;
+}
+
 /**
  * Parses and validates an inventory. `source` names the text in the error, usually its file
  * path. Throws `InventoryError` listing every issue found.
  */
-export function parseInventory(text: string, source: string): ParsedInventory {
+export function parseInventory(text: string, source: string, options: InventoryOptions = {}): ParsedInventory {
   const issues = new IssueList();
   const warnings = new IssueList();
 
@@ -79,7 +94,13 @@ export function parseInventory(text: string, source: string): ParsedInventory {
     throw new InventoryError(source, issues.items);
   }
 
-  const inventory = readCluster(root, issues, warnings);
+  const defaults = defaultSshContext(options.baseDir);
+  const sshContext: SshContext = {
+    env: options.env ?? defaults.env,
+    homeDir: options.homeDir ?? defaults.homeDir,
+    baseDir: defaults.baseDir,
+  };
+  const inventory = readCluster(root, sshContext, issues, warnings);
   if (issues.items.length > 0) {
     throw new InventoryError(source, issues.items);
   }
@@ -93,7 +114,7 @@ export function parseInventory(text: string, source: string): ParsedInventory {
  * Reads the inventory file and parses it with `parseInventory`. A file that cannot be read
  * is an `InventoryError` with the path `(file)`.
  */
-export function loadInventory(file: string): ParsedInventory {
+export function loadInventory(file: string, options: InventoryOptions = {}): ParsedInventory {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -102,7 +123,7 @@ export function loadInventory(file: string): ParsedInventory {
     reportUnreadableFile(file, error, issues);
     throw new InventoryError(file, issues.items);
   }
-  return parseInventory(text, file);
+  return parseInventory(text, file, { ...options, baseDir: options.baseDir ?? path.dirname(path.resolve(file)) });
 }
 
 function reportUnreadableFile(file: string, error: unknown, issues: IssueList): void {
@@ -195,7 +216,7 @@ function reportYamlError(error: YAMLError, issues: IssueList): void {
 const SPEC_EXAMPLE =
   '{apiServer: {endpoint: "https://192.0.2.100:6443"}, nodes: [{name: master-1, addresses: [192.0.2.21], roles: [etcd, master]}]}';
 
-function readCluster(root: unknown, issues: IssueList, warnings: IssueList): Inventory | undefined {
+function readCluster(root: unknown, sshContext: SshContext, issues: IssueList, warnings: IssueList): Inventory | undefined {
   if (!isMapping(root)) {
     issues.add(
       '(document)',
@@ -223,10 +244,10 @@ function readCluster(root: unknown, issues: IssueList, warnings: IssueList): Inv
 
   const specReader = document.requiredMapping(
     'spec',
-    ['clusterDomain', 'serviceCIDR', 'apiServer', 'pki', 'admin', 'kubelet', 'nodes'],
+    ['clusterDomain', 'serviceCIDR', 'apiServer', 'pki', 'admin', 'kubelet', 'ssh', 'nodes'],
     SPEC_EXAMPLE,
   );
-  const spec = specReader === undefined ? undefined : readSpec(specReader, issues, warnings);
+  const spec = specReader === undefined ? undefined : readSpec(specReader, sshContext, issues, warnings);
 
   if (name === undefined || spec === undefined) {
     return undefined;
@@ -252,6 +273,7 @@ function readClusterName(metadata: MappingReader, issues: IssueList): string | u
 
 function readSpec(
   spec: MappingReader,
+  sshContext: SshContext,
   issues: IssueList,
   warnings: IssueList,
 ): Omit<Inventory, 'name'> | undefined {
@@ -274,7 +296,8 @@ function readSpec(
 
   const admin = readAdmin(spec, issues);
   const kubelet = readKubelet(spec, issues);
-  const nodes = readNodes(spec, issues, warnings, kubelet ?? INVENTORY_DEFAULTS.kubeletCredentials);
+  const ssh = readClusterSsh(spec, sshContext, issues);
+  const nodes = readNodes(spec, issues, warnings, kubelet ?? INVENTORY_DEFAULTS.kubeletCredentials, ssh ?? {}, sshContext);
 
   if (
     clusterDomain === undefined ||

@@ -34,12 +34,56 @@ export interface AgentEndpoint {
   readonly port: number;
 }
 
+/** The agent of one node: where it listens, and where its own files are installed. */
+export interface NodeAgent extends AgentEndpoint {
+  /**
+   * Directory on the node below which the agent's own files (program, configuration, state) are
+   * installed, such as `/` in production. Absolute, without a trailing slash unless it is `/`.
+   */
+  readonly prefix: string;
+}
+
+/** The SSH jump host through which a node is reached. */
+export interface SshJumpHost {
+  readonly host: string;
+  readonly port: number;
+  /** Defaults to the node's SSH user. */
+  readonly user: string;
+  /** Defaults to the node's private key file. */
+  readonly privateKeyFile: string | undefined;
+}
+
+/**
+ * How `controller bootstrap` logs in to a node over SSH: `spec.ssh` merged with the node's own
+ * `ssh` mapping, with every default filled in. File paths are absolute.
+ */
+export interface SshSettings {
+  /** IP address or DNS name, the node's first address by default. */
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly privateKeyFile: string | undefined;
+  /** Name of the environment variable that holds the private key's passphrase, never the passphrase. */
+  readonly passphraseEnv: string | undefined;
+  /** Whether to offer the keys of the ssh-agent at `agentSocket`. */
+  readonly agent: boolean;
+  /** `SSH_AUTH_SOCK` when the inventory was read, or undefined when it was not set. */
+  readonly agentSocket: string | undefined;
+  readonly jumpHost: SshJumpHost | undefined;
+  /** Whether commands that need root run through `sudo -n`; true by default for users other than root. */
+  readonly sudo: boolean;
+  readonly knownHostsFile: string;
+  /** Pinned host key as `ssh-keygen -lf` prints it (`SHA256:` and unpadded base64); it takes precedence over the known hosts file. */
+  readonly hostKeyFingerprint: string | undefined;
+}
+
 export interface NodeSpec {
   readonly name: string;
   readonly addresses: readonly string[];
   readonly hostnames: readonly string[];
   readonly roles: readonly Role[];
-  readonly agent: AgentEndpoint;
+  readonly agent: NodeAgent;
+  readonly ssh: SshSettings;
   /** The node's own setting, or the cluster-wide one. Used only where a kubelet runs. */
   readonly kubelet: { readonly credentials: KubeletCredentials };
 }

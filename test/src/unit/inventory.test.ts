@@ -13,6 +13,7 @@ import {
   parseInventory,
   type Inventory,
   type InventoryIssue,
+  type SshSettings,
 } from '@kubetrust/shared/dist/inventory/index';
 
 /** Compiled to test/dist/unit, three levels below the repository root. */
@@ -157,6 +158,26 @@ spec:
       kubelet: {credentials: pre-provisioned}
 `;
 
+/** Environment and home directory of the parse in the full-inventory test, so its SSH defaults are fixed. */
+const FIXED_SSH_ENVIRONMENT = { env: {}, homeDir: '/home/ops' } as const;
+
+/** The SSH settings of a node that sets nothing, under FIXED_SSH_ENVIRONMENT. */
+function defaultSsh(host: string): SshSettings {
+  return {
+    host,
+    port: 22,
+    user: 'root',
+    privateKeyFile: undefined,
+    passphraseEnv: undefined,
+    agent: false,
+    agentSocket: undefined,
+    jumpHost: undefined,
+    sudo: false,
+    knownHostsFile: '/home/ops/.ssh/known_hosts',
+    hostKeyFingerprint: undefined,
+  };
+}
+
 const FULL_INVENTORY: Inventory = {
   name: 'prod-eu',
   clusterDomain: 'k8s.example.internal',
@@ -185,7 +206,8 @@ const FULL_INVENTORY: Inventory = {
       addresses: ['192.0.2.21', '2001:db8::21'],
       hostnames: ['cp-1.prod.example', 'cp-1'],
       roles: ['master', 'etcd'],
-      agent: { endpoint: '[2001:db8::21]:7501', host: '2001:db8::21', port: 7501 },
+      agent: { endpoint: '[2001:db8::21]:7501', host: '2001:db8::21', port: 7501, prefix: '/' },
+      ssh: defaultSsh('192.0.2.21'),
       kubelet: { credentials: 'bootstrap' },
     },
     {
@@ -193,7 +215,8 @@ const FULL_INVENTORY: Inventory = {
       addresses: ['192.0.2.22'],
       hostnames: [],
       roles: ['etcd', 'master'],
-      agent: { endpoint: '192.0.2.22:7501', host: '192.0.2.22', port: 7501 },
+      agent: { endpoint: '192.0.2.22:7501', host: '192.0.2.22', port: 7501, prefix: '/' },
+      ssh: defaultSsh('192.0.2.22'),
       kubelet: { credentials: 'bootstrap' },
     },
     {
@@ -201,7 +224,8 @@ const FULL_INVENTORY: Inventory = {
       addresses: ['192.0.2.23'],
       hostnames: [],
       roles: ['etcd'],
-      agent: { endpoint: '192.0.2.23:7443', host: '192.0.2.23', port: 7443 },
+      agent: { endpoint: '192.0.2.23:7443', host: '192.0.2.23', port: 7443, prefix: '/' },
+      ssh: defaultSsh('192.0.2.23'),
       kubelet: { credentials: 'bootstrap' },
     },
     {
@@ -209,7 +233,8 @@ const FULL_INVENTORY: Inventory = {
       addresses: ['192.0.2.31'],
       hostnames: [],
       roles: ['worker'],
-      agent: { endpoint: 'worker-1.prod.example:7600', host: 'worker-1.prod.example', port: 7600 },
+      agent: { endpoint: 'worker-1.prod.example:7600', host: 'worker-1.prod.example', port: 7600, prefix: '/' },
+      ssh: defaultSsh('192.0.2.31'),
       kubelet: { credentials: 'bootstrap' },
     },
     {
@@ -217,7 +242,8 @@ const FULL_INVENTORY: Inventory = {
       addresses: ['2001:db8::32', '192.0.2.32'],
       hostnames: [],
       roles: ['worker'],
-      agent: { endpoint: '[2001:db8::32]:7443', host: '2001:db8::32', port: 7443 },
+      agent: { endpoint: '[2001:db8::32]:7443', host: '2001:db8::32', port: 7443, prefix: '/' },
+      ssh: defaultSsh('2001:db8::32'),
       kubelet: { credentials: 'pre-provisioned' },
     },
   ],
@@ -240,7 +266,7 @@ spec:
 describe('inventory', () => {
   describe('valid input', () => {
     it('parses a full inventory', () => {
-      const parsed = parseInventory(FULL_YAML, 'full.yaml');
+      const parsed = parseInventory(FULL_YAML, 'full.yaml', FIXED_SSH_ENVIRONMENT);
 
       assert.deepEqual(parsed.inventory, FULL_INVENTORY);
       assert.deepEqual(parsed.warnings, []);
@@ -274,7 +300,7 @@ describe('inventory', () => {
       assert.deepEqual(node.addresses, ['192.0.2.10']);
       assert.deepEqual(node.hostnames, []);
       assert.deepEqual(node.roles, ['etcd', 'master', 'worker']);
-      assert.deepEqual(node.agent, { endpoint: '192.0.2.10:7443', host: '192.0.2.10', port: 7443 });
+      assert.deepEqual(node.agent, { endpoint: '192.0.2.10:7443', host: '192.0.2.10', port: 7443, prefix: '/' });
       assert.deepEqual(node.kubelet, { credentials: 'pre-provisioned' });
       assert.deepEqual(warnings, []);
     });

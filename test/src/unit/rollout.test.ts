@@ -2,7 +2,21 @@ import { strict as assert } from 'node:assert';
 import { checkClockSkew, type NodePlan, type NodeReport } from '@kubetrust/controller';
 import { LiveProgress } from '@kubetrust/controller/dist/progress';
 import { defaultMaxParallel, phaseOf, rollOut } from '@kubetrust/controller/dist/rollout';
-import type { Role } from '@kubetrust/shared/dist/inventory';
+import type { Role, SshSettings } from '@kubetrust/shared/dist/inventory';
+
+const SSH_SETTINGS: SshSettings = {
+  host: '192.0.2.1',
+  port: 22,
+  user: 'root',
+  privateKeyFile: undefined,
+  passphraseEnv: undefined,
+  agent: false,
+  agentSocket: undefined,
+  jumpHost: undefined,
+  sudo: false,
+  knownHostsFile: '/root/.ssh/known_hosts',
+  hostKeyFingerprint: undefined,
+};
 
 interface Call {
   readonly node: string;
@@ -13,7 +27,7 @@ interface Call {
 function plan(name: string, roles: Role[], options: { creating?: boolean; needsChange?: boolean } = {}): NodePlan {
   const etcdAction = options.creating === true ? 'add' : 'change';
   return {
-    node: { name, addresses: ['192.0.2.1'], hostnames: [], roles, agent: { endpoint: '192.0.2.1:7443', host: '192.0.2.1', port: 7443 }, kubelet: { credentials: 'pre-provisioned' } },
+    node: { name, addresses: ['192.0.2.1'], hostnames: [], roles, agent: { endpoint: '192.0.2.1:7443', host: '192.0.2.1', port: 7443, prefix: '/' }, ssh: SSH_SETTINGS, kubelet: { credentials: 'pre-provisioned' } },
     planned: [],
     plan: roles.includes('etcd') ? [{ name: 'etcd-server', action: etcdAction, paths: [], reasons: [], restarts: [] }] : [],
     pendingRestarts: [],

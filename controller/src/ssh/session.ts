@@ -601,12 +601,21 @@ class Session implements SshSession {
         const stderr: Buffer[] = [];
         let outputBytes = 0;
         let exitCode: number | undefined;
-        let failure: SshError | undefined;
+        let settled = false;
 
+        // A timed-out or too talkative command fails at once. The KILL signal request and the
+        // closed channel end it on servers that honour them.
+        // NOTE: OpenSSH delivers the signal to the login shell only, so a command the shell
+        // started may keep running on the node after the timeout.
         const stop = (problem: SshError): void => {
-          failure ??= problem;
+          if (settled) {
+            return;
+          }
+          settled = true;
+          clearTimeout(timer);
           stream.signal('KILL');
           stream.close();
+          reject(problem);
         };
         const collect = (chunks: Buffer[]) => (chunk: Buffer) => {
           outputBytes += chunk.length;
@@ -631,11 +640,11 @@ class Session implements SshSession {
           }
         });
         stream.on('close', () => {
-          clearTimeout(timer);
-          if (failure !== undefined) {
-            reject(failure);
+          if (settled) {
             return;
           }
+          settled = true;
+          clearTimeout(timer);
           if (exitCode === undefined) {
             reject(new SshError(this.node, 'command', 'the connection closed before the command reported an exit code', 'check the node and the network, then run the command again'));
             return;
@@ -656,12 +665,12 @@ function noSpaceError(node: string, remotePath: string): SshError {
 function freeBytes(sftp: SFTPWrapper, directory: string): Promise<number | undefined> {
   return new Promise((resolve) => {
     try {
-      sftp.ext_openssh_statvfs(directory, (error, info: { bavail?: number; frsize?: number } | undefined) => {
-        if (error || info?.bavail === undefined || info.frsize === undefined) {
+      sftp.ext_openssh_statvfs(directory, (error, info: { f_bavail?: number | bigint; f_frsize?: number | bigint } | undefined) => {
+        if (error || info?.f_bavail === undefined || info.f_frsize === undefined) {
           resolve(undefined);
           return;
         }
-        resolve(Number(info.bavail) * Number(info.frsize));
+        resolve(Number(info.f_bavail) * Number(info.f_frsize));
       });
     } catch {
       // ssh2 throws at once when the server does not offer the statvfs extension.

@@ -10,9 +10,9 @@ export class SshError extends Error {
   constructor(
     readonly node: string,
     readonly step: SshStep,
-    /** What failed, without the node name, such as `connection to 192.0.2.11:22 refused`. */
+    /** Description of the failure without the node name, such as `connection to 192.0.2.11:22 refused`. */
     readonly problem: string,
-    /** What to do next. */
+    /** The next step for the operator. */
     readonly fix: string,
   ) {
     super(`${node}: ${oneLine(problem)}; ${oneLine(fix)}`);

@@ -78,7 +78,7 @@ function parseHostField(field: string): HostMatcher | undefined {
   return { kind: 'patterns', patterns: field.split(',').filter((pattern) => pattern !== '') };
 }
 
-/** The name under which OpenSSH stores a host: `host` on port 22, `[host]:port` on any other port. */
+/** Returns the name under which OpenSSH stores a host: `host` on port 22, `[host]:port` on any other port. */
 export function knownHostsName(host: string, port: number): string {
   const lower = host.toLowerCase();
   return port === 22 ? lower : `[${lower}]:${port}`;
@@ -112,11 +112,16 @@ export function entryMatches(entry: KnownHostEntry, host: string, port: number):
 }
 
 function wildcardMatch(pattern: string, name: string): boolean {
-  const source = pattern
-    .toLowerCase()
-    .split('')
-    .map((char) => (char === '*' ? '.*' : char === '?' ? '.' : char.replace(/[\\^$.+()|{}[\]]/g, '\\$&')))
-    .join('');
+  let source = '';
+  for (const char of pattern.toLowerCase()) {
+    if (char === '*') {
+      source += '.*';
+    } else if (char === '?') {
+      source += '.';
+    } else {
+      source += char.replace(/[\\^$.+()|{}[\]]/g, '\\$&');
+    }
+  }
   return new RegExp(`^${source}$`).test(name);
 }
 

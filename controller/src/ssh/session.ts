@@ -30,7 +30,7 @@ export { SshError, type SshStep };
 /** Time from the TCP connect to the end of authentication. */
 const READY_TIMEOUT_MS = 20_000;
 const DEFAULT_COMMAND_TIMEOUT_MS = 10 * 60_000;
-/** Longest stdout or stderr that `run` keeps; a command that prints more fails. */
+/** Maximum size of the stdout or stderr that `run` keeps. A command that prints more fails. */
 const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 
 /** Host key algorithms in the order ssh2 offers them, without the SHA-1 `ssh-rsa` and `ssh-dss`. */
@@ -350,7 +350,8 @@ async function verifyHostKey(
 ): Promise<void> {
   const fingerprint = fingerprintOf(key);
   const keyType = keyTypeOf(key) ?? 'unknown';
-  const name = `${endpoint.role === 'jump host' ? 'jump host' : 'host'} ${endpoint.host}:${endpoint.port}`;
+  const address = `${endpoint.host}:${endpoint.port}`;
+  const name = `${endpoint.role === 'jump host' ? 'jump host' : 'host'} ${address}`;
   const check = checkHostKey(entries, endpoint.host, endpoint.port, key, endpoint.pinnedFingerprint);
 
   switch (check.status) {
@@ -368,7 +369,7 @@ async function verifyHostKey(
       throw new SshError(
         node,
         'host-key',
-        `host key of ${name} changed: the server presented the ${keyType} key ${fingerprint}, but ${source} ${check.expected.join(', ')}`,
+        `host key of ${endpoint.role === 'jump host' ? `jump host ${address}` : address} changed: the server presented the ${keyType} key ${fingerprint}, but ${source} ${check.expected.join(', ')}`,
         check.source === 'pinned'
           ? `compare with \`ssh-keygen -lf /etc/ssh/ssh_host_${keyType.replace(/^ssh-|-sha2-nistp\d+$/g, '')}_key.pub\` on the node's console and, only if the new key is right, update ssh.hostKeyFingerprint`
           : `verify the new key on the node's console and, only if it is right, remove the old entry with \`ssh-keygen -R ${endpoint.port === 22 ? endpoint.host : `'[${endpoint.host}]:${endpoint.port}'`} -f ${knownHostsFile}\``,
@@ -380,7 +381,9 @@ async function verifyHostKey(
           node,
           'host-key',
           `${name} is not in ${knownHostsFile} (it presented the ${keyType} key ${fingerprint})`,
-          'compare the fingerprint with `ssh-keygen -lf` on the node\'s console, then rerun with --accept-new or pin it in ssh.hostKeyFingerprint',
+          endpoint.role === 'jump host'
+            ? 'compare the fingerprint with `ssh-keygen -lf` on the jump host\'s console, then rerun with --accept-new or add its key to the known hosts file'
+            : 'compare the fingerprint with `ssh-keygen -lf` on the node\'s console, then rerun with --accept-new or pin it in ssh.hostKeyFingerprint',
         );
       }
       await appendKnownHost(knownHostsFile, endpoint.host, endpoint.port, key);

@@ -71,7 +71,7 @@ export const INVENTORY_DEFAULTS = {
 /** The latest time an X.509 certificate can expire: RFC 5280 encodes years with four digits. */
 const LATEST_CERTIFICATE_EXPIRY_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
 
-/** What the SSH defaults of an inventory depend on besides its text. */
+/** Inputs besides the inventory text that the SSH defaults depend on. */
 export interface InventoryOptions {
   /** Defaults to `process.env`. `SSH_AUTH_SOCK` there turns on `ssh.agent` by default. */
   readonly env?: Readonly<Record<string, string | undefined>>;

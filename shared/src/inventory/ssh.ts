@@ -15,7 +15,7 @@ export const DEFAULT_SSH_USER = 'root';
 /** Known hosts file below the home directory of the user that runs the controller. */
 export const DEFAULT_KNOWN_HOSTS_FILE = '~/.ssh/known_hosts';
 
-/** What the defaults of the SSH settings depend on besides the inventory text. */
+/** Inputs besides the inventory text that the SSH defaults depend on. */
 export interface SshContext {
   /** Environment of the controller: `SSH_AUTH_SOCK` decides whether the ssh-agent is used by default. */
   readonly env: Readonly<Record<string, string | undefined>>;

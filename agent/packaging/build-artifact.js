@@ -98,6 +98,7 @@ async function bundle(workDir) {
 }
 
 function seaBlob(workDir, bundleFile) {
+  const proto = require(path.join(REPO_ROOT, 'proto', 'dist', 'index.js'));
   const blob = path.join(workDir, 'sea-prep.blob');
   const config = {
     main: bundleFile,
@@ -105,11 +106,16 @@ function seaBlob(workDir, bundleFile) {
     disableExperimentalSEAWarning: true,
     useSnapshot: false,
     useCodeCache: false,
-    assets: { [require(path.join(REPO_ROOT, 'proto', 'dist', 'index.js')).AGENT_PROTO_ASSET]: require(path.join(REPO_ROOT, 'proto', 'dist', 'index.js')).AGENT_PROTO_PATH },
+    assets: { [proto.AGENT_PROTO_ASSET]: proto.AGENT_PROTO_PATH },
   };
   const configFile = path.join(workDir, 'sea-config.json');
   fs.writeFileSync(configFile, JSON.stringify(config, null, 2));
-  execFileSync(process.execPath, ['--experimental-sea-config', configFile], { stdio: ['ignore', 'inherit', 'inherit'] });
+  try {
+    execFileSync(process.execPath, ['--experimental-sea-config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (error) {
+    process.stderr.write(String(error.stdout ?? '') + String(error.stderr ?? ''));
+    throw new Error(`node --experimental-sea-config ${configFile} failed`);
+  }
   return blob;
 }
 
@@ -122,6 +128,21 @@ function strip(file) {
     if (error.code !== 'ENOENT') throw error;
     process.stderr.write('note: strip (GNU binutils) is not installed, so the executable keeps its symbols and is about 13 MB larger\n');
     return false;
+  }
+}
+
+/**
+ * Injects the blob with the postject command. It runs as a child process because postject prints
+ * "Can't find string offset for section name '.note'" for the notes sections of every Node.js 20
+ * binary tried, and still writes one that runs, so its messages are shown only when it fails.
+ */
+function inject(executable, blob) {
+  const cli = require.resolve('postject/dist/cli.js');
+  try {
+    execFileSync(process.execPath, [cli, executable, SEA_RESOURCE, blob, '--sentinel-fuse', SEA_FUSE], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (error) {
+    process.stderr.write(String(error.stdout ?? '') + String(error.stderr ?? ''));
+    throw new Error(`postject failed to inject the agent into ${executable}`);
   }
 }
 
@@ -166,8 +187,7 @@ async function main() {
     fs.copyFileSync(process.execPath, staged);
     fs.chmodSync(staged, 0o755);
     const stripped = strip(staged);
-    const { inject } = require('postject');
-    await inject(staged, SEA_RESOURCE, fs.readFileSync(blob), { sentinelFuse: SEA_FUSE });
+    inject(staged, blob);
 
     const sha256 = sha256OfFile(staged);
     const bytes = fs.statSync(staged).size;

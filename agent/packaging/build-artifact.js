@@ -199,9 +199,9 @@ async function main() {
 
     const manifestFile = path.join(out, MANIFEST_FILE);
     const previous = readManifest(manifestFile);
-    const kept = (previous?.artifacts ?? []).filter((entry) => entry.arch !== arch && fs.existsSync(path.join(out, entry.file)));
+    const otherArches = (previous?.artifacts ?? []).filter((entry) => entry.arch !== arch && fs.existsSync(path.join(out, entry.file)));
     const entry = { arch, machine: MACHINE_OF_ARCH[arch], file: name, bytes, sha256, node: process.version, stripped, builtAt: new Date().toISOString() };
-    const manifest = { version: AGENT_VERSION, artifacts: [...kept, entry].sort((a, b) => a.arch.localeCompare(b.arch)) };
+    const manifest = { version: AGENT_VERSION, artifacts: [...otherArches, entry].sort((a, b) => a.arch.localeCompare(b.arch)) };
     writeFileAtomic(manifestFile, JSON.stringify(manifest, null, 2) + '\n', 0o644);
 
     const seconds = ((Date.now() - started) / 1000).toFixed(1);

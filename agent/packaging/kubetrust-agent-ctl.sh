@@ -52,8 +52,8 @@ start() {
   fi
   pid=$!
   echo "$pid" >"$PIDFILE.tmp" && mv "$PIDFILE.tmp" "$PIDFILE"
-  # NOTE: an agent that fails at start-up exits within a second on the machines tested (invalid
-  # configuration, port in use); a slower failure shows only in a later status.
+  # NOTE: an invalid configuration or a port in use stops the agent well within this second, but a
+  # failure after it shows only in a later status.
   sleep 1
   if alive "$pid"; then
     echo "kubetrust agent started (pid $pid, log $LOGFILE)"

@@ -183,14 +183,14 @@ function checkCertificate(options: EnrollInstallOptions, privateKey: crypto.KeyO
 }
 
 /** The configuration fields that an operator may have added to an existing agent.yaml and that a new enrolment keeps. */
-interface KeptSettings {
+interface ExistingSettings {
   readonly services?: unknown;
   readonly backupsKept?: unknown;
   /** The identity files the existing configuration names, to remove once the new identity is in use. */
   readonly oldFiles: readonly string[];
 }
 
-async function keptSettings(configFile: string): Promise<KeptSettings> {
+async function existingSettings(configFile: string): Promise<ExistingSettings> {
   const text = await readFileIfExists(configFile);
   if (text === undefined) return { oldFiles: [] };
   let document: unknown;
@@ -200,13 +200,13 @@ async function keptSettings(configFile: string): Promise<KeptSettings> {
     throw new EnrollError(configFile, `is not valid YAML (${(error as Error).message})`, 'fix it or move it aside, then run `agent enroll-install` again');
   }
   if (typeof document !== 'object' || document === null) return { oldFiles: [] };
-  const existing = document as { services?: unknown; backupsKept?: unknown; tls?: Record<string, unknown> };
-  const oldFiles = Object.values(existing.tls ?? {})
+  const settings = document as { services?: unknown; backupsKept?: unknown; tls?: Record<string, unknown> };
+  const oldFiles = Object.values(settings.tls ?? {})
     .filter((value): value is string => typeof value === 'string')
     .map((value) => path.resolve(path.dirname(configFile), value));
   return {
-    ...(existing.services !== undefined ? { services: existing.services } : {}),
-    ...(existing.backupsKept !== undefined ? { backupsKept: existing.backupsKept } : {}),
+    ...(settings.services !== undefined ? { services: settings.services } : {}),
+    ...(settings.backupsKept !== undefined ? { backupsKept: settings.backupsKept } : {}),
     oldFiles,
   };
 }
@@ -266,7 +266,7 @@ export async function installEnrollment(options: EnrollInstallOptions): Promise<
   const { certificate, cluster, nodeName } = checkCertificate(options, privateKey, certificatePem, caPem);
 
   const configFile = path.join(configDir, CONFIG_FILE);
-  const kept = await keptSettings(configFile);
+  const existing = await existingSettings(configFile);
   const identityName = `${IDENTITY_DIR_PREFIX}${certificate.serialNumber.slice(0, 16)}-${crypto.randomBytes(4).toString('hex')}`;
   const document: Record<string, unknown> = {
     apiVersion: 'kubetrust/v1',
@@ -278,8 +278,8 @@ export async function installEnrollment(options: EnrollInstallOptions): Promise<
     stateDir: path.resolve(options.stateDir),
     tls: { certFile: `${identityName}/agent.crt`, keyFile: `${identityName}/agent.key`, caFile: `${identityName}/management-ca.crt` },
     controllerIdentity: options.controllerIdentity,
-    ...(kept.backupsKept !== undefined ? { backupsKept: kept.backupsKept } : {}),
-    services: kept.services ?? {},
+    ...(existing.backupsKept !== undefined ? { backupsKept: existing.backupsKept } : {}),
+    services: existing.services ?? {},
   };
   const text = configText(document, configFile, nodeName);
 
@@ -303,7 +303,7 @@ export async function installEnrollment(options: EnrollInstallOptions): Promise<
   await commitStagedFile(stagedConfig, configFile);
 
   await fs.rm(keyFile, { force: true });
-  await removeOldIdentities(configDir, identityName, kept.oldFiles);
+  await removeOldIdentities(configDir, identityName, existing.oldFiles);
   await syncDirectory(configDir);
   return { configFile, identityDir, nodeName, cluster, notAfter: certificate.notAfter };
 }

@@ -80,6 +80,7 @@ export async function findAgentArtifact(machine: string, options: { readonly dir
   if (arch === undefined) {
     throw new AgentArtifactError(`no agent executable exists for machine type "${machine.trim()}" (uname -m); kubetrust builds it for ${Object.keys(AGENT_MACHINES).join(' and ')} only`);
   }
+
   const manifest = readManifest(dir);
   const entry = manifest.artifacts.find((candidate) => candidate.arch === arch);
   if (entry === undefined) {
@@ -88,6 +89,7 @@ export async function findAgentArtifact(machine: string, options: { readonly dir
       `the agent executable for ${machine.trim()} is not built in ${dir} (built: ${built}); run \`${PACKAGE_AGENT_COMMAND}\` on a ${machine.trim()} Linux machine, because Node.js builds a single executable only from its own binary, and copy the result into ${dir}`,
     );
   }
+
   const file = path.join(dir, entry.file);
   let bytes: number;
   try {
@@ -96,6 +98,7 @@ export async function findAgentArtifact(machine: string, options: { readonly dir
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     throw new AgentArtifactError(`${file} is listed in ${path.join(dir, 'manifest.json')} but missing; run \`${PACKAGE_AGENT_COMMAND}\` again`);
   }
+
   const sha256 = await sha256OfFile(file);
   let recorded: string | undefined;
   try {

@@ -1,7 +1,7 @@
 /**
- * Where the agent lives on a node, and the files that run it: a systemd unit, and for hosts
- * without systemd as PID 1 a control script that starts and stops the agent with a PID file.
- * The templates are in agent/packaging/.
+ * Install paths of the agent on a node, and the files that run it there: a systemd unit, and for
+ * hosts without systemd as PID 1 a control script that starts and stops the agent with a PID
+ * file. The templates are in agent/packaging/.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -71,7 +71,7 @@ export function renderSystemdUnit(paths: Pick<AgentInstallPaths, 'binary' | 'con
 /**
  * Renders the control script for hosts without systemd as PID 1. `script start` starts the agent
  * in a session of its own with setsid (nohup where setsid is missing), writes its PID to pidFile
- * and appends its output to logFile; `stop` sends SIGTERM to that PID, then SIGKILL after 30 s;
+ * and appends its output to logFile. `stop` sends SIGTERM to that PID, then SIGKILL after 30 s.
  * `status` exits with 0 when the agent runs and with 3 when it does not.
  */
 export function renderControlScript(paths: Pick<AgentInstallPaths, 'binary' | 'configFile' | 'pidFile' | 'logFile'>): string {

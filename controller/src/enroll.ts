@@ -73,7 +73,7 @@ function listOf(values: readonly string[]): string {
   return values.length === 0 ? 'none' : values.join(', ');
 }
 
-/** Checks that a CSR asks for exactly the agent identity of `node` and a management-plane key. */
+/** Checks that a CSR requests exactly the agent identity of `node` and a management-plane key. */
 function checkAgentCsr(csr: ParsedCsr, inventory: Inventory, node: NodeSpec): void {
   const expected = agentIdentityNames(inventory.name, node.name, node.agent.host);
   const problems: string[] = [];
@@ -93,7 +93,7 @@ function checkAgentCsr(csr: ParsedCsr, inventory: Inventory, node: NodeSpec): vo
 }
 
 /**
- * Verifies an agent CSR (its signature, and that it asks for exactly the names and identity URI
+ * Verifies an agent CSR (its signature, and that it requests exactly the names and identity URI
  * that the inventory gives the node and its agent endpoint) and signs it with the management CA.
  * Throws AgentCsrError for a CSR that fails a check and StateError for an unknown node or a
  * state directory that is not initialised.
@@ -112,7 +112,7 @@ export async function signAgentCsr(inventory: Inventory, stateDir: string, nodeN
   await state.requireCluster(inventory.name);
   const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
   const names = agentIdentityNames(inventory.name, node.name, node.agent.host);
-  // The names come from the inventory; checkAgentCsr has made sure the CSR asked for exactly these.
+  // The names come from the inventory; checkAgentCsr has made sure the CSR requested exactly these.
   const certificatePem = signLeaf(
     management,
     { commonName: names.commonName, extKeyUsage: ['serverAuth'], dnsNames: names.dnsNames, ipAddresses: names.ipAddresses, uris: names.uris },

@@ -41,7 +41,7 @@ export interface AgentIdentityNames {
 /**
  * Returns the names of the agent certificate of `node`, whose agent listens on `host`, an IP
  * address or a DNS name. The agent puts them in its CSR, and the controller signs a CSR only when
- * it asks for exactly these names.
+ * it requests exactly these names.
  */
 export function agentIdentityNames(cluster: string, node: string, host: string): AgentIdentityNames {
   const hostIsIp = isIP(host) !== 0;

@@ -42,8 +42,13 @@ export interface AgentConfig {
 export const DEFAULT_HEALTH_TIMEOUT_SECONDS = 60;
 
 export class AgentConfigError extends Error {
-  constructor(file: string, field: string, message: string, fix: string) {
-    super(`invalid agent configuration ${file}: ${field}: ${message}; ${fix}`);
+  constructor(
+    file: string,
+    readonly field: string,
+    readonly problem: string,
+    readonly fix: string,
+  ) {
+    super(`invalid agent configuration ${file}: ${field}: ${problem}; ${fix}`);
     this.name = 'AgentConfigError';
   }
 }

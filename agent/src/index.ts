@@ -1,3 +1,4 @@
 export * from './config';
 export * from './server';
 export { AGENT_VERSION } from './version';
+export * from './enroll';

@@ -75,17 +75,38 @@ function buildProgram(): Command {
 
   program
     .command('enroll')
-    .description('write a ready-to-run agent configuration and identity for one node (manual agent install)')
+    .description('write a ready-to-run agent configuration and identity for one node (manual agent install), or with --csr sign a CSR made on the node')
     .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
     .requiredOption('-s, --state-dir <dir>', 'controller state directory')
     .requiredOption('-n, --node <name>', 'node name from the inventory')
-    .requiredOption('--out <dir>', 'directory to write agent.yaml, agent.crt, agent.key and management-ca.crt to')
+    .requiredOption('--out <dir>', 'directory to write agent.yaml, agent.crt, agent.key and management-ca.crt to (with --csr only agent.crt and management-ca.crt)')
+    .option('--csr <file>', 'CSR printed by `agent enroll-request` on the node: sign it instead of generating the agent key here')
     .option('--install-root <path>', 'directory the agent installs files below (default /; tests and demos use a temporary root)')
     .option('--agent-state-dir <path>', 'agent state directory on the node for staged keys and backups', '/var/lib/kubetrust/agent')
-    .action(async (options: { inventory: string; stateDir: string; node: string; out: string; installRoot?: string; agentStateDir: string }, command: Command) => {
+    .action(async (options: { inventory: string; stateDir: string; node: string; out: string; csr?: string; installRoot?: string; agentStateDir: string }, command: Command) => {
       const logger = loggerFor(command);
       const inventory = readInventory(options.inventory, logger);
-      const { enrollNode } = await import('./enroll');
+      const { AgentCsrError, enrollNode, enrollNodeFromCsr } = await import('./enroll');
+      if (options.csr !== undefined) {
+        let signed;
+        try {
+          signed = await enrollNodeFromCsr(inventory, path.resolve(options.stateDir), options.node, options.csr, options.out, logger);
+        } catch (error) {
+          if (error instanceof AgentCsrError) throw new UsageError(error.message);
+          throw error;
+        }
+        const install = [
+          'agent enroll-install --config-dir /etc/kubetrust/agent',
+          `--certificate ${path.basename(signed.certificateFile)} --management-ca ${path.basename(signed.managementCaFile)}`,
+          `--controller-identity ${signed.controllerIdentity} --listen ${signed.listen}`,
+          `--install-root ${options.installRoot ?? '/'} --state-dir ${options.agentStateDir}`,
+        ].join(' \\\n    ');
+        process.stdout.write(
+          `Signed the agent CSR of node ${signed.node}: wrote ${signed.certificateFile} and ${signed.managementCaFile}.\n` +
+            `Copy both files to the node and run there, in the directory that holds them:\n  ${install}\n`,
+        );
+        return;
+      }
       const result = await enrollNode(inventory, path.resolve(options.stateDir), options.node, options.out, logger, {
         ...(options.installRoot !== undefined ? { installRoot: path.resolve(options.installRoot) } : {}),
         stateDirOnNode: options.agentStateDir,

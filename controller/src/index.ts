@@ -7,3 +7,5 @@ export * from './plan';
 export * from './report';
 export * from './state-dir';
 export { runController, EXIT_FAILED, EXIT_INVALID } from './cli';
+export * from './agent-artifact';
+export * from './agent-install';

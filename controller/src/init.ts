@@ -10,15 +10,14 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import { caEntry, casForPki, type CaName } from '@kubetrust/shared/dist/catalogue';
 import { readFileIfExists } from '@kubetrust/shared/dist/files';
-import { controllerIdentity } from '@kubetrust/shared/dist/identity';
+import { MANAGEMENT_KEY_ALGORITHM, controllerIdentity } from '@kubetrust/shared/dist/identity';
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { generateKeyPair, inspectCertificate, privateKeyToPem, publicKeyToPem, type KeyAlgorithm } from '@kubetrust/shared/dist/pki';
 import { selfSignedCa, signLeaf } from './authority';
 import { StateDir, StateError } from './state-dir';
 
-/** The management plane always uses P-256: cheap to generate and accepted by every TLS stack. */
-export const MANAGEMENT_KEY_ALGORITHM: KeyAlgorithm = 'ECDSA-P256';
+export { MANAGEMENT_KEY_ALGORITHM };
 export const CONTROLLER_COMMON_NAME = 'kubetrust-controller';
 
 export interface InitOptions {

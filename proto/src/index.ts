@@ -6,6 +6,7 @@
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import * as protobuf from 'protobufjs';
 import type { ProtoGrpcType } from './generated/agent';
 
 export type { AgentClient, AgentHandlers } from './generated/kubetrust/agent/v1/Agent';
@@ -29,6 +30,9 @@ export type { ServiceResult, ServiceResult__Output } from './generated/kubetrust
 /** Absolute path of the agent service's .proto file. */
 export const AGENT_PROTO_PATH = path.join(__dirname, '..', 'kubetrust', 'agent', 'v1', 'agent.proto');
 
+/** Name of the asset that carries agent.proto in the single-file agent executable. */
+export const AGENT_PROTO_ASSET = 'agent.proto';
+
 /** proto-loader options; keep in step with the `generate` script in this package's package.json. */
 export const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: true,
@@ -39,14 +43,32 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 };
 
 let loaded: ProtoGrpcType | undefined;
+let embeddedSource: string | undefined;
+
+/**
+ * Makes loadAgentProto parse this text of agent.proto instead of reading AGENT_PROTO_PATH. The
+ * single-file agent executable carries the .proto file inside and has no file to read. Call it
+ * before the first loadAgentProto.
+ */
+export function useEmbeddedAgentProto(source: string): void {
+  if (loaded !== undefined) throw new Error('useEmbeddedAgentProto must be called before the first loadAgentProto');
+  embeddedSource = source;
+}
 
 /** Loads the agent service definition once per process. */
 export function loadAgentProto(): ProtoGrpcType {
   if (loaded === undefined) {
-    const definition = protoLoader.loadSync(AGENT_PROTO_PATH, LOADER_OPTIONS);
-    loaded = grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType;
+    loaded = grpc.loadPackageDefinition(agentPackageDefinition()) as unknown as ProtoGrpcType;
   }
   return loaded;
+}
+
+function agentPackageDefinition(): protoLoader.PackageDefinition {
+  if (embeddedSource === undefined) return protoLoader.loadSync(AGENT_PROTO_PATH, LOADER_OPTIONS);
+  // loadSync parses the file with protobufjs the same way, keepCase included, and builds the
+  // definition from the resolved root. agent.proto imports no other file.
+  const root = protobuf.parse(embeddedSource, { keepCase: LOADER_OPTIONS.keepCase === true }).root;
+  return protoLoader.fromJSON(root.toJSON(), LOADER_OPTIONS);
 }
 
 /**

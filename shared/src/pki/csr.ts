@@ -35,6 +35,7 @@ export interface CsrSubject {
   readonly organizations?: readonly string[];
   readonly dnsNames?: readonly string[];
   readonly ipAddresses?: readonly string[];
+  readonly uris?: readonly string[];
 }
 
 export interface ParsedCsr {
@@ -43,6 +44,7 @@ export interface ParsedCsr {
   readonly dnsNames: readonly string[];
   /** Normalised as normalizeIp formats them. */
   readonly ipAddresses: readonly string[];
+  readonly uris: readonly string[];
   readonly publicKey: crypto.KeyObject;
 }
 
@@ -68,7 +70,7 @@ export function createCsr(subject: CsrSubject, keyPair: KeyPair): string {
   const subjectAltNames = encodeSubjectAltNames({
     dnsNames: subject.dnsNames ?? [],
     ipAddresses: subject.ipAddresses ?? [],
-    uris: [],
+    uris: subject.uris ?? [],
   });
 
   const version1 = 0n;
@@ -121,6 +123,7 @@ function readCertificationRequest(der: Buffer): ParsedCsr {
     organizations,
     dnsNames: names?.dnsNames ?? [],
     ipAddresses: names?.ipAddresses ?? [],
+    uris: names?.uris ?? [],
     publicKey,
   };
 }

@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import { catalogueIssues } from '@kubetrust/shared/dist/catalogue';
 import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
+import { registerBootstrapCommand } from './commands/bootstrap-command';
 import { registerIssueCommand } from './commands/issue-command';
 import { registerPlanCommand } from './commands/plan-command';
 import { registerRollbackCommand } from './commands/rollback-command';
@@ -163,6 +164,7 @@ function buildProgram(): Command {
   registerIssueCommand(program, commandContext);
   registerValidateCommand(program, commandContext);
   registerRollbackCommand(program, commandContext);
+  registerBootstrapCommand(program, commandContext);
 
   return program;
 }

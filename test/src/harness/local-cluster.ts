@@ -210,32 +210,7 @@ export class LocalCluster {
 
   private writeServiceHooks(node: LocalNode, etcdTimeout: number): void {
     const config = YAML.parse(fs.readFileSync(node.configFile, 'utf8')) as Record<string, unknown>;
-    const record = (service: string): unknown => ({
-      restart: { command: ['/bin/sh', '-c', 'echo "$0" >> "$1"', service, node.restartsLog] },
-    });
-    const services: Record<string, unknown> = {};
-    for (const service of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy']) services[service] = record(service);
-    if (node.etcd !== undefined) {
-      const items = itemsForNode(this.inventory, node.spec);
-      const trust = node.etcd.tlsFlags.find((flag) => flag.startsWith('--trusted-ca-file='))?.split('=')[1];
-      const client = items.find((item) => item.name === 'etcd-healthcheck-client');
-      if (trust === undefined || client?.type !== 'leaf') throw new Error(`node ${node.spec.name}: the catalogue gives etcd no trust file or health-check client`);
-      services.etcd = {
-        restart: { command: [process.execPath, ETCD_SERVICE, 'restart', node.etcd.specFile] },
-        health: {
-          https: {
-            url: `https://${node.etcd.address}:${ETCD_CLIENT_PORT}/health`,
-            caFile: path.join(node.installRoot, trust),
-            certFile: path.join(node.installRoot, client.certificate.path),
-            keyFile: path.join(node.installRoot, client.privateKey.path),
-          },
-        },
-        timeoutSeconds: etcdTimeout,
-      };
-    } else {
-      services.etcd = record('etcd');
-    }
-    config.services = services;
+    config.services = testServiceHooks(this.inventory, node, etcdTimeout);
     fs.writeFileSync(node.configFile, YAML.stringify(config));
   }
 
@@ -310,4 +285,38 @@ export interface DistributeJson {
     readonly error?: string;
     readonly plan: readonly { name: string; action: string; paths: string[]; reasons: string[] }[];
   }[];
+}
+
+/**
+ * The `services` section of a test node's agent configuration: etcd runs through etcd-service.js
+ * with an HTTPS health check on its client port, every other service appends its name to the
+ * node's restarts log.
+ */
+export function testServiceHooks(inventory: Inventory, node: Pick<LocalNode, 'spec' | 'installRoot' | 'restartsLog' | 'etcd'>, etcdTimeout: number): Record<string, unknown> {
+  const record = (service: string): unknown => ({
+    restart: { command: ['/bin/sh', '-c', 'echo "$0" >> "$1"', service, node.restartsLog] },
+  });
+  const services: Record<string, unknown> = {};
+  for (const service of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy']) services[service] = record(service);
+  if (node.etcd !== undefined) {
+    const items = itemsForNode(inventory, node.spec);
+    const trust = node.etcd.tlsFlags.find((flag) => flag.startsWith('--trusted-ca-file='))?.split('=')[1];
+    const client = items.find((item) => item.name === 'etcd-healthcheck-client');
+    if (trust === undefined || client?.type !== 'leaf') throw new Error(`node ${node.spec.name}: the catalogue gives etcd no trust file or health-check client`);
+    services.etcd = {
+      restart: { command: [process.execPath, ETCD_SERVICE, 'restart', node.etcd.specFile] },
+      health: {
+        https: {
+          url: `https://${node.etcd.address}:${ETCD_CLIENT_PORT}/health`,
+          caFile: path.join(node.installRoot, trust),
+          certFile: path.join(node.installRoot, client.certificate.path),
+          keyFile: path.join(node.installRoot, client.privateKey.path),
+        },
+      },
+      timeoutSeconds: etcdTimeout,
+    };
+  } else {
+    services.etcd = record('etcd');
+  }
+  return services;
 }

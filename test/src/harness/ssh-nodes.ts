@@ -62,7 +62,16 @@ export interface SshNodesOptions {
   readonly silentCount?: number;
   /** Pairs of node indexes to connect with a private link. */
   readonly links?: readonly (readonly [number, number])[];
+  /**
+   * Puts every node on one bridge in a /24 of its own, so that the nodes reach each other as well
+   * as the host (an etcd cluster across the nodes needs that). Without it each node has a /30 to
+   * the host only. Not combinable with `links`.
+   */
+  readonly bridged?: boolean;
 }
+
+/** /30 blocks in a /24: a bridged run takes one whole /24. */
+const BLOCKS_PER_24 = 64;
 
 export class SshNodes {
   private readonly processes = new Map<number, ChildProcess>();
@@ -83,6 +92,8 @@ export class SshNodes {
     /** A private key that no node accepts. */
     readonly otherKeyFile: string,
     private readonly firstBlock: number,
+    /** Name of the bridge that joins the nodes, when the run is bridged. */
+    private readonly bridge: string | undefined,
   ) {
     process.on('exit', this.exitHook);
   }
@@ -95,8 +106,12 @@ export class SshNodes {
     const clientKeyFile = path.join(dir, 'client_ed25519');
     const otherKeyFile = path.join(dir, 'other_ed25519');
     const links = options.links ?? [];
+    if (options.bridged === true && links.length > 0) throw new Error('a bridged run has no private links; drop either option');
     const blocks = options.count + (options.silentCount ?? 0) + links.length;
-    const harness = new SshNodes(runId, dir, clientKeyFile, otherKeyFile, await pickFreeBlocks(blocks));
+    if (options.bridged === true && blocks > 250) throw new Error(`a bridged run holds at most 250 nodes, not ${blocks}`);
+    const bridge = options.bridged === true ? `kt${runId}br` : undefined;
+    const firstBlock = bridge === undefined ? await pickFreeBlocks(blocks) : await pickFreeBlocks(BLOCKS_PER_24, BLOCKS_PER_24);
+    const harness = new SshNodes(runId, dir, clientKeyFile, otherKeyFile, firstBlock, bridge);
 
     try {
       await ensureNoSudoUser();
@@ -104,6 +119,7 @@ export class SshNodes {
       await generateKey(clientKeyFile, 'kubetrust test client');
       await generateKey(otherKeyFile, 'kubetrust test key that no node accepts');
       const authorizedKeys = await fs.readFile(`${clientKeyFile}.pub`, 'utf8');
+      if (bridge !== undefined) await harness.addBridge(bridge);
 
       for (let index = 0; index < blocks - links.length; index++) {
         await harness.addNamespace(index, index < options.count, authorizedKeys);
@@ -197,16 +213,18 @@ export class SshNodes {
     const namespace = `kt-ssh-${this.runId}-${index}`;
     const hostSide = `kt${this.runId}h${index}`;
     const inside = `kt${this.runId}n${index}`;
-    const [hostAddress, nodeAddress] = blockAddresses(this.firstBlock + index);
+    const [hostAddress, nodeAddress] = this.bridge === undefined ? blockAddresses(this.firstBlock + index) : ['', bridgedAddress(this.firstBlock, index + 2)];
+    const prefixLength = this.bridge === undefined ? 30 : 24;
 
     await run('ip', ['netns', 'add', namespace]);
     this.namespaces.push(namespace);
     await run('ip', ['link', 'add', hostSide, 'type', 'veth', 'peer', 'name', inside]);
     this.hostInterfaces.push(hostSide);
     await run('ip', ['link', 'set', inside, 'netns', namespace]);
-    await run('ip', ['addr', 'add', `${hostAddress}/30`, 'dev', hostSide]);
+    if (this.bridge === undefined) await run('ip', ['addr', 'add', `${hostAddress}/30`, 'dev', hostSide]);
+    else await run('ip', ['link', 'set', hostSide, 'master', this.bridge]);
     await run('ip', ['link', 'set', hostSide, 'up']);
-    await runIn(namespace, 'ip', ['addr', 'add', `${nodeAddress}/30`, 'dev', inside]);
+    await runIn(namespace, 'ip', ['addr', 'add', `${nodeAddress}/${prefixLength}`, 'dev', inside]);
     await runIn(namespace, 'ip', ['link', 'set', inside, 'up']);
     await runIn(namespace, 'ip', ['link', 'set', 'lo', 'up']);
 
@@ -224,6 +242,14 @@ export class SshNodes {
     await generateKey(path.join(dir, 'ssh_host_ed25519_key'), `kubetrust test host ${index}`);
     await this.readHostKey(node);
     await fs.writeFile(path.join(dir, 'sshd_config'), sshdConfig(dir));
+  }
+
+  /** Creates the bridge of a bridged run, with the host's address `.1` of the run's /24. */
+  private async addBridge(bridge: string): Promise<void> {
+    await run('ip', ['link', 'add', bridge, 'type', 'bridge']);
+    this.hostInterfaces.push(bridge);
+    await run('ip', ['addr', 'add', `${bridgedAddress(this.firstBlock, 1)}/24`, 'dev', bridge]);
+    await run('ip', ['link', 'set', bridge, 'up']);
   }
 
   /** Connects two namespaces with a veth pair on a /30 of their own. */
@@ -316,15 +342,15 @@ function sshdConfig(dir: string): string {
   ].join('\n');
 }
 
-/** Returns the first free block of `count` consecutive /30s in 10.250.0.0/16, from a random start. */
-async function pickFreeBlocks(count: number): Promise<number> {
+/** Returns the first free block of `count` consecutive /30s in 10.250.0.0/16, from a random start that is a multiple of `align`. */
+async function pickFreeBlocks(count: number, align = 1): Promise<number> {
   const { stdout } = await run('ip', ['-o', '-4', 'addr', 'show']);
   const used = new Set<number>();
   for (const match of stdout.matchAll(/inet 10\.250\.(\d+)\.(\d+)/g)) {
     used.add((Number(match[1]) * 256 + Number(match[2])) >> 2);
   }
   for (let attempt = 0; attempt < 100; attempt++) {
-    const start = Math.floor(Math.random() * (BLOCKS_PER_RANGE - count));
+    const start = Math.floor(Math.random() * ((BLOCKS_PER_RANGE - count) / align)) * align;
     let free = true;
     for (let block = start; block < start + count; block++) {
       free &&= !used.has(block);
@@ -334,6 +360,12 @@ async function pickFreeBlocks(count: number): Promise<number> {
     }
   }
   throw new Error('no free range of /30 networks in 10.250.0.0/16; delete leftover kt-ssh-* namespaces with `ip netns del`');
+}
+
+/** Address `host` (1-254) of the /24 that starts at /30 number `firstBlock`. */
+function bridgedAddress(firstBlock: number, host: number): string {
+  const base = firstBlock * 4 + host;
+  return `10.250.${base >> 8}.${base & 255}`;
 }
 
 /** The two usable addresses of /30 number `block` in 10.250.0.0/16. */

@@ -1,0 +1,483 @@
+/**
+ * `controller bootstrap`: turns bare hosts into enrolled, running agents over SSH.
+ *
+ * Per node, at most `maxParallel` at a time: connect (host key verified), detect the OS, the
+ * architecture, the init system and what is already installed, then do only what is missing:
+ * upload the agent, have the agent generate its key on the node and print a CSR, sign the CSR with
+ * the management CA, install the identity, install the unit and start the agent, and finally call
+ * the agent over mutual TLS to confirm that it answers with the node's own identity.
+ *
+ * Reads: the inventory, the management CA and the controller identity in the state directory, the
+ * agent artefact. Writes on the controller: the ledger of issued certificates, known_hosts entries
+ * with --accept-new. The agent's private key never leaves the node.
+ */
+import { X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
+import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
+import type { Logger } from '@kubetrust/shared/dist/log';
+import { AgentConnection, type ControllerCredentials } from './agent-client';
+import { findAgentArtifact, type AgentArtifact } from './agent-artifact';
+import { AGENT_INSTALL_PATHS, agentInstallPaths, renderControlScript, renderSystemdUnit, SYSTEMD_UNIT_NAME, type AgentInstallPaths } from './agent-install';
+import { signAgentCsr } from './enroll';
+import { openSession, shellQuote, SshError, type SshSession } from './ssh/session';
+import { StateDir } from './state-dir';
+
+/** What bootstrap does, or would do, on one node. */
+export type BootstrapAction = 'install' | 'upgrade' | 'enroll' | 'start' | 'unchanged' | 'uninstall' | 'absent';
+
+export type BootstrapStep = 'connect' | 'detect' | 'upload' | 'enroll' | 'start' | 'confirm' | 'uninstall';
+
+export interface NodeBootstrapResult {
+  readonly node: string;
+  /** The action chosen after detection; `undefined` when the node failed before detection finished. */
+  readonly action: BootstrapAction | undefined;
+  readonly status: 'done' | 'planned' | 'failed';
+  /** Why the action was chosen, one phrase each ("agent 0.0.9 is older than 0.1.0"). */
+  readonly reasons: readonly string[];
+  readonly os?: string;
+  readonly arch?: string;
+  readonly init?: 'systemd' | 'fallback';
+  /** Milliseconds per step that ran. */
+  readonly timings: Partial<Record<BootstrapStep, number>>;
+  /** One line: what failed and what to do. */
+  readonly error?: string;
+  readonly failedStep?: BootstrapStep;
+}
+
+export interface BootstrapReport {
+  readonly cluster: string;
+  readonly dryRun: boolean;
+  readonly uninstall: boolean;
+  readonly agentVersion: string;
+  readonly nodes: readonly NodeBootstrapResult[];
+  readonly wallMs: number;
+}
+
+export interface BootstrapOptions {
+  readonly nodes?: readonly string[];
+  readonly dryRun: boolean;
+  readonly acceptNew: boolean;
+  readonly uninstall: boolean;
+  readonly maxParallel: number;
+  /** Re-enrol an identity with less than this share of its lifetime left. */
+  readonly renewFraction?: number;
+  /** How long to wait for a started agent to answer. */
+  readonly confirmTimeoutMs?: number;
+  readonly now?: () => Date;
+  readonly passphrase?: (node: string) => Promise<string>;
+  readonly onProgress?: (event: { node: string; phase: 'start' | 'done'; status?: NodeBootstrapResult['status']; done?: number; total?: number }) => void;
+  /** Where the agent artefacts are, for tests; the default is the controller package's own. */
+  readonly artifactDir?: string;
+}
+
+export const DEFAULT_BOOTSTRAP_PARALLEL = 10;
+const DEFAULT_RENEW_FRACTION = 1 / 3;
+const DEFAULT_CONFIRM_TIMEOUT_MS = 20_000;
+const gzipAsync = promisify(gzip);
+
+export class BootstrapInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BootstrapInputError';
+  }
+}
+
+/** A failure of one step on one node, already phrased for the operator. */
+class StepError extends Error {
+  constructor(
+    readonly step: BootstrapStep,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StepError';
+  }
+}
+
+interface Detected {
+  readonly os: string;
+  readonly arch: string;
+  readonly init: 'systemd' | 'fallback';
+  /** Output of `kubetrust-agent --version`, or undefined when no agent binary is installed. */
+  readonly installedVersion: string | undefined;
+  readonly identityPem: string | undefined;
+  readonly configPresent: boolean;
+}
+
+const MARK = '--kubetrust--';
+
+/** One round trip that reports everything detection needs; section markers keep the parts apart. */
+export function detectScript(paths: AgentInstallPaths): string {
+  const q = shellQuote;
+  return [
+    `echo ${MARK}os; uname -s`,
+    `echo ${MARK}arch; uname -m`,
+    `echo ${MARK}init; if [ -d /run/systemd/system ]; then echo systemd; else echo fallback; fi`,
+    `echo ${MARK}version; if [ -x ${q(paths.binary)} ]; then ${q(paths.binary)} --version 2>/dev/null || echo unreadable; else echo absent; fi`,
+    `echo ${MARK}config; if [ -f ${q(paths.configFile)} ]; then echo present; else echo absent; fi`,
+    // The identity's certificate is the file that agent.yaml names in tls.certFile, relative to its directory.
+    `echo ${MARK}identity; if [ -f ${q(paths.configFile)} ]; then c=$(sed -n 's/^ *certFile: *//p' ${q(paths.configFile)} | head -n 1 | tr -d "\\"'"); ` +
+      `case "$c" in /*) ;; *) c=${q(paths.configDir)}/$c ;; esac; if [ -f "$c" ]; then cat "$c"; fi; fi`,
+  ].join('\n');
+}
+
+export function parseDetect(output: string): Detected {
+  const sections = new Map<string, string>();
+  for (const part of output.split(MARK).slice(1)) {
+    const newline = part.indexOf('\n');
+    const name = newline < 0 ? part.trim() : part.slice(0, newline).trim();
+    sections.set(name, newline < 0 ? '' : part.slice(newline + 1).trim());
+  }
+  const version = sections.get('version') ?? 'absent';
+  const identity = sections.get('identity') ?? '';
+  return {
+    os: sections.get('os') ?? '',
+    arch: sections.get('arch') ?? '',
+    init: sections.get('init') === 'systemd' ? 'systemd' : 'fallback',
+    installedVersion: version === 'absent' ? undefined : version.split(/\s+/).pop(),
+    identityPem: identity.includes('BEGIN CERTIFICATE') ? identity : undefined,
+    configPresent: sections.get('config') === 'present',
+  };
+}
+
+/** Why the node's agent identity must be issued again, or undefined when it can stay. */
+export function identityProblem(identityPem: string | undefined, managementCaPem: string, now: Date, renewFraction: number): string | undefined {
+  if (identityPem === undefined) return 'no agent identity on the node';
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(identityPem);
+  } catch {
+    return 'the agent identity on the node is not a readable certificate';
+  }
+  const ca = new X509Certificate(managementCaPem);
+  if (!certificate.checkIssued(ca) || !certificate.verify(ca.publicKey)) return 'the agent identity was signed by a different management CA';
+  const notBefore = Date.parse(certificate.validFrom);
+  const notAfter = Date.parse(certificate.validTo);
+  const left = notAfter - now.getTime();
+  if (left <= 0) return `the agent identity expired on ${certificate.validTo}`;
+  if (left < (notAfter - notBefore) * renewFraction) return `the agent identity expires on ${certificate.validTo}, with less than ${Math.round(renewFraction * 100)}% of its lifetime left`;
+  return undefined;
+}
+
+/** Chooses what to do on a node from what detection found. */
+export function chooseAction(detected: Detected, artifactVersion: string, identity: string | undefined): { action: BootstrapAction; reasons: string[] } {
+  if (detected.installedVersion === undefined) return { action: 'install', reasons: ['no agent installed'] };
+  const reasons: string[] = [];
+  let action: BootstrapAction = 'start';
+  if (detected.installedVersion !== artifactVersion) {
+    action = 'upgrade';
+    reasons.push(`agent ${detected.installedVersion} installed, ${artifactVersion} available`);
+  }
+  if (identity !== undefined || !detected.configPresent) {
+    if (action !== 'upgrade') action = 'enroll';
+    reasons.push(identity ?? 'no agent configuration on the node');
+  }
+  return { action, reasons };
+}
+
+/** Runs a command and turns a non-zero exit into a StepError with the command's own last words. */
+async function runStep(session: SshSession, step: BootstrapStep, command: string, what: string, fix: string, options: { sudo: boolean; stdin?: string }): Promise<string> {
+  const result = await session.run(command, { sudo: options.sudo, ...(options.stdin !== undefined ? { stdin: options.stdin } : {}) });
+  if (result.code !== 0) {
+    const detail = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-1)[0] ?? '';
+    throw new StepError(step, `${what} failed (exit ${result.code}${detail ? `: ${detail}` : ''}); ${fix}`);
+  }
+  return result.stdout;
+}
+
+interface NodeContext {
+  readonly inventory: Inventory;
+  readonly node: NodeSpec;
+  readonly state: StateDir;
+  readonly stateDir: string;
+  readonly managementCaPem: string;
+  readonly controller: ControllerCredentials;
+  readonly options: BootstrapOptions;
+  readonly logger: Logger;
+  readonly artifacts: Map<string, Promise<LoadedArtifact>>;
+}
+
+/** The artefact for a node's `uname -m`, with its bytes gzip-compressed for upload; loaded once per machine type. */
+interface LoadedArtifact {
+  readonly artifact: AgentArtifact;
+  readonly compressed: Buffer;
+}
+
+async function loadArtifact(machine: string, dir: string | undefined): Promise<LoadedArtifact> {
+  const artifact = await findAgentArtifact(machine, dir === undefined ? {} : { dir });
+  // Level 1 packs the executable to less than half its size in about a second; every node then
+  // receives the smaller file.
+  const compressed = await gzipAsync(await readFile(artifact.path), { level: 1 });
+  return { artifact, compressed };
+}
+
+async function artifactFor(context: NodeContext, machine: string): Promise<LoadedArtifact> {
+  let loading = context.artifacts.get(machine);
+  if (loading === undefined) {
+    loading = loadArtifact(machine, context.options.artifactDir);
+    context.artifacts.set(machine, loading);
+  }
+  try {
+    return await loading;
+  } catch (error) {
+    throw new StepError('detect', error instanceof Error ? error.message : String(error));
+  }
+}
+
+/** Uploads the agent executable: compressed, unpacked on the node, checked against the artefact's sha256, then moved into place. */
+async function uploadAgent(session: SshSession, loaded: LoadedArtifact, paths: AgentInstallPaths, sudo: boolean): Promise<void> {
+  const q = shellQuote;
+  const packed = `${paths.binary}.upload.gz`;
+  const unpacked = `${paths.binary}.upload`;
+  await session.upload(loaded.compressed, packed, 0o600);
+  const output = await runStep(
+    session,
+    'upload',
+    `gzip -dc ${q(packed)} > ${q(unpacked)} && rm -f ${q(packed)} && sha256sum ${q(unpacked)} || { rm -f ${q(packed)} ${q(unpacked)}; exit 1; }`,
+    'unpacking the agent on the node',
+    'check that gzip and sha256sum are installed and that the disk has room for the agent (about 90 MB)',
+    { sudo },
+  );
+  if (output.split(/\s+/)[0] !== loaded.artifact.sha256) {
+    await session.run(`rm -f ${q(unpacked)}`, { sudo });
+    throw new StepError('upload', `the agent executable unpacked on the node does not have the sha256 of the artefact (${loaded.artifact.sha256}); check the node's disk and run bootstrap again`);
+  }
+  await runStep(session, 'upload', `chmod 0755 ${q(unpacked)} && mv -f ${q(unpacked)} ${q(paths.binary)}`, 'moving the agent into place', `check that ${path.posix.dirname(paths.binary)} is writable`, { sudo });
+}
+
+async function confirmAgent(context: NodeContext, expectedVersion: string): Promise<void> {
+  const deadline = Date.now() + (context.options.confirmTimeoutMs ?? DEFAULT_CONFIRM_TIMEOUT_MS);
+  let last = '';
+  for (;;) {
+    const connection = new AgentConnection(context.inventory.name, context.node, context.controller, { busyRetryDelaysMs: [] });
+    try {
+      const state = await connection.getState({});
+      if (state.node_name !== context.node.name) {
+        throw new StepError('confirm', `the agent at ${context.node.agent.endpoint} answers as node "${state.node_name}", not "${context.node.name}"; check the agent endpoint in the inventory`);
+      }
+      if (state.agent_version !== expectedVersion) {
+        last = `it reports version ${state.agent_version}, expected ${expectedVersion}`;
+      } else {
+        return;
+      }
+    } catch (error) {
+      if (error instanceof StepError) throw error;
+      last = error instanceof Error ? error.message : String(error);
+    } finally {
+      connection.close();
+    }
+    if (Date.now() >= deadline) {
+      throw new StepError('confirm', `the agent did not answer over mutual TLS at ${context.node.agent.endpoint}: ${last}; check that the port is open between this host and the node and read the agent log on the node`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+async function startAgent(session: SshSession, paths: AgentInstallPaths, init: 'systemd' | 'fallback', sudo: boolean, restart: boolean): Promise<void> {
+  const q = shellQuote;
+  if (init === 'systemd') {
+    if (paths.systemdUnit !== AGENT_INSTALL_PATHS.systemdUnit) {
+      throw new StepError('start', `systemd reads units from ${path.posix.dirname(AGENT_INSTALL_PATHS.systemdUnit)} only, so an agent.prefix other than / cannot be started by systemd; remove agent.prefix from the inventory`);
+    }
+    await session.upload(Buffer.from(renderSystemdUnit(paths)), paths.systemdUnit, 0o644);
+    const verb = restart ? 'restart' : 'start';
+    await runStep(session, 'start', `systemctl daemon-reload && systemctl enable ${SYSTEMD_UNIT_NAME} && systemctl ${verb} ${SYSTEMD_UNIT_NAME}`, `starting ${SYSTEMD_UNIT_NAME}`, `run \`journalctl -u ${SYSTEMD_UNIT_NAME}\` on the node`, { sudo });
+    return;
+  }
+  await session.upload(Buffer.from(renderControlScript(paths)), paths.controlScript, 0o755);
+  await runStep(session, 'start', `${q(paths.controlScript)} ${restart ? 'restart' : 'start'}`, 'starting the agent', `read ${paths.logFile} on the node`, { sudo });
+}
+
+/** The shell command that stops the agent and removes every file it installed. */
+function removalCommand(paths: AgentInstallPaths, init: 'systemd' | 'fallback'): string {
+  const q = shellQuote;
+  const stop =
+    init === 'systemd'
+      ? `systemctl disable --now ${SYSTEMD_UNIT_NAME} 2>/dev/null; rm -f ${q(paths.systemdUnit)}; systemctl daemon-reload 2>/dev/null; `
+      : `if [ -x ${q(paths.controlScript)} ]; then ${q(paths.controlScript)} stop; fi; `;
+  const files = [paths.binary, `${paths.binary}.upload`, `${paths.binary}.upload.gz`, paths.controlScript, paths.configDir, paths.stateDir, paths.logFile, paths.pidFile];
+  return `${stop}rm -rf ${files.map(q).join(' ')}`;
+}
+
+/** Removes what a failed first install left on the node; errors are logged, not thrown. */
+async function removeInstall(session: SshSession, paths: AgentInstallPaths, init: 'systemd' | 'fallback', sudo: boolean, logger: Logger, node: string): Promise<void> {
+  try {
+    const result = await session.run(removalCommand(paths, init), { sudo });
+    if (result.code !== 0) logger.warn('could not remove a partial agent install', { node, stderr: result.stderr.trim() });
+  } catch (error) {
+    logger.warn('could not remove a partial agent install', { node, error: error instanceof Error ? error.message : String(error) });
+  }
+}
+
+async function enrollOnNode(session: SshSession, context: NodeContext, paths: AgentInstallPaths, sudo: boolean): Promise<void> {
+  const q = shellQuote;
+  const { node } = context;
+  const csr = await runStep(
+    session,
+    'enroll',
+    `${q(paths.binary)} enroll-request --config-dir ${q(paths.configDir)} --node ${q(node.name)} --cluster ${q(context.inventory.name)} --host ${q(node.agent.host)}`,
+    'generating the agent key on the node',
+    `check that ${paths.configDir} is writable on the node`,
+    { sudo },
+  );
+  let signed: Awaited<ReturnType<typeof signAgentCsr>>;
+  try {
+    signed = await signAgentCsr(context.inventory, context.stateDir, node.name, csr, context.options.now === undefined ? {} : { now: context.options.now() });
+  } catch (error) {
+    throw new StepError('enroll', `the agent's certificate request was refused: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  const incoming = `${paths.configDir}/incoming`;
+  await session.upload(Buffer.from(signed.certificatePem), `${incoming}/agent.crt`, 0o644);
+  await session.upload(Buffer.from(signed.managementCaPem), `${incoming}/management-ca.crt`, 0o644);
+  await runStep(
+    session,
+    'enroll',
+    [
+      `${q(paths.binary)} enroll-install --config-dir ${q(paths.configDir)}`,
+      `--certificate ${q(`${incoming}/agent.crt`)} --management-ca ${q(`${incoming}/management-ca.crt`)}`,
+      `--controller-identity ${q(signed.controllerIdentity)}`,
+      `--listen ${q(node.agent.endpoint)} --install-root ${q(node.agent.prefix)} --state-dir ${q(paths.stateDir)}`,
+      `&& rm -rf ${q(incoming)}`,
+    ].join(' '),
+    'installing the agent identity',
+    `read the message above and run \`controller bootstrap --nodes ${node.name}\` again`,
+    { sudo },
+  );
+}
+
+async function bootstrapNode(context: NodeContext): Promise<NodeBootstrapResult> {
+  const { node, options, logger } = context;
+  const timings: Partial<Record<BootstrapStep, number>> = {};
+  let step: BootstrapStep = 'connect';
+  let started = Date.now();
+  const mark = (next: BootstrapStep): void => {
+    timings[step] = (timings[step] ?? 0) + (Date.now() - started);
+    step = next;
+    started = Date.now();
+  };
+  let session: SshSession | undefined;
+  let action: BootstrapAction | undefined;
+  let reasons: string[] = [];
+  let detected: Detected | undefined;
+  let freshInstall = false;
+  const settings = node.ssh;
+  const paths = agentInstallPaths(node.agent.prefix);
+  const sudo = settings.sudo;
+  try {
+    session = await openSession(node.name, settings, {
+      acceptNew: options.acceptNew,
+      logger,
+      ...(options.passphrase !== undefined ? { passphrase: options.passphrase } : {}),
+    });
+    mark('detect');
+    detected = parseDetect(await runStep(session, 'detect', detectScript(paths), 'detecting the node', 'check that the login shell is a POSIX shell', { sudo }));
+    if (detected.os !== 'Linux') throw new StepError('detect', `the node runs ${detected.os || 'an unknown OS'}; the agent runs on Linux only`);
+    if (options.uninstall) {
+      action = detected.installedVersion === undefined && !detected.configPresent ? 'absent' : 'uninstall';
+      reasons = action === 'absent' ? ['no agent installed'] : [`agent ${detected.installedVersion ?? '(binary missing)'} installed`];
+      if (!options.dryRun && action === 'uninstall') {
+        mark('uninstall');
+        await runStep(session, 'uninstall', removalCommand(paths, detected.init), 'removing the agent', `remove the files below ${paths.configDir} and ${paths.binary} by hand`, { sudo });
+      }
+      mark('uninstall');
+      return { node: node.name, action, status: options.dryRun ? 'planned' : 'done', reasons, os: detected.os, arch: detected.arch, init: detected.init, timings };
+    }
+    const loaded = await artifactFor(context, detected.arch);
+    const artifact = loaded.artifact;
+    const problem = identityProblem(detected.identityPem, context.managementCaPem, (options.now ?? (() => new Date()))(), options.renewFraction ?? DEFAULT_RENEW_FRACTION);
+    ({ action, reasons } = chooseAction(detected, artifact.version, problem));
+    if (action === 'start') {
+      // Installed and enrolled: leave it alone when it answers, start it otherwise.
+      mark('confirm');
+      try {
+        await confirmAgent({ ...context, options: { ...options, confirmTimeoutMs: 2_000 } }, artifact.version);
+        action = 'unchanged';
+        reasons = [`agent ${artifact.version} enrolled and answering`];
+        mark('confirm');
+        return { node: node.name, action, status: 'done', reasons, os: detected.os, arch: detected.arch, init: detected.init, timings };
+      } catch (error) {
+        reasons = [`agent installed but not answering: ${error instanceof Error ? error.message : String(error)}`];
+      }
+    }
+    if (options.dryRun) {
+      mark('detect');
+      return { node: node.name, action, status: 'planned', reasons, os: detected.os, arch: detected.arch, init: detected.init, timings };
+    }
+    freshInstall = action === 'install';
+    if (action === 'install' || action === 'upgrade') {
+      mark('upload');
+      await uploadAgent(session, loaded, paths, sudo);
+    }
+    if (action === 'install' || action === 'enroll' || (action === 'upgrade' && reasons.length > 1)) {
+      mark('enroll');
+      await enrollOnNode(session, context, paths, sudo);
+    }
+    mark('start');
+    await startAgent(session, paths, detected.init, sudo, !freshInstall);
+    mark('confirm');
+    await confirmAgent(context, artifact.version);
+    mark('confirm');
+    logger.info('agent bootstrapped', { node: node.name, action, version: artifact.version });
+    return { node: node.name, action, status: 'done', reasons, os: detected.os, arch: detected.arch, init: detected.init, timings };
+  } catch (error) {
+    mark(step);
+    const failedStep = error instanceof StepError ? error.step : error instanceof SshError ? toStep(error.step, step) : step;
+    const message = error instanceof StepError || error instanceof SshError ? error.message : `${step} failed: ${error instanceof Error ? error.message : String(error)}`;
+    if (freshInstall && session !== undefined && detected !== undefined) await removeInstall(session, paths, detected.init, sudo, logger, node.name);
+    logger.error('bootstrap failed', { node: node.name, step: failedStep, error: message });
+    return {
+      node: node.name,
+      action,
+      status: 'failed',
+      reasons,
+      ...(detected !== undefined ? { os: detected.os, arch: detected.arch, init: detected.init } : {}),
+      timings,
+      error: message.startsWith(`${node.name}:`) ? message : `${node.name}: ${message}`,
+      failedStep,
+    };
+  } finally {
+    session?.close();
+  }
+}
+
+function toStep(sshStep: string, current: BootstrapStep): BootstrapStep {
+  if (sshStep === 'connect' || sshStep === 'host-key' || sshStep === 'auth') return 'connect';
+  if (sshStep === 'upload') return 'upload';
+  return current;
+}
+
+/** Runs bootstrap on the selected nodes, at most `maxParallel` at a time. */
+export async function bootstrap(inventory: Inventory, stateDir: string, logger: Logger, options: BootstrapOptions): Promise<BootstrapReport> {
+  const begun = Date.now();
+  const known = new Set(inventory.nodes.map((node) => node.name));
+  const unknown = (options.nodes ?? []).filter((name) => !known.has(name));
+  if (unknown.length > 0) {
+    throw new BootstrapInputError(`--nodes: ${unknown.map((name) => `"${name}"`).join(', ')} not in the inventory; use names from: ${[...known].join(', ')}`);
+  }
+  const selected = options.nodes === undefined ? inventory.nodes : inventory.nodes.filter((node) => options.nodes?.includes(node.name));
+  const state = new StateDir(stateDir);
+  await state.requireCluster(inventory.name);
+  const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
+  const controller = await state.loadKeyMaterial(state.controllerFiles(), 'controller identity');
+  const credentials: ControllerCredentials = { managementCaPem: management.certificatePem, certificatePem: controller.certificatePem, privateKeyPem: controller.privateKeyPem };
+  const artifacts = new Map<string, Promise<LoadedArtifact>>();
+  const results: NodeBootstrapResult[] = new Array(selected.length);
+  let next = 0;
+  let done = 0;
+  const worker = async (): Promise<void> => {
+    for (let index = next++; index < selected.length; index = next++) {
+      const node = selected[index] as NodeSpec;
+      options.onProgress?.({ node: node.name, phase: 'start', done, total: selected.length });
+      const result = await bootstrapNode({ inventory, node, state, stateDir, managementCaPem: management.certificatePem, controller: credentials, options, logger, artifacts });
+      results[index] = result;
+      done++;
+      options.onProgress?.({ node: node.name, phase: 'done', status: result.status, done, total: selected.length });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(options.maxParallel, selected.length)) }, worker));
+  const first = [...artifacts.values()][0];
+  const version = first === undefined ? '' : await first.then((loaded) => loaded.artifact.version).catch(() => '');
+  return { cluster: inventory.name, dryRun: options.dryRun, uninstall: options.uninstall, agentVersion: version, nodes: results, wallMs: Date.now() - begun };
+}

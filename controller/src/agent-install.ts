@@ -46,12 +46,14 @@ function checkPath(value: string, field: string): void {
   }
 }
 
-/** Returns AGENT_INSTALL_PATHS below a node's prefix (`agent.prefix`, default `/`). */
+/** Returns AGENT_INSTALL_PATHS below a node's prefix (`agent.prefix`, default `/`), except the systemd unit. */
 export function agentInstallPaths(prefix = '/'): AgentInstallPaths {
   checkPath(prefix, 'prefix');
   const entries = Object.entries(AGENT_INSTALL_PATHS).map(([name, file]) => [name, path.posix.join(prefix, file)] as const);
   const paths = Object.fromEntries(entries) as { [K in keyof typeof AGENT_INSTALL_PATHS]: string };
-  return { ...paths, configFile: path.posix.join(paths.configDir, 'agent.yaml') };
+  // systemd reads units from its own directory only, so the unit stays there whatever the prefix;
+  // the paths inside it point below the prefix.
+  return { ...paths, systemdUnit: AGENT_INSTALL_PATHS.systemdUnit, configFile: path.posix.join(paths.configDir, 'agent.yaml') };
 }
 
 function render(template: string, values: Readonly<Record<string, string>>): string {

@@ -20,7 +20,7 @@ import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { AgentConnection, type ControllerCredentials } from './agent-client';
 import { findAgentArtifact, type AgentArtifact } from './agent-artifact';
-import { AGENT_INSTALL_PATHS, agentInstallPaths, renderControlScript, renderSystemdUnit, SYSTEMD_UNIT_NAME, type AgentInstallPaths } from './agent-install';
+import { agentInstallPaths, renderControlScript, renderSystemdUnit, SYSTEMD_UNIT_NAME, type AgentInstallPaths } from './agent-install';
 import { signAgentCsr } from './enroll';
 import { openSession, shellQuote, SshError, type SshSession } from './ssh/session';
 import { StateDir } from './state-dir';
@@ -278,9 +278,6 @@ async function confirmAgent(context: NodeContext, expectedVersion: string): Prom
 async function startAgent(session: SshSession, paths: AgentInstallPaths, init: 'systemd' | 'fallback', sudo: boolean, restart: boolean): Promise<void> {
   const q = shellQuote;
   if (init === 'systemd') {
-    if (paths.systemdUnit !== AGENT_INSTALL_PATHS.systemdUnit) {
-      throw new StepError('start', `systemd reads units from ${path.posix.dirname(AGENT_INSTALL_PATHS.systemdUnit)} only, so an agent.prefix other than / cannot be started by systemd; remove agent.prefix from the inventory`);
-    }
     await session.upload(Buffer.from(renderSystemdUnit(paths)), paths.systemdUnit, 0o644);
     const verb = restart ? 'restart' : 'start';
     await runStep(session, 'start', `systemctl daemon-reload && systemctl enable ${SYSTEMD_UNIT_NAME} && systemctl ${verb} ${SYSTEMD_UNIT_NAME}`, `starting ${SYSTEMD_UNIT_NAME}`, `run \`journalctl -u ${SYSTEMD_UNIT_NAME}\` on the node`, { sudo });

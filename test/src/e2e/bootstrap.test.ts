@@ -17,13 +17,15 @@ import { flagsForNode, itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { loadInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
 import { ETCD_PEER_PORT } from '../harness/etcd-service';
 import { REPO_ROOT, runController, runNode, testServiceHooks, which, type CommandResult } from '../harness/local-cluster';
-import { NO_SUDO_USER, SshNodes, type SshNode } from '../harness/ssh-nodes';
+import { NO_SUDO_USER, SUDO_USER, SshNodes, ensureSudoUser, type SshNode } from '../harness/ssh-nodes';
 
 const BUILD_SCRIPT = path.join(REPO_ROOT, 'agent', 'packaging', 'build-artifact.js');
 /** The five nodes of the cluster, then the nodes the failure tests use. */
 const CLUSTER = ['etcd-1', 'etcd-2', 'etcd-3', 'master-1', 'worker-1'] as const;
 const FAILING = ['worker-2', 'worker-3', 'worker-4', 'worker-5'] as const;
-const NAMES = [...CLUSTER, ...FAILING];
+/** Nodes for the systemd and sudo tests. */
+const OTHERS = ['worker-6', 'worker-7'] as const;
+const NAMES = [...CLUSTER, ...FAILING, ...OTHERS];
 const ROLES: Record<string, string> = { 'etcd-1': 'etcd', 'etcd-2': 'etcd', 'etcd-3': 'etcd', 'master-1': 'master' };
 
 interface NodeJson {
@@ -40,6 +42,39 @@ interface NodeJson {
 interface Exec {
   readonly code: number;
   readonly output: string;
+}
+
+/**
+ * Stand-in for systemctl on a node whose view has /run/systemd/system: runs the ExecStart line of a
+ * unit in /etc/systemd/system in a session of its own, with a PID file, and logs every call.
+ */
+function systemctlStandIn(dir: string): string {
+  return `#!/bin/sh
+echo "$*" >> ${dir}/systemctl.log
+pidfile() { echo "${dir}/$1.pid"; }
+stop() {
+  if [ -f "$(pidfile "$1")" ]; then
+    pid=$(cat "$(pidfile "$1")")
+    kill "$pid" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -f "$(pidfile "$1")"
+  fi
+}
+start() {
+  command=$(sed -n 's/^ExecStart=//p' "/etc/systemd/system/$1")
+  [ -n "$command" ] || { echo "no unit $1" >&2; exit 5; }
+  setsid sh -c "exec $command" </dev/null >>${dir}/$1.log 2>&1 &
+  echo $! > "$(pidfile "$1")"
+}
+case "$1" in
+  daemon-reload|enable) ;;
+  start) start "$2" ;;
+  restart) stop "$2"; start "$2" ;;
+  stop) stop "$2" ;;
+  disable) if [ "$2" = --now ]; then stop "$3"; fi ;;
+  *) echo "unsupported: $*" >&2; exit 1 ;;
+esac
+`;
 }
 
 function exec(command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Exec> {
@@ -362,6 +397,101 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
     assert.equal(node.failedStep, 'confirm', node.error ?? '');
     assert.match(node.error ?? '', /^worker-5: .*did not answer over mutual TLS.*port/);
     for (const file of [paths('worker-5').binary, paths('worker-5').configDir, paths('worker-5').controlScript]) assert.equal(fs.existsSync(file), false, `${file} was left on the node`);
+  });
+
+  it('starts the agent through systemd where systemd runs, and removes the unit on uninstall', async () => {
+    writeInventory();
+    const node = sshNode('worker-6');
+    // The node's own view gets an empty systemd runtime directory and unit directory.
+    await nodes.inNodeMounts(node.index, 'sh', ['-c', 'mount -t tmpfs kubetrust-test /run/systemd && mkdir /run/systemd/system && mount -t tmpfs kubetrust-test /etc/systemd/system']);
+    fs.writeFileSync(path.join(node.binDir, 'systemctl'), systemctlStandIn(node.dir), { mode: 0o755 });
+    const { result, nodes: report } = await bootstrap(['worker-6'], ['--accept-new']);
+    assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    const done = report.get('worker-6')!;
+    assert.deepEqual([done.action, done.status, done.init], ['install', 'done', 'systemd'], done.error ?? '');
+    const unit = await nodes.inNodeMounts(node.index, 'cat', ['/etc/systemd/system/kubetrust-agent.service']);
+    assert.match(unit, new RegExp(`^ExecStart=${paths('worker-6').binary} --config ${paths('worker-6').configFile}$`, 'm'));
+    assert.equal(fs.existsSync(paths('worker-6').controlScript), false, 'the control script was installed beside systemd');
+    const calls = () => fs.readFileSync(path.join(node.dir, 'systemctl.log'), 'utf8').trim().split('\n');
+    assert.deepEqual(calls(), ['daemon-reload', 'enable kubetrust-agent.service', 'start kubetrust-agent.service']);
+
+    const removed = await bootstrap(['worker-6'], ['--uninstall']);
+    assert.equal(removed.result.code, 0, removed.result.stdout);
+    assert.ok(calls().includes('disable --now kubetrust-agent.service'), calls().join('; '));
+    const left = await nodes.inNodeMounts(node.index, 'ls', ['-A', '/etc/systemd/system']);
+    assert.equal(left.trim(), '');
+    assert.equal(fs.existsSync(paths('worker-6').binary), false);
+  });
+
+  it('installs through sudo as a user with password-less sudo rights', async () => {
+    await ensureSudoUser();
+    writeInventory({ 'worker-7': `{user: ${SUDO_USER}}` });
+    const { result, nodes: report } = await bootstrap(['worker-7'], ['--accept-new']);
+    assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    const node = report.get('worker-7')!;
+    assert.deepEqual([node.action, node.status], ['install', 'done'], node.error ?? '');
+    const owner = fs.statSync(paths('worker-7').binary);
+    assert.deepEqual([owner.uid, owner.mode & 0o777], [0, 0o755]);
+    assert.equal(fs.statSync(paths('worker-7').configFile).uid, 0);
+    assert.deepEqual(fs.readdirSync(path.join('/home', SUDO_USER)).filter((name) => !name.startsWith('.')), [], 'an upload was left in the home directory');
+  });
+
+  it('logs in with a key from the ssh-agent', async () => {
+    const socket = path.join(workdir, 'ssh-agent.sock');
+    const started = await exec('ssh-agent', ['-a', socket, '-s']);
+    assert.equal(started.code, 0, started.output);
+    const agentPid = Number(/SSH_AGENT_PID=(\d+)/.exec(started.output)?.[1]);
+    try {
+      const env = { ...process.env, SSH_AUTH_SOCK: socket };
+      const added = await exec('ssh-add', [nodes.clientKeyFile], env);
+      assert.equal(added.code, 0, added.output);
+      // No key file anywhere: only the ssh-agent can log in.
+      const text = inventoryText().replace(/ {2}ssh: \{privateKeyFile: [^,]+, (.*), agent: false\}/, '  ssh: {$1, agent: true}');
+      assert.doesNotMatch(text, /privateKeyFile/);
+      fs.writeFileSync(inventoryFile, text);
+      const cli = path.join(REPO_ROOT, 'controller', 'bin', 'controller.js');
+      const run = await exec(process.execPath, [cli, 'bootstrap', '--inventory', inventoryFile, '--state-dir', stateDir, '--agent-dir', artifactDir, '--nodes', 'worker-1', '--dry-run', '--accept-new', '--output', 'json'], env);
+      assert.equal(run.code, 0, run.output);
+      assert.match(run.output, /"status": "(done|planned)"/);
+    } finally {
+      if (Number.isInteger(agentPid) && agentPid > 0) process.kill(agentPid, 'SIGTERM');
+      writeInventory();
+    }
+  });
+
+  it('refuses a node of a machine type with no agent build and says how to build one', async () => {
+    writeInventory();
+    const node = sshNode('worker-4');
+    fs.writeFileSync(path.join(node.binDir, 'uname'), '#!/bin/sh\nif [ "$1" = -m ]; then echo aarch64; else exec /bin/uname "$@"; fi\n', { mode: 0o755 });
+    try {
+      const { result, nodes: report } = await bootstrap(['worker-4'], ['--accept-new']);
+      assert.equal(result.code, 1);
+      const failed = report.get('worker-4')!;
+      assert.equal(failed.failedStep, 'detect', failed.error ?? '');
+      assert.match(failed.error ?? '', /^worker-4: .*aarch64.*npm run package:agent/);
+      assert.equal(fs.existsSync(paths('worker-4').binary), false);
+    } finally {
+      fs.rmSync(path.join(node.binDir, 'uname'));
+    }
+  });
+
+  it('fails a node whose disk is full during the upload and leaves nothing behind', async () => {
+    const node = sshNode('worker-4');
+    const binDir = path.dirname(paths('worker-4').binary);
+    fs.mkdirSync(binDir, { recursive: true });
+    await nodes.inNodeMounts(node.index, 'mount', ['-t', 'tmpfs', '-o', 'size=1m', 'kubetrust-test', binDir]);
+    try {
+      const { result, nodes: report } = await bootstrap(['worker-4'], ['--accept-new']);
+      assert.equal(result.code, 1);
+      const failed = report.get('worker-4')!;
+      assert.equal(failed.failedStep, 'upload', failed.error ?? '');
+      assert.match(failed.error ?? '', /^worker-4: .*(space|full)/i);
+      assert.doesNotMatch(failed.error ?? '', /\n/);
+      assert.equal((await nodes.inNodeMounts(node.index, 'ls', ['-A', binDir])).trim(), '', 'an upload was left on the full disk');
+      assert.equal(fs.existsSync(paths('worker-4').configDir), false);
+    } finally {
+      await nodes.inNodeMounts(node.index, 'umount', [binDir]);
+    }
   });
 
   it('uninstalls the agent and its identity', async () => {

@@ -30,6 +30,8 @@ const BLOCKS_PER_RANGE = 16384;
 
 /** The non-root login without sudo rights that the sudo tests use; `.ci/run` creates it too. */
 export const NO_SUDO_USER = 'kubetrust-nosudo';
+/** A non-root login that may run any command as root through sudo without a password. */
+export const SUDO_USER = 'kubetrust-sudo';
 
 export interface SshNode {
   readonly index: number;
@@ -41,6 +43,11 @@ export interface SshNode {
   readonly prefix: string;
   /** Directory with the node's sshd_config, host key, pid file and log. */
   readonly dir: string;
+  /**
+   * Directory first on the PATH of every SSH session on the node, empty at start. Tests put
+   * stand-ins there, such as a `systemctl` or a `uname` that reports another machine.
+   */
+  readonly binDir: string;
   /** False for a namespace where nothing listens, for connection failure tests. */
   readonly runsSshd: boolean;
   /** Fingerprint of the node's current host key, as `ssh-keygen -lf` prints it. */
@@ -232,7 +239,9 @@ export class SshNodes {
     const prefix = path.join(dir, 'prefix');
     await fs.mkdir(prefix, { recursive: true, mode: 0o755 });
     await fs.chmod(dir, 0o755);
-    const node: SshNode = { index, namespace, address: nodeAddress, port: 22, prefix, dir, runsSshd, hostKeyFingerprint: '', hostPublicKey: '' };
+    const binDir = path.join(dir, 'bin');
+    await fs.mkdir(binDir, { recursive: true, mode: 0o755 });
+    const node: SshNode = { index, namespace, address: nodeAddress, port: 22, prefix, dir, binDir, runsSshd, hostKeyFingerprint: '', hostPublicKey: '' };
     this.nodes.push(node);
     if (!runsSshd) {
       return;
@@ -338,6 +347,8 @@ function sshdConfig(dir: string): string {
     'AllowTcpForwarding yes',
     'Subsystem sftp internal-sftp',
     'LogLevel VERBOSE',
+    // SetEnv overrides sshd's default PATH, so a stand-in in bin/ wins over the system's command.
+    `SetEnv PATH=${path.join(dir, 'bin')}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
     '',
   ].join('\n');
 }
@@ -377,6 +388,14 @@ function blockAddresses(block: number): [string, string] {
 
 async function generateKey(file: string, comment: string): Promise<void> {
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', file]);
+}
+
+/** Creates the login with password-less sudo rights when it is missing, like the NOPASSWD logins that installers use. */
+export async function ensureSudoUser(): Promise<void> {
+  if (spawnSync('id', [SUDO_USER], { stdio: 'ignore' }).status !== 0) {
+    await run('useradd', ['--create-home', '--shell', '/bin/sh', '--password', '*', SUDO_USER]);
+  }
+  await fs.writeFile(`/etc/sudoers.d/${SUDO_USER}`, `${SUDO_USER} ALL=(root) NOPASSWD: ALL\n`, { mode: 0o440 });
 }
 
 /** Creates the login without sudo rights when it is missing. Its password field is `*`, so sshd does not treat it as locked. */

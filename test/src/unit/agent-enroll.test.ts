@@ -244,11 +244,14 @@ describe('agent enroll-request and enroll-install', () => {
 });
 
 describe('agent install paths and service files', () => {
-  it('puts every path below the prefix', () => {
+  it('puts every path but the systemd unit below the prefix', () => {
     const paths = agentInstallPaths('/srv/node-1');
     for (const [name, file] of Object.entries(AGENT_INSTALL_PATHS)) {
+      if (name === 'systemdUnit') continue;
       assert.equal(paths[name as keyof typeof AGENT_INSTALL_PATHS], `/srv/node-1${file}`);
     }
+    // systemd reads units from its own directory only.
+    assert.equal(paths.systemdUnit, '/etc/systemd/system/kubetrust-agent.service');
     assert.equal(paths.configFile, '/srv/node-1/etc/kubetrust/agent/agent.yaml');
     assert.deepEqual(agentInstallPaths(), { ...AGENT_INSTALL_PATHS, configFile: '/etc/kubetrust/agent/agent.yaml' });
   });

@@ -6,7 +6,7 @@
  * Needs root, iproute2, nftables, openssh-server, sudo and etcd; `.ci/run` installs them.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -455,6 +455,37 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
       assert.match(run.output, /"status": "(done|planned)"/);
     } finally {
       if (Number.isInteger(agentPid) && agentPid > 0) process.kill(agentPid, 'SIGTERM');
+      writeInventory();
+    }
+  });
+
+  it('asks for the passphrase of an encrypted key on the terminal and never echoes it', async () => {
+    const passphrase = 'kubetrust-test-passphrase';
+    const keyFile = path.join(workdir, 'encrypted_ed25519');
+    const made = await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', passphrase, '-C', 'kubetrust encrypted test key', '-f', keyFile]);
+    assert.equal(made.code, 0, made.output);
+    fs.appendFileSync(path.join(sshNode('worker-1').dir, 'authorized_keys'), fs.readFileSync(`${keyFile}.pub`));
+    writeInventory({ 'worker-1': `{privateKeyFile: ${keyFile}}` });
+    try {
+      const cli = path.join(REPO_ROOT, 'controller', 'bin', 'controller.js');
+      const command = [process.execPath, cli, 'bootstrap', '--inventory', inventoryFile, '--state-dir', stateDir, '--agent-dir', artifactDir, '--nodes', 'worker-1', '--dry-run', '--accept-new', '--output', 'json'].join(' ');
+      // script(1) gives the controller a terminal; the passphrase is typed only once the prompt shows.
+      const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let transcript = '';
+      let typed = false;
+      child.stdout.on('data', (chunk: Buffer) => {
+        transcript += chunk.toString();
+        if (!typed && transcript.includes('Passphrase for the SSH key of worker-1')) {
+          typed = true;
+          child.stdin.write(`${passphrase}\r`);
+        }
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      assert.ok(typed, `no passphrase prompt: ${transcript}`);
+      assert.equal(code, 0, transcript);
+      assert.match(transcript, /"status": "(done|planned)"/);
+      assert.equal(transcript.includes(passphrase), false, 'the passphrase was echoed');
+    } finally {
       writeInventory();
     }
   });

@@ -443,6 +443,23 @@ async function closeControlMasters(controlDir: string): Promise<void> {
   }
 }
 
+/** Modification times of ~/.ansible and ~/.ssh and everything below them, by path; the Ansible runs must change none. */
+function homeSnapshot(): Map<string, number> {
+  const snapshot = new Map<string, number>();
+  const walk = (file: string): void => {
+    let stat: fs.Stats;
+    try {
+      stat = fs.lstatSync(file);
+    } catch {
+      return;
+    }
+    snapshot.set(file, stat.mtimeMs);
+    if (stat.isDirectory()) for (const entry of fs.readdirSync(file)) walk(path.join(file, entry));
+  };
+  for (const name of ['.ansible', '.ssh']) walk(path.join(os.homedir(), name));
+  return snapshot;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The benchmark.
 
@@ -466,8 +483,7 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
   if (controlDir.length > MAX_CONTROL_DIR_LENGTH) {
     throw new BenchError(`the SSH control socket directory ${controlDir} is longer than ${MAX_CONTROL_DIR_LENGTH} characters, too long for a socket path; pass a shorter --workdir`);
   }
-  const ansibleHome = path.join(os.homedir(), '.ansible');
-  const ansibleHomeExisted = fs.existsSync(ansibleHome);
+  const homeBefore = homeSnapshot();
   const logsDir = path.join(workdir, 'logs');
   fs.mkdirSync(logsDir, { recursive: true });
 
@@ -542,7 +558,9 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
       ansible.push({ forks, first: firstRun, second: secondRun, tasks: taskBreakdown(firstRun.timing), busyBeforePercent: busy });
     }
 
-    if (!ansibleHomeExisted && fs.existsSync(ansibleHome)) throw new BenchError(`Ansible created ${ansibleHome} although ANSIBLE_HOME points into the work directory`);
+    const homeAfter = homeSnapshot();
+    const touched = [...homeAfter].filter(([file, mtime]) => homeBefore.get(file) !== mtime).map(([file]) => file);
+    if (touched.length > 0) throw new BenchError(`the Ansible runs wrote below the home directory: ${touched.join(', ')}; every path in ${path.join(workdir, 'ansible', 'ansible.cfg')} must point into the work directory`);
     return { nodes: nodes.length, agentMiB, agentGzipMiB, kubetrust, ansible };
   } finally {
     progress('stopping the agents and the sshd nodes');
@@ -569,14 +587,14 @@ function report(options: BenchOptions, result: BenchResult): string {
   const workers = result.nodes - CONTROL_PLANE_NODES;
   const lines = [
     `kubetrust bootstrap beside Ansible: ${result.nodes} nodes (3 etcd, 3 masters, ${workers} workers), agent executable ${result.agentMiB.toFixed(1)} MiB, ${result.agentGzipMiB.toFixed(1)} MiB with gzip level 1`,
-    `  kubetrust bootstrap, run 1 (install)   ${seconds(kubetrust.first.wallS).padStart(8)} s   ${options.maxParallel} nodes at a time; controller CPU ${seconds(kubetrust.first.cpuS)} s`,
-    `  kubetrust bootstrap, run 2 (no change) ${seconds(kubetrust.second.wallS).padStart(8)} s`,
+    `  ${'kubetrust bootstrap, run 1 (install)'.padEnd(40)} ${seconds(kubetrust.first.wallS).padStart(8)} s   ${options.maxParallel} nodes at a time; controller CPU ${seconds(kubetrust.first.cpuS)} s`,
+    `  ${'kubetrust bootstrap, run 2 (no change)'.padEnd(40)} ${seconds(kubetrust.second.wallS).padStart(8)} s   controller CPU ${seconds(kubetrust.second.cpuS)} s`,
     `    run 1 per node, median / max ms: ${BOOTSTRAP_STEPS.map((step) => `${step} ${ms(kubetrust.firstSteps[step].median)} / ${ms(kubetrust.firstSteps[step].max)}`).join(', ')}`,
   ];
   for (const run of result.ansible) {
     lines.push(
-      `  Ansible forks ${String(run.forks).padEnd(3)}, run 1               ${seconds(run.first.wallS).padStart(8)} s   ${(run.first.wallS / kubetrust.first.wallS).toFixed(1)} x kubetrust; CPU ${seconds(run.first.cpuS)} s`,
-      `  Ansible forks ${String(run.forks).padEnd(3)}, run 2 (no change)   ${seconds(run.second.wallS).padStart(8)} s   ${(run.second.wallS / kubetrust.second.wallS).toFixed(1)} x kubetrust; CPU ${seconds(run.second.cpuS)} s`,
+      `  ${`Ansible forks ${run.forks}, run 1 (install)`.padEnd(40)} ${seconds(run.first.wallS).padStart(8)} s   ${(run.first.wallS / kubetrust.first.wallS).toFixed(1)} x kubetrust; CPU ${seconds(run.first.cpuS)} s`,
+      `  ${`Ansible forks ${run.forks}, run 2 (no change)`.padEnd(40)} ${seconds(run.second.wallS).padStart(8)} s   ${(run.second.wallS / kubetrust.second.wallS).toFixed(1)} x kubetrust; CPU ${seconds(run.second.cpuS)} s`,
       `    run 1 per task, wall s (per host median / max ms): ${run.tasks.map((task) => `${task.key} ${seconds(task.wallMs / 1000)} (${ms(task.hosts.median)} / ${ms(task.hosts.max)})`).join(', ')}`,
     );
   }

@@ -3,8 +3,8 @@
 # agent on the same hosts, in one run of test/dist/bench/bootstrap-bench.js, with a summary table.
 #
 # The benchmark starts BENCH_NODES sshd nodes in network namespaces (3 etcd nodes, 3 masters, the
-# rest workers), times two bootstrap runs (install, then no change), removes the agents, and for
-# each fork count times two runs of bench/ansible/bootstrap-agent.yml (install, then no change).
+# rest workers) and times two bootstrap runs (install, then no change). It then removes the agents
+# and, for each fork count, times two runs of bench/ansible/bootstrap-agent.yml the same way.
 #
 # Env:  BENCH_NODES    total node count, 7..250 (default 20)
 #       BENCH_FORKS    Ansible fork counts separated by spaces, each 1..500 (default "20 5")
@@ -22,8 +22,8 @@ NODES=${BENCH_NODES:-20}
 FORKS=${BENCH_FORKS:-20 5}
 RESULTS=${BENCH_RESULTS:-/tmp/kubetrust-bench/results}
 BENCH_JS=$REPO/test/dist/bench/bootstrap-bench.js
-# Upper bound of the whole benchmark. At 20 nodes on a 2-core VM it took about 10 minutes with
-# two fork counts.
+# Upper bound of the whole benchmark. At 20 nodes on a 2-core VM it took about 8 minutes with
+# forks 20 alone.
 STEP_TIMEOUT_S=3600
 
 die() { echo "error: $*" >&2; exit 2; }
@@ -70,7 +70,11 @@ machine() {
   echo "file system:  $(df -PT /tmp | awk 'NR == 2 { print $2 }') for /tmp"
   echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (at start)"
   echo "node:         $(node --version)"
-  echo "ansible:      $(ansible-playbook --version 2>/dev/null | head -n 1)"
+  # ansible-playbook creates its local temporary directory even for --version, so it goes to a scratch one.
+  local scratch
+  scratch=$(mktemp -d)
+  echo "ansible:      $(ANSIBLE_HOME="$scratch" ANSIBLE_LOCAL_TEMP="$scratch/tmp" ansible-playbook --version 2>/dev/null | head -n 1)"
+  rm -rf "$scratch"
   echo "openssh:      $(ssh -V 2>&1)"
   echo "kubetrust:    $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo ' (with uncommitted changes)')"
 }

@@ -14,8 +14,9 @@
  * script aside, stops the agents with their control script and removes their files.
  *
  * For each fork count, the Ansible side runs bench/ansible/bootstrap-agent.yml twice against the
- * same addresses: run 1 copies the agent executable (uncompressed, with the copy module), the saved
- * files and the control script, starts the agent and waits for its port; run 2 must change nothing.
+ * same addresses. Run 1 copies the agent executable (uncompressed, with the copy module), the saved
+ * files and the control script. It then starts the agent and waits for its port. Run 2 must change
+ * nothing.
  * Between the two runs, untimed, `controller bootstrap --dry-run` checks that every agent that
  * Ansible started answers over mutual TLS with its identity. Ansible's home, temporary directories,
  * SSH control sockets and known hosts file are all in the work directory. The last lines of output
@@ -68,7 +69,7 @@ const DEFAULT_MAX_PARALLEL = 10;
 /** Upper bound that keeps a hung Ansible run from blocking the benchmark forever; not a performance target. */
 const ANSIBLE_TIMEOUT_MS = 30 * 60_000;
 /**
- * sun_path holds 108 bytes with the terminating NUL. OpenSSH binds a control socket under its final
+ * sun_path has room for 108 bytes with the terminating NUL. OpenSSH binds a control socket under its final
  * name plus a 17-character random suffix, and Ansible names it with a 40-character hash (%C).
  */
 const MAX_CONTROL_DIR_LENGTH = 107 - 17 - 41;
@@ -163,8 +164,15 @@ interface BenchNode {
 function benchNodes(sshNodes: SshNodes, count: number): BenchNode[] {
   const nodes: BenchNode[] = [];
   for (let index = 0; index < count; index++) {
-    const role = index < 3 ? 'etcd' : index < CONTROL_PLANE_NODES ? 'master' : 'worker';
-    const number = role === 'etcd' ? index + 1 : role === 'master' ? index - 2 : index - CONTROL_PLANE_NODES + 1;
+    let role: BenchNode['role'] = 'worker';
+    let number = index - CONTROL_PLANE_NODES + 1;
+    if (index < 3) {
+      role = 'etcd';
+      number = index + 1;
+    } else if (index < CONTROL_PLANE_NODES) {
+      role = 'master';
+      number = index - 2;
+    }
     const ssh = sshNodes.node(index);
     nodes.push({ name: `${role}-${number}`, role, ssh, paths: agentInstallPaths(ssh.prefix) });
   }

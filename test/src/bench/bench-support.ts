@@ -314,6 +314,30 @@ export function phaseCpu(run: MeasuredRun, phase: string): { startupS: number; p
   return { startupS: before / 1000, phaseS: report.phases[index]!.cpuMs / 1000 };
 }
 
+/**
+ * Returns the share of all cores that were busy during the next second, in percent, as
+ * bench/common.sh's busy_percent measures it from /proc/stat: iowait counts as idle.
+ */
+export async function busyPercent(): Promise<number> {
+  const sample = (): number[] => (fs.readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  const before = sample();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const after = sample();
+  const delta = (index: number): number => (after[index] ?? 0) - (before[index] ?? 0);
+  // Fields of the cpu line: user nice system idle iowait irq softirq steal.
+  const busy = delta(0) + delta(1) + delta(2) + delta(5) + delta(6) + delta(7);
+  const idle = delta(3) + delta(4);
+  return busy + idle > 0 ? Math.round((100 * busy) / (busy + idle)) : 0;
+}
+
+/** Returns the median of `values` (the mean of the two middle values for an even count), or undefined when empty. */
+export function median(values: readonly number[]): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
 /** Reads the number of certificates in the state directory's ledger. */
 export function ledgerCount(stateDir: string): number {
   const ledger = JSON.parse(fs.readFileSync(path.join(stateDir, 'ledger.json'), 'utf8')) as { issued: unknown[] };

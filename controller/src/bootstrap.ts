@@ -199,24 +199,28 @@ interface NodeContext {
   readonly artifacts: Map<string, Promise<LoadedArtifact>>;
 }
 
-/** The artefact for a node's `uname -m`, with its bytes gzip-compressed for upload; loaded once per machine type. */
-interface LoadedArtifact {
-  readonly artifact: AgentArtifact;
-  readonly compressed: Buffer;
-}
+/**
+ * The artefact for a node's `uname -m`, found once per machine type. Its gzip-compressed bytes are
+ * made on the first upload only, so a run in which no node needs the executable skips that work.
+ */
+class LoadedArtifact {
+  private packing: Promise<Buffer> | undefined;
 
-async function loadArtifact(machine: string, dir: string | undefined): Promise<LoadedArtifact> {
-  const artifact = await findAgentArtifact(machine, dir === undefined ? {} : { dir });
-  // Level 1 packs the executable to less than half its size in about a second; every node then
-  // receives the smaller file.
-  const compressed = await gzipAsync(await readFile(artifact.path), { level: 1 });
-  return { artifact, compressed };
+  constructor(readonly artifact: AgentArtifact) {}
+
+  compressed(): Promise<Buffer> {
+    // Level 1 packs the executable to less than half its size in about a second; every node then
+    // receives the smaller file.
+    this.packing ??= readFile(this.artifact.path).then((bytes) => gzipAsync(bytes, { level: 1 }));
+    return this.packing;
+  }
 }
 
 async function artifactFor(context: NodeContext, machine: string): Promise<LoadedArtifact> {
   let loading = context.artifacts.get(machine);
   if (loading === undefined) {
-    loading = loadArtifact(machine, context.options.artifactDir);
+    const dir = context.options.artifactDir;
+    loading = findAgentArtifact(machine, dir === undefined ? {} : { dir }).then((artifact) => new LoadedArtifact(artifact));
     context.artifacts.set(machine, loading);
   }
   try {
@@ -231,7 +235,7 @@ async function uploadAgent(session: SshSession, loaded: LoadedArtifact, paths: A
   const q = shellQuote;
   const packed = `${paths.binary}.upload.gz`;
   const unpacked = `${paths.binary}.upload`;
-  await session.upload(loaded.compressed, packed, 0o600);
+  await session.upload(await loaded.compressed(), packed, 0o600);
   const output = await runStep(
     session,
     'upload',

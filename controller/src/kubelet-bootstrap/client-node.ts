@@ -6,6 +6,7 @@
  */
 import type * as k8s from '@kubernetes/client-node';
 import { KubeApiError, type CsrEventType, type CsrWatch, type CsrWatchHandler, type KubeClient } from './client';
+import { redactSecret } from './token';
 import type { ClusterRoleBindingObject, CsrObject, NodeObject, SecretObject } from './types';
 
 const CSR_PATH = '/apis/certificates.k8s.io/v1/certificatesigningrequests';
@@ -86,12 +87,12 @@ class ClientNodeKubeClient implements KubeClient {
 
   async getSecret(namespace: string, name: string): Promise<SecretObject | undefined> {
     const found = await orUndefinedOn404(`get Secret ${namespace}/${name}`, () => this.core.readNamespacedSecret({ namespace, name }));
-    return found === undefined ? undefined : plain<SecretObject>(found);
+    return found === undefined ? undefined : redactSecret(plain<SecretObject>(found));
   }
 
   async listSecrets(namespace: string, labelSelector: string): Promise<SecretObject[]> {
     const list = await wrapped(`list Secrets in ${namespace}`, () => this.core.listNamespacedSecret({ namespace, labelSelector }));
-    return plain<SecretObject[]>(list.items);
+    return plain<SecretObject[]>(list.items).map(redactSecret);
   }
 
   async deleteSecret(namespace: string, name: string): Promise<boolean> {

@@ -35,8 +35,12 @@ export interface CsrWatch {
 export interface KubeClient {
   /** Creates the Secret. Throws KubeApiError with status 409 when it exists. Returns nothing, so no token secret travels back. */
   createSecret(secret: SecretObject): Promise<void>;
-  /** Returns undefined when the Secret does not exist. */
+  /**
+   * Returns undefined when the Secret does not exist. Reads of Secrets return `token-secret` as
+   * `<redacted>`, because kubetrust never needs the secret half of a token it has written.
+   */
   getSecret(namespace: string, name: string): Promise<SecretObject | undefined>;
+  /** Lists the Secrets that match the label selector, with `token-secret` redacted as in getSecret. */
   listSecrets(namespace: string, labelSelector: string): Promise<SecretObject[]>;
   /** Returns false when the Secret did not exist. */
   deleteSecret(namespace: string, name: string): Promise<boolean>;

@@ -11,15 +11,20 @@ import {
   BootstrapToken,
   bootstrapBindings,
   bootstrapSettings,
+  CONTROLLER_API_USER,
   controllerRbacManifest,
   controllerRbacObjects,
   ensureBindings,
+  issueControllerApiCredentials,
   listOwnBindings,
   readTokenSecret,
   tokenSecret,
   type ClusterRoleBindingObject,
 } from '@kubetrust/controller/dist/kubelet-bootstrap';
+import { selfSignedCa } from '@kubetrust/controller/dist/authority';
 import { parseInventory } from '@kubetrust/shared/dist/inventory';
+import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
+import { generateKeyPair, inspectCertificate, isSignedBy, privateKeyToPem } from '@kubetrust/shared/dist/pki';
 import { MemoryKubeClient } from '../harness/memory-kube-client';
 
 const GROUP = 'system:bootstrappers:kubetrust:prod';
@@ -168,7 +173,8 @@ describe('controller RBAC', () => {
   it('grants Secrets only in kube-system', () => {
     const clusterRole = objects.find((object) => object.kind === 'ClusterRole');
     const role = objects.find((object) => object.kind === 'Role');
-    assert.ok(clusterRole && role);
+    assert.ok(clusterRole);
+    assert.ok(role);
     assert.ok(!(clusterRole.rules ?? []).some((rule) => rule.resources.includes('secrets')));
     assert.equal(role.metadata.namespace, 'kube-system');
     assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['secrets'], verbs: ['create', 'get', 'list', 'delete'] }]);
@@ -179,7 +185,8 @@ describe('controller RBAC', () => {
     const signers = (clusterRole?.rules ?? []).filter((rule) => rule.resources.includes('signers'));
     assert.deepEqual(signers.map((rule) => rule.resourceNames), [['kubernetes.io/kubelet-serving']]);
     for (const rule of clusterRole?.rules ?? []) {
-      assert.ok(!rule.verbs.includes('*') && !rule.resources.includes('*'), JSON.stringify(rule));
+      assert.ok(!rule.verbs.includes('*'), JSON.stringify(rule));
+      assert.ok(!rule.resources.includes('*'), JSON.stringify(rule));
       assert.ok(!rule.verbs.includes('update') || rule.resources.includes('certificatesigningrequests/approval'), JSON.stringify(rule));
       assert.ok(!rule.verbs.includes('delete'), JSON.stringify(rule));
     }
@@ -190,5 +197,23 @@ describe('controller RBAC', () => {
     const text = fs.readFileSync(file, 'utf8');
     const documents = YAML.parseAllDocuments(text).map((document) => document.toJSON() as unknown);
     assert.deepEqual(documents, YAML.parseAllDocuments(controllerRbacManifest()).map((document) => document.toJSON() as unknown));
+  });
+
+  it('controller API certificate is a client certificate without groups', async () => {
+    const inventory = parseInventory('apiVersion: kubetrust/v1\nkind: Cluster\nmetadata: {name: prod}\nspec:\n  apiServer: {endpoint: "https://192.0.2.100:6443"}\n  pki: {keyAlgorithm: ECDSA-P256}\n  nodes: [{name: c, addresses: [192.0.2.3], roles: [etcd, master]}]\n', 'unit.yaml').inventory;
+    const caKey = await generateKeyPair('ECDSA-P256');
+    const caPem = selfSignedCa('kubernetes', caKey, 10 * 365 * 86_400_000, NOW);
+    const credentials = await issueControllerApiCredentials({ inventory, clusterCa: { certificatePem: caPem, privateKey: caKey.privateKey, privateKeyPem: privateKeyToPem(caKey.privateKey) }, now: NOW });
+    const info = inspectCertificate(credentials.certificatePem);
+    assert.equal(info.subject.commonName, 'kubetrust:controller');
+    assert.deepEqual(info.subject.organizations ?? [], []);
+    assert.deepEqual(info.extKeyUsage, ['clientAuth']);
+    assert.ok(isSignedBy(credentials.certificatePem, caPem));
+    const kubeconfig = parseKubeconfig(credentials.kubeconfig);
+    assert.equal(kubeconfig.server, 'https://192.0.2.100:6443');
+    assert.equal(kubeconfig.user, CONTROLLER_API_USER);
+    assert.equal(kubeconfig.clientCertificatePem, credentials.certificatePem);
+    const bound = (controllerRbacObjects() as { subjects?: { name: string }[] }[]).flatMap((object) => object.subjects ?? []).map((subject) => subject.name);
+    assert.deepEqual(bound, [CONTROLLER_API_USER, CONTROLLER_API_USER]);
   });
 });

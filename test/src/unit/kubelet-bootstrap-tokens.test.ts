@@ -378,8 +378,8 @@ describe('bootstrap token issue, list and prune', () => {
     const expired = await issueNodeToken(client, { inventory: inv, node: node(inv, 'wk-a'), clusterCaPem: CA_PEM, settings, now: new Date(NOW.getTime() - 2 * 3600_000) });
     const registered = await issueNodeToken(client, { inventory: inv, node: node(inv, 'wk-a'), clusterCaPem: CA_PEM, settings, now: NOW });
     const waiting = await issueNodeToken(client, { inventory: inv, node: node(inv, 'wk-b'), clusterCaPem: CA_PEM, settings, now: NOW });
-    const gone = tokenSecret({ token: BootstrapToken.generate(), cluster: 'prod', node: 'wk-old', group: settings.group, now: NOW });
-    await client.createSecret(gone);
+    const removedNode = tokenSecret({ token: BootstrapToken.generate(), cluster: 'prod', node: 'wk-old', group: settings.group, now: NOW });
+    await client.createSecret(removedNode);
     client.addNode('wk-a');
 
     const dryRun = await pruneTokens(client, inv, NOW, { dryRun: true });
@@ -390,7 +390,7 @@ describe('bootstrap token issue, list and prune', () => {
     const reasonOf = (secretName: string): string | undefined => results.find((result) => result.secretName === secretName)?.reason;
     assert.equal(reasonOf(expired.secretName), 'expired');
     assert.equal(reasonOf(registered.secretName), 'node registered');
-    assert.equal(reasonOf(gone.metadata.name), 'node not bootstrapping');
+    assert.equal(reasonOf(removedNode.metadata.name), 'node not bootstrapping');
     assert.equal(reasonOf(waiting.secretName), undefined);
     assert.deepEqual([...client.secrets.keys()], [`kube-system/${waiting.secretName}`]);
   });

@@ -23,6 +23,29 @@ export function renderKubeconfig(parts: KubeconfigParts): string {
   return stringifyKubeconfig(parts, context, data);
 }
 
+export interface TokenKubeconfigParts {
+  readonly clusterName: string;
+  readonly server: string;
+  readonly certificateAuthorityPem: string;
+  readonly user: string;
+  /** Bearer token, such as a bootstrap token `<id>.<secret>`. */
+  readonly token: string;
+}
+
+/** Renders a kubeconfig whose user authenticates with a bearer token instead of a client certificate. */
+export function renderTokenKubeconfig(parts: TokenKubeconfigParts): string {
+  const context = `${parts.user}@${parts.clusterName}`;
+  const document = {
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: parts.clusterName, cluster: { 'certificate-authority-data': b64(parts.certificateAuthorityPem), server: parts.server } }],
+    users: [{ name: parts.user, user: { token: parts.token } }],
+    contexts: [{ name: context, context: { cluster: parts.clusterName, user: parts.user } }],
+    'current-context': context,
+  };
+  return YAML.stringify(document);
+}
+
 function stringifyKubeconfig(parts: KubeconfigParts, context: string, data: { ca: string; certificate: string; key: string }): string {
   const document = {
     apiVersion: 'v1',
@@ -96,6 +119,8 @@ export interface KubeconfigSummary {
   readonly clientCertificatePem: string;
   /** Absent when the kubeconfig references key files instead of embedding the key. */
   readonly clientKeyPem?: string;
+  /** Bearer token of a token kubeconfig; absent otherwise. */
+  readonly token?: string;
 }
 
 function record(value: unknown, what: string): Record<string, unknown> {
@@ -128,5 +153,6 @@ export function parseKubeconfig(text: string): KubeconfigSummary {
     certificateAuthorityPem: decoded(cluster['certificate-authority-data']),
     clientCertificatePem: decoded(user['client-certificate-data']),
     ...(key !== '' ? { clientKeyPem: key } : {}),
+    ...(typeof user.token === 'string' ? { token: user.token } : {}),
   };
 }

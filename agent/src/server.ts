@@ -22,6 +22,7 @@ import type { Logger } from '@kubetrust/shared/dist/log';
 import type { AgentConfig } from './config';
 import { BusyError, HealthCheckFailedError, InvalidRequestError, isFileSystemError } from './errors';
 import { Installer } from './install';
+import { KubeletRegistration } from './kubelet-registration';
 import { PendingRestarts, orderServices } from './pending-restarts';
 import { restartService } from './services';
 import { StagedKeys } from './staged-keys';
@@ -199,6 +200,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
     return services;
   };
   await installer.recoverInterruptedChange();
+  const registration = new KubeletRegistration(config.installRoot, config.stateDir, config.nodeName, logger);
+  await registration.resume();
   const gate = new ChangeGate();
   const agentService = loadAgentProto().kubetrust.agent.v1.Agent.service;
 
@@ -209,6 +212,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
       clock_unix_ms: String(Date.now()),
       files: await Promise.all(request.files.map((query) => readNodeFile(config.installRoot, query))),
       pending_restarts: await pending.list(),
+      kubelet_bootstrap: registration.state(),
     })),
     PrepareKeys: unary(config, managementCa, logger, 'PrepareKeys', (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>
       gate.run('PrepareKeys', async () => {
@@ -228,7 +232,10 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
       'Apply',
       (request: import('@kubetrust/proto').ApplyRequest__Output) =>
         gate.run('Apply', async () => {
+          const watch = request.kubelet_bootstrap ? registration.validate(request.kubelet_bootstrap) : undefined;
           const installed = await installer.install(request.change_id, request.files, () => pending.add(request.restart_services), request.restart_services);
+          // Armed before the restarts: the kubelet may register as soon as it starts.
+          if (watch !== undefined) await registration.arm(watch);
           const response = { changed_paths: installed.changedPaths, services: await restartPending(), backup_dir: installed.backupDir };
           return requireHealthy(`change ${request.change_id} is installed`, response);
         }),
@@ -280,6 +287,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
     server,
     port,
     stop: async () => {
+      registration.stop();
       await new Promise<void>((resolve) => {
         server.tryShutdown(() => resolve());
       });

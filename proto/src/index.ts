@@ -21,6 +21,8 @@ export type { GetStateRequest, GetStateRequest__Output } from './generated/kubet
 export type { KeyRequest, KeyRequest__Output } from './generated/kubetrust/agent/v1/KeyRequest';
 export type { KubeconfigContent, KubeconfigContent__Output } from './generated/kubetrust/agent/v1/KubeconfigContent';
 export type { KubeconfigState, KubeconfigState__Output } from './generated/kubetrust/agent/v1/KubeconfigState';
+export type { KubeletBootstrapState, KubeletBootstrapState__Output } from './generated/kubetrust/agent/v1/KubeletBootstrapState';
+export type { KubeletBootstrapWatch, KubeletBootstrapWatch__Output } from './generated/kubetrust/agent/v1/KubeletBootstrapWatch';
 export type { NodeState, NodeState__Output } from './generated/kubetrust/agent/v1/NodeState';
 export type { PrepareKeysRequest, PrepareKeysRequest__Output } from './generated/kubetrust/agent/v1/PrepareKeysRequest';
 export type { RollbackRequest, RollbackRequest__Output } from './generated/kubetrust/agent/v1/RollbackRequest';

@@ -523,7 +523,7 @@ export class FakeApiServer {
     delete object.metadata.resourceVersion;
     delete object.metadata.creationTimestamp;
 
-    const errors = validateMetadata(object);
+    const errors = validateMetadata(object, type.resource === 'secrets' || type.resource === 'nodes');
     switch (type.resource) {
       case 'secrets':
         errors.push(...prepareSecret(object));
@@ -814,10 +814,19 @@ function readJson(request: http.IncomingMessage): Promise<unknown> {
   });
 }
 
-function validateMetadata(object: KubeObject): FieldError[] {
+/**
+ * Validates metadata.name: Secrets and Nodes need a DNS subdomain, while RBAC objects and CSRs only
+ * need a valid path segment, so names such as `system:node-bootstrapper` and the kubelet's
+ * base64url `node-csr-…` are accepted.
+ */
+function validateMetadata(object: KubeObject, dnsSubdomain: boolean): FieldError[] {
   const name = object.metadata.name;
   if (typeof name !== 'string' || name === '') {
     return [{ field: 'metadata.name', type: 'FieldValueRequired', detail: 'Required value: name or generateName is required' }];
+  }
+  if (!dnsSubdomain) {
+    const badSegment = name === '.' || name === '..' || name.includes('/') || name.includes('%');
+    return badSegment ? [{ field: 'metadata.name', type: 'FieldValueInvalid', detail: `Invalid value: "${name}": may not be '.' or '..' and may not contain '/' or '%'` }] : [];
   }
   if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) {
     const detail = `Invalid value: "${name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character`;

@@ -1,8 +1,8 @@
 /**
  * A stand-in for kube-apiserver and the two kube-controller-manager controllers that kubelet TLS
  * bootstrapping needs, for tests on machines where no real API server can run. It serves HTTPS on
- * a loopback address, authenticates client certificates and bootstrap tokens, authorizes with the
- * Node authorizer and RBAC, and stores Secrets, Nodes, ClusterRoles, ClusterRoleBindings and
+ * a loopback address, authenticates client certificates and bootstrap tokens, and authorizes with
+ * the Node authorizer and RBAC. It stores Secrets, Nodes, ClusterRoles, ClusterRoleBindings and
  * CertificateSigningRequests with the object shapes, status codes and watch stream of the real
  * API. test/README.md lists what it leaves out.
  */
@@ -90,7 +90,7 @@ export interface FakeApiServerOptions {
   readonly now?: () => Date;
 }
 
-/** One handled request, for assertions. Never holds credentials. */
+/** One handled request, for assertions. It never contains credentials. */
 export interface FakeApiRequestRecord {
   readonly method: string;
   readonly path: string;
@@ -122,7 +122,7 @@ const GENERATE_NAME_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
 const WATCH_HISTORY_LIMIT = 10_000;
 const MAX_BODY_BYTES = 3 * 1024 * 1024;
 
-// Objects are stored as parsed JSON; the fake trusts its own writes to keep the shapes right.
+// Objects are stored as parsed JSON. The fake relies on its own writes to keep the shapes right.
 type KubeObject = { apiVersion: string; kind: string; metadata: ObjectMeta; [key: string]: unknown };
 interface ObjectMeta {
   name: string;
@@ -568,7 +568,7 @@ export class FakeApiServer {
     const csr = object as unknown as CsrObject;
     if (typeof csr.spec !== 'object' || csr.spec === null) csr.spec = {} as CsrObject['spec'];
     const errors = validateCsrCreate(csr);
-    // The requester's identity always comes from authentication, whatever the body says.
+    // The requester's identity always comes from authentication, whatever the body contains.
     csr.spec.username = user.name;
     csr.spec.groups = [...user.groups];
     if (user.uid !== '') csr.spec.uid = user.uid;
@@ -613,7 +613,7 @@ export class FakeApiServer {
     return this.replace(type, existing, current as unknown as KubeObject);
   }
 
-  /** The CertificateApproval and CertificateSigning admission plugins: `approve` or `sign` on the CSR's signer is needed too. */
+  /** Enforces the CertificateApproval and CertificateSigning admission plugins, which also need `approve` or `sign` on the CSR's signer. */
   private admitSignerVerb(user: UserInfo, verb: 'approve' | 'sign', csr: CsrObject): void {
     const signerName = csr.spec.signerName;
     const domainWildcard = `${signerName.split('/')[0] ?? ''}/*`;
@@ -681,7 +681,7 @@ export class FakeApiServer {
     });
   }
 
-  /** One pass of the csrapproving and csrsigning controllers over every stored CSR. */
+  /** Runs one pass of the csrapproving and csrsigning controllers over every stored CSR. */
   private runCsrControllers(): void {
     const type = RESOURCE_TYPES.find((candidate) => candidate.resource === 'certificatesigningrequests') as ResourceType;
     for (const stored of [...this.objects.values()].filter((object) => object.kind === type.kind)) {
@@ -948,7 +948,8 @@ const FIELD_LABELS: Readonly<Record<string, readonly string[]>> = {
 function fieldValue(object: KubeObject, field: string): string {
   let value: unknown = object;
   for (const part of field.split('.')) value = (value as Record<string, unknown> | undefined)?.[part];
-  return value === undefined ? (field === 'spec.unschedulable' ? 'false' : '') : String(value);
+  if (value !== undefined) return String(value);
+  return field === 'spec.unschedulable' ? 'false' : '';
 }
 
 /** Parses a field selector with `=`, `==` and `!=` over the fields that the resource supports. */

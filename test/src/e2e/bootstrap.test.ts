@@ -371,13 +371,15 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
     assert.ok(node.error?.includes(sshNode('worker-3').hostKeyFingerprint), node.error ?? '');
   });
 
-  it('fails a node whose user has no sudo rights, before changing anything', async () => {
+  it('fails a node whose user has no sudo rights, before changing anything, while the others go on', async () => {
     writeInventory({ 'worker-4': `{user: ${NO_SUDO_USER}}` });
-    const { result, nodes: report } = await bootstrap(['worker-4'], ['--accept-new']);
+    const { result, nodes: report } = await bootstrap(['worker-4', 'worker-1'], ['--accept-new']);
     assert.equal(result.code, 1);
     const node = report.get('worker-4')!;
+    assert.equal(node.status, 'failed');
     assert.match(node.error ?? '', /^worker-4: .*sudo/);
     assert.equal(fs.existsSync(paths('worker-4').binary), false);
+    assert.deepEqual([report.get('worker-1')?.status, report.get('worker-1')?.action], ['done', 'unchanged'], report.get('worker-1')?.error ?? '');
   });
 
   it('fails a node whose agent port is blocked after start and removes what it installed', async () => {

@@ -63,6 +63,16 @@ function readManifest(dir: string): Manifest {
   }
 }
 
+/**
+ * Reads the manifest of an agent directory before any node is contacted, so that a wrong
+ * `--agent-dir` fails at once. Returns the agent version and the machine types built.
+ */
+export function readAgentManifest(dir: string = AGENT_ARTIFACT_DIR): { readonly version: string; readonly machines: readonly string[] } {
+  if (!fs.existsSync(dir)) throw new AgentArtifactError(`agent directory ${dir} does not exist; pass --agent-dir with the directory that \`${PACKAGE_AGENT_COMMAND}\` built, or run it here`);
+  const manifest = readManifest(dir);
+  return { version: manifest.version, machines: manifest.artifacts.map((entry) => entry.machine) };
+}
+
 async function sha256OfFile(file: string): Promise<string> {
   const hash = crypto.createHash('sha256');
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);

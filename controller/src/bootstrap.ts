@@ -19,7 +19,7 @@ import { gzip } from 'node:zlib';
 import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { AgentConnection, type ControllerCredentials } from './agent-client';
-import { findAgentArtifact, type AgentArtifact } from './agent-artifact';
+import { AgentArtifactError, findAgentArtifact, readAgentManifest, type AgentArtifact } from './agent-artifact';
 import { agentInstallPaths, renderControlScript, renderSystemdUnit, SYSTEMD_UNIT_NAME, type AgentInstallPaths } from './agent-install';
 import { signAgentCsr } from './enroll';
 import { openSession, shellQuote, SshError, type SshSession } from './ssh/session';
@@ -453,11 +453,22 @@ function toStep(sshStep: string, current: BootstrapStep): BootstrapStep {
 export async function bootstrap(inventory: Inventory, stateDir: string, logger: Logger, options: BootstrapOptions): Promise<BootstrapReport> {
   const begun = Date.now();
   const known = new Set(inventory.nodes.map((node) => node.name));
+  if (options.nodes !== undefined && options.nodes.length === 0) throw new BootstrapInputError('--nodes: no node names given; pass names separated by commas, or leave the option out for every node');
   const unknown = (options.nodes ?? []).filter((name) => !known.has(name));
   if (unknown.length > 0) {
     throw new BootstrapInputError(`--nodes: ${unknown.map((name) => `"${name}"`).join(', ')} not in the inventory; use names from: ${[...known].join(', ')}`);
   }
   const selected = options.nodes === undefined ? inventory.nodes : inventory.nodes.filter((node) => options.nodes?.includes(node.name));
+  // A wrong agent directory fails before any node is contacted; uninstalling needs no executable.
+  let manifestVersion = '';
+  if (!options.uninstall) {
+    try {
+      manifestVersion = readAgentManifest(options.artifactDir).version;
+    } catch (error) {
+      if (error instanceof AgentArtifactError) throw new BootstrapInputError(error.message);
+      throw error;
+    }
+  }
   const state = new StateDir(stateDir);
   await state.requireCluster(inventory.name);
   const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
@@ -478,7 +489,5 @@ export async function bootstrap(inventory: Inventory, stateDir: string, logger: 
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(options.maxParallel, selected.length)) }, worker));
-  const first = [...artifacts.values()][0];
-  const version = first === undefined ? '' : await first.then((loaded) => loaded.artifact.version).catch(() => '');
-  return { cluster: inventory.name, dryRun: options.dryRun, uninstall: options.uninstall, agentVersion: version, nodes: results, wallMs: Date.now() - begun };
+  return { cluster: inventory.name, dryRun: options.dryRun, uninstall: options.uninstall, agentVersion: manifestVersion, nodes: results, wallMs: Date.now() - begun };
 }

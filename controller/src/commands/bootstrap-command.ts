@@ -59,7 +59,7 @@ export function bootstrapJson(report: BootstrapReport): unknown {
     agentVersion: report.agentVersion,
     wallMs: report.wallMs,
     nodes: report.nodes.map((node) => ({
-      node: node.node,
+      name: node.node,
       action: node.action ?? null,
       status: node.status,
       reasons: node.reasons,

@@ -97,7 +97,7 @@ interface BenchOptions {
 }
 
 interface BootstrapNodeJson {
-  node: string;
+  name: string;
   action: string | null;
   status: string;
   error: string | null;
@@ -217,7 +217,7 @@ async function timedBootstrap(
   }
   const wrong = nodes.filter((node) => node.status !== 'done' || node.action !== expectedAction);
   if (run.code !== 0 || wrong.length > 0) {
-    const firstFive = wrong.slice(0, 5).map((node) => `${node.node}: ${node.action ?? '-'} ${node.status}${node.error !== null ? ` (${node.error})` : ''}`);
+    const firstFive = wrong.slice(0, 5).map((node) => `${node.name}: ${node.action ?? '-'} ${node.status}${node.error !== null ? ` (${node.error})` : ''}`);
     throw new BenchError(`${label} exited with ${run.code}; ${wrong.length} node(s) not "${expectedAction}" and done: ${firstFive.join('; ')}; see ${logFile}`);
   }
   return { run, nodes };

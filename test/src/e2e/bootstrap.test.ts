@@ -29,7 +29,7 @@ const NAMES = [...CLUSTER, ...FAILING, ...OTHERS];
 const ROLES: Record<string, string> = { 'etcd-1': 'etcd', 'etcd-2': 'etcd', 'etcd-3': 'etcd', 'master-1': 'master' };
 
 interface NodeJson {
-  node: string;
+  name: string;
   action: string | null;
   status: string;
   reasons: string[];
@@ -146,7 +146,7 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
     } catch {
       throw new Error(`bootstrap printed no JSON (exit ${result.code}):\n${result.stdout}\n${result.stderr}`);
     }
-    return { result, nodes: new Map(report.nodes.map((node) => [node.node, node])) };
+    return { result, nodes: new Map(report.nodes.map((node) => [node.name, node])) };
   }
 
   function paths(name: string): ReturnType<typeof agentInstallPaths> {
@@ -210,6 +210,16 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
       assert.equal(fs.existsSync(paths(name).binary), false, `${name} has an agent`);
     }
     assert.equal(fs.existsSync(knownHosts), false, 'known_hosts was written without --accept-new');
+  });
+
+  it('rejects a missing agent directory and an empty node list before contacting any node', async () => {
+    const missing = await runController(['bootstrap', '--inventory', inventoryFile, '--state-dir', stateDir, '--agent-dir', path.join(workdir, 'no-such-dir'), '--nodes', 'etcd-1']);
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /agent directory .*no-such-dir does not exist; pass --agent-dir/);
+    const empty = await runController(['bootstrap', '--inventory', inventoryFile, '--state-dir', stateDir, '--agent-dir', artifactDir, '--nodes', ',']);
+    assert.equal(empty.code, 2, empty.stdout);
+    assert.match(empty.stderr, /--nodes: no node names given/);
+    assert.equal(fs.existsSync(knownHosts), false, 'a node was contacted');
   });
 
   it('plans an install on every node in a dry run and changes nothing there', async () => {

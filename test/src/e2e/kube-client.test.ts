@@ -15,7 +15,6 @@ import {
   KubeApiError,
   bootstrapBindings,
   bootstrapSettings,
-  controllerRbacObjects,
   createKubeClient,
   createKubeClientFromText,
   ensureBindings,
@@ -32,7 +31,8 @@ import {
 } from '@kubetrust/controller/dist/kubelet-bootstrap';
 import { parseInventory, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { createCsr, generateKeyPair } from '@kubetrust/shared/dist/pki';
-import { FakeApiServer, type ClusterRole } from '../harness/fake-apiserver';
+import { FakeApiServer } from '../harness/fake-apiserver';
+import { controllerRbacForFake } from '../harness/fake-controller-rbac';
 import { createFakeClusterPki, kubeConfigFor, renderKubeconfigFile, writeKubeconfigFile, type FakeClusterPki } from '../harness/fake-cluster';
 import { runFakeKubelet, type FakeKubeletResult } from '../harness/fake-kubelet';
 
@@ -58,30 +58,6 @@ function nodeOf(inventory: Inventory, name: string): NodeSpec {
   const found = inventory.nodes.find((candidate) => candidate.name === name);
   assert.ok(found, `node ${name} in the test inventory`);
   return found;
-}
-
-/**
- * Turns the controller's RBAC objects into ClusterRoles and ClusterRoleBindings, because the fake has
- * no Roles or RoleBindings. NOTE: the Secrets rule then applies in every namespace, so these tests
- * do not check that the Role keeps the controller out of other namespaces.
- */
-function fakeRbac(): { roles: ClusterRole[]; bindings: ClusterRoleBindingObject[] } {
-  const roles: ClusterRole[] = [];
-  const bindings: ClusterRoleBindingObject[] = [];
-  for (const object of controllerRbacObjects() as unknown as { kind: string; metadata: { name: string }; rules?: unknown; roleRef?: unknown; subjects?: unknown }[]) {
-    const name = object.kind === 'Role' || object.kind === 'RoleBinding' ? `${object.metadata.name}:secrets` : object.metadata.name;
-    if (object.kind === 'ClusterRole' || object.kind === 'Role') roles.push({ metadata: { name }, rules: object.rules } as ClusterRole);
-    if (object.kind === 'ClusterRoleBinding' || object.kind === 'RoleBinding') {
-      bindings.push({
-        apiVersion: 'rbac.authorization.k8s.io/v1',
-        kind: 'ClusterRoleBinding',
-        metadata: { name },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name },
-        subjects: object.subjects,
-      } as ClusterRoleBindingObject);
-    }
-  }
-  return { roles, bindings };
 }
 
 async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
@@ -146,7 +122,7 @@ describe('client-node KubeClient against the fake API server', function () {
   before(async function () {
     workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-kube-client-'));
     pki = await createFakeClusterPki(HOST);
-    const rbac = fakeRbac();
+    const rbac = controllerRbacForFake();
     server = await FakeApiServer.start({
       host: HOST,
       port: 0,
@@ -337,7 +313,7 @@ describe('client-node KubeClient against the fake API server', function () {
     const pendingNames = new Map<string, string>();
 
     before(async function () {
-      // wk-c asks for an address that the inventory does not list.
+      // wk-c requests an address that the inventory does not list.
       const wkC = [...tokens.values()].find((token) => token.node === 'wk-c') as IssuedNodeToken;
       const extraIp = await runKubelet('wk-c', writeBootstrapKubeconfig(wkC), ['192.0.2.23', '198.51.100.7'], ['wk-c'], 500);
       pendingNames.set('extra IP', extraIp.servingCsrName as string);
@@ -348,7 +324,7 @@ describe('client-node KubeClient against the fake API server', function () {
       const ghost = await runKubelet('wk-x', writeBootstrapKubeconfig(ghostToken), ['192.0.2.29'], ['wk-x'], 500);
       pendingNames.set('unknown node', ghost.servingCsrName as string);
 
-      // A serving CSR from wk-a's identity that also asks for client auth.
+      // A serving CSR from the identity of wk-a that also requests client auth.
       const identity = await pki.issueClientCertificate('system:node:wk-a', ['system:nodes']);
       const certificates = kubeConfigFor(server.url, pki.ca.certificatePem, 'wk-a', identity).makeApiClient(CertificatesV1Api);
       const keyPair = await generateKeyPair('ECDSA-P256');

@@ -138,6 +138,17 @@ describe('controller Kubernetes API commands', function () {
       assert.match(result.stdout, /kubectl apply -f .*controller-rbac\.yaml/);
     });
 
+    it('init --force moves it aside', async function () {
+      const copy = path.join(workDir, 'state-copy');
+      fs.cpSync(stateDir, copy, { recursive: true });
+      const result = await controller('init', '--inventory', inventoryFile, '--state-dir', copy, '--force');
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(fs.existsSync(path.join(copy, 'kubernetes')), false);
+      const aside = fs.readdirSync(copy).filter((entry) => entry.startsWith('replaced-'));
+      assert.equal(aside.length, 1);
+      assert.ok(fs.existsSync(path.join(copy, aside[0] as string, 'kubernetes', 'controller.kubeconfig')));
+    });
+
     it('missing cluster CA exits 2', async function () {
       const empty = fs.mkdtempSync(path.join(workDir, 'empty-state-'));
       const result = await controller('kube-credentials', '--inventory', inventoryFile, '--state-dir', empty);

@@ -9,6 +9,7 @@ import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
 import { registerBootstrapCommand } from './commands/bootstrap-command';
 import { registerIssueCommand } from './commands/issue-command';
+import { registerKubeApiCommands } from './commands/kube-api-command';
 import { registerPlanCommand } from './commands/plan-command';
 import { registerRollbackCommand } from './commands/rollback-command';
 import { registerValidateCommand } from './commands/validate-command';
@@ -165,6 +166,7 @@ function buildProgram(): Command {
   registerValidateCommand(program, commandContext);
   registerRollbackCommand(program, commandContext);
   registerBootstrapCommand(program, commandContext);
+  registerKubeApiCommands(program, commandContext);
 
   return program;
 }

@@ -124,7 +124,8 @@ async function ensureControllerIdentity(state: StateDir, inventory: Inventory, n
 async function moveAside(state: StateDir, now: Date): Promise<string> {
   const target = state.path(`replaced-${now.toISOString().replace(/[:.]/g, '-')}`);
   await fs.mkdir(target, { recursive: true, mode: 0o700 });
-  for (const part of ['pki', 'management', 'cluster.json', 'ledger.json']) {
+  // `kubernetes/` holds the controller's API kubeconfig, which the replaced cluster CA signed.
+  for (const part of ['pki', 'management', 'kubernetes', 'cluster.json', 'ledger.json']) {
     await fs.rename(state.path(part), `${target}/${part}`).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== 'ENOENT') throw error;
     });

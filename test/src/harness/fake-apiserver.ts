@@ -244,6 +244,14 @@ export class FakeApiServer {
     await stopped;
   }
 
+  /** Ends every open watch stream, as kube-apiserver does when a watch reaches its timeout, and returns how many it ended. */
+  endWatches(): number {
+    const count = this.watchers.size;
+    for (const watcher of this.watchers) watcher.response.end();
+    this.watchers.clear();
+    return count;
+  }
+
   /** Adds or replaces a ClusterRole, as an administrator would with `kubectl apply`. */
   addClusterRole(role: ClusterRole): void {
     this.storeBuiltIn('clusterroles', role);
@@ -384,7 +392,16 @@ export class FakeApiServer {
   }
 
   private parsePath(pathname: string): ParsedPath {
-    const parts = pathname.split('/').filter((part) => part !== '');
+    // Clients percent-encode names such as `kubetrust:kubelet-bootstrap`, and kube-apiserver decodes each segment.
+    let parts: string[];
+    try {
+      parts = pathname
+        .split('/')
+        .filter((part) => part !== '')
+        .map((part) => decodeURIComponent(part));
+    } catch {
+      throw pathNotFound();
+    }
     let group: string;
     let version: string;
     let rest: string[];

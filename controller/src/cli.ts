@@ -8,6 +8,7 @@ import { catalogueIssues } from '@kubetrust/shared/dist/catalogue';
 import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
 import { registerBootstrapCommand } from './commands/bootstrap-command';
+import { registerCertsCommand } from './commands/certs-command';
 import { registerIssueCommand } from './commands/issue-command';
 import { registerKubeApiCommands } from './commands/kube-api-command';
 import { registerPlanCommand } from './commands/plan-command';
@@ -166,6 +167,7 @@ function buildProgram(): Command {
   registerValidateCommand(program, commandContext);
   registerRollbackCommand(program, commandContext);
   registerBootstrapCommand(program, commandContext);
+  registerCertsCommand(program, commandContext);
   registerKubeApiCommands(program, commandContext);
 
   return program;

@@ -15,6 +15,8 @@ import { registerPlanCommand } from './commands/plan-command';
 import { registerRollbackCommand } from './commands/rollback-command';
 import { registerValidateCommand } from './commands/validate-command';
 import { ScopeError, distribute, type DistributeReport } from './distribute';
+import type { RenewalPolicy } from './plan';
+import { parseDuration } from '@kubetrust/shared/dist/inventory/duration';
 import { startEventLoopReport } from './event-loop-report';
 import { LiveProgress } from './progress';
 import { distributeJson, renderDistribute } from './report';
@@ -117,48 +119,68 @@ function buildProgram(): Command {
       process.stdout.write(`Wrote ${result.configFile} for node ${result.node} (identity ${result.identity}).\nStart the agent with: agent --config ${result.configFile}\n`);
     });
 
-  program
-    .command('distribute')
+  /** The options that distribute and rotate share: the rollout, its scope and its output. */
+  const rolloutOptions = (command: Command): Command =>
+    command
+      .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
+      .requiredOption('-s, --state-dir <dir>', 'controller state directory')
+      .option('--dry-run', 'print the plan and change nothing: no certificate is issued, no file written, no service restarted', false)
+      .option('--cap-to-ca', 'end a certificate that would outlive its CA when the CA ends, instead of failing that node', false)
+      .option('--concurrency <n>', 'nodes planned at the same time', positiveInteger('--concurrency'), 16)
+      .option('--nodes <names>', 'only these nodes, separated by commas', commaList)
+      .option('--roles <roles>', 'only nodes with one of these roles (etcd, master, worker), separated by commas', commaList)
+      .option('--only <items>', 'only these catalogue items as the plan names them (apiserver, admin.conf, ...), separated by commas', commaList)
+      .option('--max-parallel <n>', 'workers changed at the same time (default: 10% of the workers, at least 1)', positiveInteger('--max-parallel'))
+      .option('--max-clock-skew <seconds>', 'fail a node whose clock differs from this host by more than this many seconds', positiveInteger('--max-clock-skew'), 120)
+      .option('--continue-on-error', 'let later worker batches run after a worker failed; etcd members and masters always stop the rollout', false)
+      .addOption(outputOption());
+
+  const runRollout = async (options: DistributeCliOptions, command: Command, label: string, renewal: RenewalPolicy): Promise<void> => {
+    const logger = loggerFor(command);
+    const inventory = readInventory(options.inventory, logger);
+    // On a terminal a live line shows progress; elsewhere (pipes, CI, JSON output) each node logs a line.
+    const live = process.stderr.isTTY && options.output === 'text' ? new LiveProgress(process.stderr, options.dryRun ? 'plan' : label) : undefined;
+    // Info lines would tear the live line apart; warnings and errors still print, on their own line.
+    if (live !== undefined && logger.level === 'info') logger.level = 'warn';
+    const report = await distribute(inventory, path.resolve(options.stateDir), logger, {
+      dryRun: options.dryRun,
+      capToCa: options.capToCa,
+      concurrency: options.concurrency,
+      scope: {
+        ...(options.nodes !== undefined ? { nodes: options.nodes } : {}),
+        ...(options.roles !== undefined ? { roles: options.roles } : {}),
+        ...(options.only !== undefined ? { only: options.only } : {}),
+      },
+      ...(options.maxParallel !== undefined ? { maxParallel: options.maxParallel } : {}),
+      continueOnError: options.continueOnError,
+      maxClockSkewMs: options.maxClockSkew * 1000,
+      renewal,
+      onProgress: (event) => {
+        if (live !== undefined) live.update(event);
+        else if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${event.done ?? 0}/${event.total ?? 0}` });
+      },
+    });
+    live?.finish();
+    process.stdout.write(options.output === 'json' ? JSON.stringify(distributeJson(report), null, 2) + '\n' : renderDistribute(report));
+    process.exitCode = distributeExitCode(report);
+  };
+
+  rolloutOptions(program.command('distribute'))
     .description('issue what each node is missing and push it to the node agents; unchanged nodes are left alone')
-    .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
-    .requiredOption('-s, --state-dir <dir>', 'controller state directory')
-    .option('--dry-run', 'print the plan and change nothing: no certificate is issued, no file written, no service restarted', false)
-    .option('--cap-to-ca', 'end a certificate that would outlive its CA when the CA ends, instead of failing that node', false)
-    .option('--concurrency <n>', 'nodes planned at the same time', positiveInteger('--concurrency'), 16)
-    .option('--nodes <names>', 'only these nodes, separated by commas', commaList)
-    .option('--roles <roles>', 'only nodes with one of these roles (etcd, master, worker), separated by commas', commaList)
-    .option('--only <items>', 'only these catalogue items as the plan names them (apiserver, admin.conf, ...), separated by commas', commaList)
-    .option('--max-parallel <n>', 'workers changed at the same time (default: 10% of the workers, at least 1)', positiveInteger('--max-parallel'))
-    .option('--max-clock-skew <seconds>', 'fail a node whose clock differs from this host by more than this many seconds', positiveInteger('--max-clock-skew'), 120)
-    .option('--continue-on-error', 'let later worker batches run after a worker failed; etcd members and masters always stop the rollout', false)
-    .addOption(outputOption())
-    .action(async (options: DistributeCliOptions, command: Command) => {
-      const logger = loggerFor(command);
-      const inventory = readInventory(options.inventory, logger);
-      // On a terminal a live line shows progress; elsewhere (pipes, CI, JSON output) each node logs a line.
-      const live = process.stderr.isTTY && options.output === 'text' ? new LiveProgress(process.stderr, options.dryRun ? 'plan' : 'distribute') : undefined;
-      // Info lines would tear the live line apart; warnings and errors still print, on their own line.
-      if (live !== undefined && logger.level === 'info') logger.level = 'warn';
-      const report = await distribute(inventory, path.resolve(options.stateDir), logger, {
-        dryRun: options.dryRun,
-        capToCa: options.capToCa,
-        concurrency: options.concurrency,
-        scope: {
-          ...(options.nodes !== undefined ? { nodes: options.nodes } : {}),
-          ...(options.roles !== undefined ? { roles: options.roles } : {}),
-          ...(options.only !== undefined ? { only: options.only } : {}),
-        },
-        ...(options.maxParallel !== undefined ? { maxParallel: options.maxParallel } : {}),
-        continueOnError: options.continueOnError,
-        maxClockSkewMs: options.maxClockSkew * 1000,
-        onProgress: (event) => {
-          if (live !== undefined) live.update(event);
-          else if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${event.done ?? 0}/${event.total ?? 0}` });
-        },
-      });
-      live?.finish();
-      process.stdout.write(options.output === 'json' ? JSON.stringify(distributeJson(report), null, 2) + '\n' : renderDistribute(report));
-      process.exitCode = distributeExitCode(report);
+    .action((options: DistributeCliOptions, command: Command) => runRollout(options, command, 'distribute', {}));
+
+  rolloutOptions(program.command('rotate'))
+    .description('renew certificates before they expire, with new keys generated on the nodes, through the same rollout as distribute')
+    .option('--before <duration>', 'renew every certificate with less than this left, such as 30d (default: less than a third of its lifetime)')
+    .option('--all', 'renew every certificate in scope, whatever its expiry; with --only, the items named are always renewed', false)
+    .action((options: DistributeCliOptions & { before?: string; all: boolean }, command: Command) => {
+      let beforeMs: number | undefined;
+      if (options.before !== undefined) {
+        beforeMs = parseDuration(options.before);
+        if (beforeMs === undefined || beforeMs <= 0) throw new UsageError(`--before: "${options.before}" is not a positive duration; pass one such as 30d or 720h`);
+      }
+      const force: RenewalPolicy['force'] = options.all ? 'all' : options.only !== undefined ? new Set(options.only) : undefined;
+      return runRollout(options, command, 'rotate', { ...(beforeMs !== undefined ? { beforeMs } : {}), ...(force !== undefined ? { force } : {}) });
     });
 
   const commandContext = { loggerFor, readInventory, outputOption, invalidInput: (message: string) => new UsageError(message), exitFailed: EXIT_FAILED };

@@ -23,7 +23,7 @@ import { leafProfile, signLeaf } from './authority';
 import { AgentConnections, type AgentConnection, type ControllerCredentials } from './agent-client';
 import { CpuQueue } from './cpu-queue';
 import { markEventLoopPhase } from './event-loop-report';
-import { planNode, queriesFor, type DesiredMaterial, type PlannedItem } from './plan';
+import { planNode, queriesFor, type DesiredMaterial, type PlannedItem, type RenewalPolicy } from './plan';
 import { rollOut } from './rollout';
 import { StateDir, StateError, type KeyMaterial, type LedgerEntry } from './state-dir';
 
@@ -44,6 +44,8 @@ export interface DistributeOptions {
   readonly maxParallel?: number;
   /** Let later worker batches run after a worker failed; never applies to etcd members or masters. */
   readonly continueOnError?: boolean;
+  /** When correct certificates are renewed anyway; `controller rotate` sets it. */
+  readonly renewal?: RenewalPolicy;
 }
 
 /**
@@ -205,6 +207,7 @@ export class NodeRollout {
     private readonly maxClockSkewMs: number = DEFAULT_MAX_CLOCK_SKEW_MS,
     private readonly connections: AgentConnections = new AgentConnections(inventory.name, material.controller),
     private readonly cpu: CpuQueue = new CpuQueue(),
+    private readonly renewal: RenewalPolicy = {},
   ) {}
 
   /**
@@ -223,7 +226,7 @@ export class NodeRollout {
       if (held.node_name !== this.node.name) {
         throw new Error(`agent at ${this.node.agent.endpoint} reports node name "${held.node_name}", expected "${this.node.name}"`);
       }
-      const planned = await this.cpu.run(() => planNode(items, held.files, this.material, this.now()));
+      const planned = await this.cpu.run(() => planNode(items, held.files, this.material, this.now(), this.renewal));
       const pendingRestarts = held.pending_restarts;
       const needsChange = planned.some((entry) => entry.action !== 'unchanged') || pendingRestarts.length > 0;
       if (needsChange && keepConnection) kept = this.connections.keep(this.node, connection);
@@ -458,7 +461,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     // One queue for all nodes, so that signing for many nodes at once still yields to the event loop between certificates.
     const cpu = new CpuQueue();
     const rollout = (node: NodeSpec): NodeRollout =>
-      new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS, open, cpu);
+      new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS, open, cpu, options.renewal ?? {});
     // Compiling the service definition takes tens of milliseconds; done here, it does not hold up the first node.
     loadAgentProto();
     markEventLoopPhase('distribute');

@@ -74,8 +74,19 @@ interface CertificateExpectation {
   readonly keySha256: string;
 }
 
+/**
+ * When a certificate that is otherwise correct is renewed. By default once less than a third of
+ * its lifetime is left; `controller rotate` can add an absolute window and name items to renew now.
+ */
+export interface RenewalPolicy {
+  /** Renew when less than this many milliseconds are left. */
+  readonly beforeMs?: number;
+  /** Catalogue items renewed whatever their expiry, or every leaf and kubeconfig with `all`. */
+  readonly force?: ReadonlySet<string> | 'all';
+}
+
 /** Lists why an installed certificate does not satisfy the catalogue; empty when it does. */
-export function certificateProblems(info: CertificateInfo, expected: CertificateExpectation, now: Date): string[] {
+export function certificateProblems(info: CertificateInfo, expected: CertificateExpectation, now: Date, policy: RenewalPolicy = {}, itemName = ''): string[] {
   const problems: string[] = [];
   if (!isSignedBy(info.pem, expected.caPem)) problems.push('issuer changed: not signed by the current CA');
   if (info.subject.commonName !== expected.subject.commonName || !sameSet(info.subject.organizations ?? [], expected.subject.organizations)) {
@@ -92,6 +103,8 @@ export function certificateProblems(info: CertificateInfo, expected: Certificate
   if (info.publicKeySha256 !== expected.keySha256) problems.push('key does not match certificate');
   if (info.notAfter.getTime() <= now.getTime()) problems.push(`expired at ${info.notAfter.toISOString()}`);
   else if (renewalDue(info, now)) problems.push(`expiring at ${info.notAfter.toISOString()}`);
+  else if (policy.beforeMs !== undefined && info.notAfter.getTime() - now.getTime() < policy.beforeMs) problems.push(`expiring within the renewal window, at ${info.notAfter.toISOString()}`);
+  else if (policy.force === 'all' || policy.force?.has(itemName) === true) problems.push('renewal requested');
   return problems;
 }
 
@@ -114,7 +127,7 @@ function planStatic(item: Extract<NodeItem, { type: 'static' }>, state: FileStat
   return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons };
 }
 
-function planLeaf(item: Extract<NodeItem, { type: 'leaf' }>, certificate: FileState__Output, key: FileState__Output, material: DesiredMaterial, now: Date): PlannedItem {
+function planLeaf(item: Extract<NodeItem, { type: 'leaf' }>, certificate: FileState__Output, key: FileState__Output, material: DesiredMaterial, now: Date, policy: RenewalPolicy): PlannedItem {
   if (!certificate.exists && !key.exists) return { item, action: 'add', reasons: ['new'] };
   if (!certificate.exists || !key.exists) return { item, action: 'change', reasons: [`${certificate.exists ? key.path : certificate.path} missing`] };
   const info = parseHeld(certificate.content);
@@ -122,14 +135,14 @@ function planLeaf(item: Extract<NodeItem, { type: 'leaf' }>, certificate: FileSt
     return { item, action: 'change', reasons: [certificate.error || key.error || `${certificate.path} is not a certificate`] };
   }
   const reasons = [
-    ...certificateProblems(info, { caPem: material.caCertificate(item.parent), subject: item.subject, sans: item.sans, extKeyUsage: item.extKeyUsage, keySha256: key.public_key_sha256 }, now),
+    ...certificateProblems(info, { caPem: material.caCertificate(item.parent), subject: item.subject, sans: item.sans, extKeyUsage: item.extKeyUsage, keySha256: key.public_key_sha256 }, now, policy, item.name),
     ...fileProblems(certificate, item.certificate),
     ...fileProblems(key, item.privateKey),
   ];
   return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons, current: currentOf(info) };
 }
 
-function planKubeconfig(item: Extract<NodeItem, { type: 'kubeconfig' }>, state: FileState__Output, material: DesiredMaterial, now: Date): PlannedItem {
+function planKubeconfig(item: Extract<NodeItem, { type: 'kubeconfig' }>, state: FileState__Output, material: DesiredMaterial, now: Date, policy: RenewalPolicy): PlannedItem {
   if (!state.exists) return { item, action: 'add', reasons: ['new'] };
   const kubeconfig = state.kubeconfig;
   const info = parseHeld(kubeconfig?.client_certificate_pem);
@@ -141,14 +154,14 @@ function planKubeconfig(item: Extract<NodeItem, { type: 'kubeconfig' }>, state: 
   if (kubeconfig.server !== item.server) reasons.push(`server is ${kubeconfig.server}, expected ${item.server}`);
   if (kubeconfig.certificate_authority_pem.toString('utf8').trim() !== caPem.trim()) reasons.push('embedded CA differs from the current CA');
   reasons.push(
-    ...certificateProblems(info, { caPem, subject: item.subject, sans: { dnsNames: [], ipAddresses: [] }, extKeyUsage: ['clientAuth'], keySha256: kubeconfig.client_key_public_sha256 }, now),
+    ...certificateProblems(info, { caPem, subject: item.subject, sans: { dnsNames: [], ipAddresses: [] }, extKeyUsage: ['clientAuth'], keySha256: kubeconfig.client_key_public_sha256 }, now, policy, item.name),
     ...fileProblems(state, item.file),
   );
   return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons, current: currentOf(info) };
 }
 
 /** Plans every item of a node against the files its agent reported. */
-export function planNode(items: readonly NodeItem[], files: readonly FileState__Output[], material: DesiredMaterial, now: Date): PlannedItem[] {
+export function planNode(items: readonly NodeItem[], files: readonly FileState__Output[], material: DesiredMaterial, now: Date, policy: RenewalPolicy = {}): PlannedItem[] {
   const byPath = new Map(files.map((file) => [file.path, file]));
   const stateOf = (path: string): FileState__Output => byPath.get(path) ?? ({ path, exists: false } as FileState__Output);
   return items.map((item) => {
@@ -157,9 +170,9 @@ export function planNode(items: readonly NodeItem[], files: readonly FileState__
       case 'static':
         return planStatic(item, first!, material);
       case 'leaf':
-        return planLeaf(item, first!, second!, material, now);
+        return planLeaf(item, first!, second!, material, now, policy);
       case 'kubeconfig':
-        return planKubeconfig(item, first!, material, now);
+        return planKubeconfig(item, first!, material, now, policy);
     }
   });
 }

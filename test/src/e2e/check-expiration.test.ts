@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { selfSignedCa, signLeaf } from '@kubetrust/controller';
 import { itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { generateKeyPair, privateKeyToPem } from '@kubetrust/shared/dist/pki';
-import { LocalCluster, runController, type CommandResult } from '../harness/local-cluster';
+import { LocalCluster, runController, type CommandResult, type DistributeJson } from '../harness/local-cluster';
 
 const SUBNET = '127.0.43';
 const INVENTORY = `
@@ -28,6 +28,7 @@ spec:
 interface Row {
   node: string;
   name: string;
+  serialNumber: string;
   path: string;
   kind: string;
   notAfter: string;
@@ -43,7 +44,7 @@ interface Report {
   problems: { node: string; message: string; fix: string }[];
 }
 
-describe('controller certs check-expiration', function () {
+describe('certificate expiry and rotate', function () {
   this.timeout(180_000);
   let workdir: string;
   let cluster: LocalCluster;
@@ -106,6 +107,44 @@ describe('controller certs check-expiration', function () {
     const invalid = await runController(['certs', 'check-expiration', '--inventory', cluster.inventoryFile, '--state-dir', cluster.stateDir, '--before', 'soon']);
     assert.equal(invalid.code, 2);
     assert.match(invalid.stderr, /--before: "soon" is not a positive duration/);
+  });
+
+  it('rotate renews nothing before it is due, and everything inside a renewal window in a dry run', async () => {
+    const quiet = await runController(['rotate', '--inventory', cluster.inventoryFile, '--state-dir', cluster.stateDir, '--dry-run', '--output', 'json']);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    const nothing = JSON.parse(quiet.stdout) as DistributeJson;
+    for (const node of nothing.nodes) assert.equal(node.status, 'unchanged', `${node.name}: ${JSON.stringify(node.plan.filter((item) => item.action !== 'unchanged'))}`);
+
+    const window = await runController(['rotate', '--inventory', cluster.inventoryFile, '--state-dir', cluster.stateDir, '--dry-run', '--before', '100d', '--output', 'json']);
+    assert.equal(window.code, 0, window.stderr);
+    const planned = JSON.parse(window.stdout) as DistributeJson;
+    for (const node of planned.nodes) {
+      assert.equal(node.status, 'planned', node.name);
+      const certificates = node.plan.filter((item) => itemsForNode(cluster.inventory, cluster.node(node.name).spec).some((candidate) => candidate.name === item.name && candidate.type !== 'static'));
+      assert.ok(certificates.length > 0);
+      for (const item of certificates) assert.match(item.reasons.join('; '), /expiring within the renewal window/, `${node.name} ${item.name}`);
+    }
+    const invalid = await runController(['rotate', '--inventory', cluster.inventoryFile, '--state-dir', cluster.stateDir, '--before', '0d']);
+    assert.equal(invalid.code, 2);
+    assert.match(invalid.stderr, /--before: "0d" is not a positive duration/);
+  });
+
+  it('rotate renews a named certificate now, with a new key from the node, and nothing else', async () => {
+    const before = await check(['--nodes', 'worker-1']);
+    const serialOf = (report: Report, name: string): string | undefined => report.certificates.find((entry) => entry.node === 'worker-1' && entry.name === name)?.serialNumber;
+    const kubeconfigBefore = fs.readFileSync(cluster.file('worker-1', '/etc/kubernetes/kubelet.conf'), 'utf8');
+    const rotated = await runController(['rotate', '--inventory', cluster.inventoryFile, '--state-dir', cluster.stateDir, '--nodes', 'worker-1', '--only', 'kubelet.conf', '--output', 'json']);
+    assert.equal(rotated.code, 0, `${rotated.stdout}\n${rotated.stderr}`);
+    const report = JSON.parse(rotated.stdout) as DistributeJson;
+    const node = report.nodes.find((candidate) => candidate.name === 'worker-1')!;
+    assert.equal(node.status, 'changed', node.error ?? '');
+    assert.deepEqual(node.plan.filter((item) => item.action !== 'unchanged').map((item) => item.name), ['kubelet.conf']);
+    assert.match(node.plan.find((item) => item.name === 'kubelet.conf')!.reasons.join(' '), /renewal requested/);
+    const after = await check(['--nodes', 'worker-1']);
+    assert.notEqual(serialOf(after.report, 'kubelet.conf'), serialOf(before.report, 'kubelet.conf'));
+    assert.deepEqual(after.report.certificates.find((entry) => entry.name === 'kubelet.conf')!.warnings, [], 'the ledger does not know the renewed certificate');
+    const keyOf = (text: string): string | undefined => /client-key-data: (\S+)/.exec(text)?.[1];
+    assert.notEqual(keyOf(fs.readFileSync(cluster.file('worker-1', '/etc/kubernetes/kubelet.conf'), 'utf8')), keyOf(kubeconfigBefore), 'the key was not renewed');
   });
 
   it('warns about a certificate the ledger does not know and lists what the kubelet rotates', async () => {

@@ -9,6 +9,7 @@ import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
 import { registerBootstrapCommand } from './commands/bootstrap-command';
 import { registerCertsCommand } from './commands/certs-command';
+import { registerServeCommand } from './commands/serve-command';
 import { registerIssueCommand } from './commands/issue-command';
 import { registerKubeApiCommands } from './commands/kube-api-command';
 import { registerPlanCommand } from './commands/plan-command';
@@ -190,6 +191,7 @@ function buildProgram(): Command {
   registerRollbackCommand(program, commandContext);
   registerBootstrapCommand(program, commandContext);
   registerCertsCommand(program, commandContext);
+  registerServeCommand(program, commandContext);
   registerKubeApiCommands(program, commandContext);
 
   return program;

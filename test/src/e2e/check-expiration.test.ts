@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { selfSignedCa, signLeaf } from '@kubetrust/controller';
 import { itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { generateKeyPair, privateKeyToPem } from '@kubetrust/shared/dist/pki';
-import { LocalCluster, runController, type CommandResult, type DistributeJson } from '../harness/local-cluster';
+import { distributedCluster, runController, type CommandResult, type DistributeJson, type LocalCluster } from '../harness/local-cluster';
 
 const SUBNET = '127.0.43';
 const INVENTORY = `
@@ -59,15 +59,7 @@ describe('certificate expiry and rotate', function () {
   }
 
   before(async () => {
-    workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-expiry-'));
-    const inventoryFile = path.join(workdir, 'cluster.yaml');
-    fs.writeFileSync(inventoryFile, INVENTORY);
-    cluster = await LocalCluster.create({ inventoryFile, workdir, etcd: false });
-    assert.equal((await cluster.init()).code, 0);
-    await cluster.enrollAll();
-    await cluster.startAgents();
-    const { result } = await cluster.distributeJson();
-    assert.equal(result.code, 0, result.stderr);
+    ({ workdir, cluster } = await distributedCluster(INVENTORY, 'kubetrust-expiry-'));
   });
 
   after(async () => {

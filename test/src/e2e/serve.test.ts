@@ -9,7 +9,7 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { acquirePidLock } from '@kubetrust/shared/dist/files';
-import { CONTROLLER_CLI, LocalCluster, REPO_ROOT, runController, which } from '../harness/local-cluster';
+import { CONTROLLER_CLI, REPO_ROOT, distributedCluster, runController, which, type LocalCluster } from '../harness/local-cluster';
 
 const SUBNET = '127.0.42';
 const METRICS_HOST = `${SUBNET}.200`;
@@ -68,14 +68,7 @@ describe('controller serve', function () {
   }
 
   before(async () => {
-    workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-serve-'));
-    const inventoryFile = path.join(workdir, 'cluster.yaml');
-    fs.writeFileSync(inventoryFile, INVENTORY);
-    cluster = await LocalCluster.create({ inventoryFile, workdir, etcd: false });
-    assert.equal((await cluster.init()).code, 0);
-    await cluster.enrollAll();
-    await cluster.startAgents();
-    assert.equal((await cluster.distribute()).code, 0);
+    ({ workdir, cluster } = await distributedCluster(INVENTORY, 'kubetrust-serve-'));
   });
 
   after(async () => {

@@ -320,3 +320,21 @@ export function testServiceHooks(inventory: Inventory, node: Pick<LocalNode, 'sp
   }
   return services;
 }
+
+/**
+ * Writes an inventory into a new temporary directory, then initialises, enrolls, starts and
+ * distributes a local cluster without etcd; throws when a step fails.
+ */
+export async function distributedCluster(inventoryText: string, prefix: string): Promise<{ workdir: string; cluster: LocalCluster }> {
+  const workdir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const inventoryFile = path.join(workdir, 'cluster.yaml');
+  fs.writeFileSync(inventoryFile, inventoryText);
+  const cluster = await LocalCluster.create({ inventoryFile, workdir, etcd: false });
+  const init = await cluster.init();
+  if (init.code !== 0) throw new Error(`controller init failed (exit ${init.code}): ${init.stderr}`);
+  await cluster.enrollAll();
+  await cluster.startAgents();
+  const distributed = await cluster.distribute();
+  if (distributed.code !== 0) throw new Error(`controller distribute failed (exit ${distributed.code}):\n${distributed.stdout}\n${distributed.stderr}`);
+  return { workdir, cluster };
+}

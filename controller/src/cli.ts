@@ -10,6 +10,7 @@ import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust
 import { registerBootstrapCommand } from './commands/bootstrap-command';
 import { registerCertsCommand } from './commands/certs-command';
 import { registerServeCommand } from './commands/serve-command';
+import { registerSaCommand } from './commands/sa-command';
 import { registerIssueCommand } from './commands/issue-command';
 import { registerKubeApiCommands } from './commands/kube-api-command';
 import { registerPlanCommand } from './commands/plan-command';
@@ -192,6 +193,7 @@ function buildProgram(): Command {
   registerBootstrapCommand(program, commandContext);
   registerCertsCommand(program, commandContext);
   registerServeCommand(program, commandContext);
+  registerSaCommand(program, commandContext);
   registerKubeApiCommands(program, commandContext);
 
   return program;

@@ -13,7 +13,7 @@ import { readFileIfExists } from '@kubetrust/shared/dist/files';
 import { MANAGEMENT_KEY_ALGORITHM, controllerIdentity } from '@kubetrust/shared/dist/identity';
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
-import { generateKeyPair, inspectCertificate, privateKeyToPem, publicKeyToPem, type KeyAlgorithm } from '@kubetrust/shared/dist/pki';
+import { generateKeyPair, inspectCertificate, privateKeyToPem, publicKeyToPem, splitPem, type KeyAlgorithm } from '@kubetrust/shared/dist/pki';
 import { selfSignedCa, signLeaf } from './authority';
 import { StateDir, StateError } from './state-dir';
 
@@ -79,7 +79,8 @@ async function ensureServiceAccount(state: StateDir, algorithm: KeyAlgorithm, lo
   if ((await exists(files.privateKey)) || (await exists(files.publicKey))) {
     const pair = await state.readServiceAccount();
     const derived = publicKeyToPem(crypto.createPublicKey(pair.privateKeyPem));
-    if (derived.trim() !== pair.publicKeyPem.trim()) {
+    // During a service-account rotation sa.pub holds more than one key; the signing key must be one of them.
+    if (!splitPem(pair.publicKeyPem, 'PUBLIC KEY').some((key) => key.trim() === derived.trim())) {
       throw new StateError(`service-account key pair: ${files.publicKey} does not match ${files.privateKey}; restore the matching pair from a backup`);
     }
     logger.debug('using existing service-account key pair', { path: files.privateKey });

@@ -17,7 +17,7 @@ import { sha256Hex } from '@kubetrust/shared/dist/files';
 import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { readFileState } from '@kubetrust/shared/dist/file-state';
 import type { Logger } from '@kubetrust/shared/dist/log';
-import { inspectCertificate, isSignedBy, normalizeIp, publicKeySha256, type CertificateInfo } from '@kubetrust/shared/dist/pki';
+import { inspectCertificate, isSignedBy, normalizeIp, publicKeySha256, splitPem, type CertificateInfo } from '@kubetrust/shared/dist/pki';
 import { renewalDue } from '@kubetrust/shared/dist/rotation';
 import { AgentConnection } from './agent-client';
 import { ClusterMaterial } from './distribute';
@@ -370,8 +370,9 @@ function checkStatic(snapshot: NodeSnapshot, item: Extract<NodeItem, { type: 'st
   } else if (source.part === 'privateKey') {
     const publicKey = snapshot.items.find((other) => other.type === 'static' && 'keyPair' in other.source && other.source.part === 'publicKey');
     const held = publicKey?.type === 'static' ? snapshot.files.get(publicKey.file.path) : undefined;
-    const heldSha256 = held?.exists === true && !held.error ? publicKeyHash(held.content) : undefined;
-    if (heldSha256 !== undefined && heldSha256 !== file.public_key_sha256) {
+    // sa.pub may hold several keys while the service-account key rotates; the private key must match one.
+    const heldHashes = held?.exists === true && !held.error ? splitPem(held.content, 'PUBLIC KEY').map((key) => publicKeyHash(Buffer.from(key))) : [];
+    if (heldHashes.length > 0 && !heldHashes.includes(file.public_key_sha256)) {
       findings.add(item.file.path, 'key-pair', `does not match the service-account public key at ${held!.path}`, fix);
     }
   }

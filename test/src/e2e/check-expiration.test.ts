@@ -9,21 +9,10 @@ import * as path from 'node:path';
 import { selfSignedCa, signLeaf } from '@kubetrust/controller';
 import { itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { generateKeyPair, privateKeyToPem } from '@kubetrust/shared/dist/pki';
-import { distributedCluster, runController, type CommandResult, type DistributeJson, type LocalCluster } from '../harness/local-cluster';
+import { distributedCluster, runController, smallInventory, type CommandResult, type DistributeJson, type LocalCluster } from '../harness/local-cluster';
 
 const SUBNET = '127.0.43';
-const INVENTORY = `
-apiVersion: kubetrust/v1
-kind: Cluster
-metadata: {name: expiry}
-spec:
-  apiServer: {endpoint: "https://${SUBNET}.100:6443"}
-  pki: {keyAlgorithm: ECDSA-P256, certValidity: 2160h}
-  nodes:
-    - {name: etcd-1, addresses: [${SUBNET}.11], roles: [etcd]}
-    - {name: master-1, addresses: [${SUBNET}.21], roles: [master]}
-    - {name: worker-1, addresses: [${SUBNET}.31], roles: [worker]}
-`;
+const INVENTORY = smallInventory('expiry', SUBNET, { pki: 'certValidity: 2160h' });
 
 interface Row {
   node: string;

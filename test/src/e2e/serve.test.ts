@@ -9,22 +9,11 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { acquirePidLock } from '@kubetrust/shared/dist/files';
-import { CONTROLLER_CLI, REPO_ROOT, distributedCluster, runController, which, type LocalCluster } from '../harness/local-cluster';
+import { CONTROLLER_CLI, REPO_ROOT, distributedCluster, runController, smallInventory, which, type LocalCluster } from '../harness/local-cluster';
 
 const SUBNET = '127.0.42';
 const METRICS_HOST = `${SUBNET}.200`;
-const INVENTORY = `
-apiVersion: kubetrust/v1
-kind: Cluster
-metadata: {name: daemon}
-spec:
-  apiServer: {endpoint: "https://${SUBNET}.100:6443"}
-  pki: {keyAlgorithm: ECDSA-P256}
-  nodes:
-    - {name: etcd-1, addresses: [${SUBNET}.11], roles: [etcd]}
-    - {name: master-1, addresses: [${SUBNET}.21], roles: [master]}
-    - {name: worker-1, addresses: [${SUBNET}.31], roles: [worker]}
-`;
+const INVENTORY = smallInventory('daemon', SUBNET);
 
 function get(port: number, url: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

@@ -338,3 +338,24 @@ export async function distributedCluster(inventoryText: string, prefix: string):
   if (distributed.code !== 0) throw new Error(`controller distribute failed (exit ${distributed.code}):\n${distributed.stdout}\n${distributed.stderr}`);
   return { workdir, cluster };
 }
+
+/**
+ * A small ECDSA-P256 inventory on one loopback /24: one etcd node (.11), `masters` masters (.21,
+ * .22, ...) and one worker (.31), with `pki` extra fields such as `certValidity: 2160h`.
+ */
+export function smallInventory(name: string, subnet: string, options: { masters?: number; pki?: string } = {}): string {
+  const masters = Array.from({ length: options.masters ?? 1 }, (_, index) => `    - {name: master-${index + 1}, addresses: [${subnet}.${21 + index}], roles: [master]}`);
+  return [
+    'apiVersion: kubetrust/v1',
+    'kind: Cluster',
+    `metadata: {name: ${name}}`,
+    'spec:',
+    `  apiServer: {endpoint: "https://${subnet}.100:6443"}`,
+    `  pki: {keyAlgorithm: ECDSA-P256${options.pki === undefined ? '' : `, ${options.pki}`}}`,
+    '  nodes:',
+    `    - {name: etcd-1, addresses: [${subnet}.11], roles: [etcd]}`,
+    ...masters,
+    `    - {name: worker-1, addresses: [${subnet}.31], roles: [worker]}`,
+    '',
+  ].join('\n');
+}

@@ -15,7 +15,7 @@
  */
 import * as crypto from 'node:crypto';
 import { loadAgentProto, type FileChange, type KeyRequest } from '@kubetrust/proto';
-import { casForPki, itemsForNode, servicesForNode, type CaName, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
+import { casForPki, itemsForNode, servicesForNode, type CaName, type KubeletBootstrapFiles, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { parseCsr, readSerialAndValidity, type ParsedCsr } from '@kubetrust/shared/dist/pki';
@@ -23,6 +23,17 @@ import { leafProfile, signLeaf } from './authority';
 import { AgentConnections, type AgentConnection, type ControllerCredentials } from './agent-client';
 import { CpuQueue } from './cpu-queue';
 import { markEventLoopPhase } from './event-loop-report';
+import {
+  KubeletBootstrapInputError,
+  KubeletPush,
+  bootstrapPlanEntry,
+  kubeletQueries,
+  observeKubelet,
+  type KubeletBootstrapDecision,
+  type KubeletBootstrapReport,
+  type KubeletObservation,
+  type PushedToken,
+} from './kubelet-push';
 import { planNode, queriesFor, type DesiredMaterial, type PlannedItem } from './plan';
 import { rollOut } from './rollout';
 import { StateDir, StateError, type KeyMaterial, type LedgerEntry } from './state-dir';
@@ -44,6 +55,16 @@ export interface DistributeOptions {
   readonly maxParallel?: number;
   /** Let later worker batches run after a worker failed; never applies to etcd members or masters. */
   readonly continueOnError?: boolean;
+  /** Lifetime of the bootstrap tokens issued for TLS-bootstrapping kubelets; default 1 hour. */
+  readonly bootstrapTokenTtlMs?: number;
+  /** Kubernetes API kubeconfig for the bootstrap tokens; default `<state dir>/kubernetes/controller.kubeconfig`. */
+  readonly kubeconfig?: string;
+  /** After the rollout, poll the nodes that wait for their kubelet until it registers, for at most this long. */
+  readonly waitRegistrationMs?: number;
+  /** Nodes that get a new bootstrap token even while a valid one waits on them. */
+  readonly replaceBootstrapTokens?: readonly string[];
+  /** Time between two polls of `waitRegistrationMs`. */
+  readonly registrationPollMs?: number;
 }
 
 /**
@@ -64,6 +85,8 @@ export interface NodeReport {
   readonly services: readonly { name: string; healthy: boolean; check: string; output: string }[];
   /** Files put back by a rollback after a failed health check. */
   readonly rolledBackFiles?: readonly string[];
+  /** For a worker whose kubelet bootstraps: the token pushed or awaited, or the registration. */
+  readonly kubeletBootstrap?: KubeletBootstrapReport;
   readonly error?: string;
 }
 
@@ -74,6 +97,8 @@ export interface NodePlan {
   readonly plan: readonly PlanEntry[];
   readonly pendingRestarts: readonly string[];
   readonly needsChange: boolean;
+  /** Present for a worker whose kubelet bootstraps; `decision` is set once the API was asked. */
+  readonly kubelet?: { readonly files: KubeletBootstrapFiles; readonly observation: KubeletObservation; readonly decision?: KubeletBootstrapDecision };
 }
 
 function serviceReport(service: { name: string; healthy: boolean; check: string; output: string }): NodeReport['services'][number] {
@@ -205,6 +230,7 @@ export class NodeRollout {
     private readonly maxClockSkewMs: number = DEFAULT_MAX_CLOCK_SKEW_MS,
     private readonly connections: AgentConnections = new AgentConnections(inventory.name, material.controller),
     private readonly cpu: CpuQueue = new CpuQueue(),
+    private readonly kubeletPush?: KubeletPush,
   ) {}
 
   /**
@@ -217,8 +243,9 @@ export class NodeRollout {
     let kept = false;
     try {
       const items = itemsForNode(this.inventory, this.node).filter((item) => only === undefined || only.has(item.name));
+      const kubeletFiles = this.kubeletPush?.files(this.node);
       const requestedAt = this.now().getTime();
-      const held = await connection.getState({ files: queriesFor(items) });
+      const held = await connection.getState({ files: [...queriesFor(items), ...kubeletQueries(kubeletFiles)] });
       checkClockSkew(this.node.name, Number(held.clock_unix_ms), (requestedAt + this.now().getTime()) / 2, this.maxClockSkewMs);
       if (held.node_name !== this.node.name) {
         throw new Error(`agent at ${this.node.agent.endpoint} reports node name "${held.node_name}", expected "${this.node.name}"`);
@@ -226,8 +253,11 @@ export class NodeRollout {
       const planned = await this.cpu.run(() => planNode(items, held.files, this.material, this.now()));
       const pendingRestarts = held.pending_restarts;
       const needsChange = planned.some((entry) => entry.action !== 'unchanged') || pendingRestarts.length > 0;
-      if (needsChange && keepConnection) kept = this.connections.keep(this.node, connection);
-      return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node)), pendingRestarts, needsChange };
+      const kubelet =
+        kubeletFiles === undefined ? undefined : { files: kubeletFiles, observation: observeKubelet(this.node.name, kubeletFiles, held, this.material.caCertificate('cluster-ca'), this.now()) };
+      // A bootstrapping node may need a token even when every file is in place, so its connection is kept too.
+      if ((needsChange || kubelet !== undefined) && keepConnection) kept = this.connections.keep(this.node, connection);
+      return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node)), pendingRestarts, needsChange, ...(kubelet !== undefined ? { kubelet } : {}) };
     } finally {
       if (!kept) connection.close();
     }
@@ -250,25 +280,67 @@ export class NodeRollout {
       // Recorded before the push: a controller killed after the agent installed the files still has
       // every installed certificate in its ledger, at the cost of listing some that never arrived.
       await this.state.appendLedger([...issued.values()].map((entry) => entry.ledger));
-      const response = await connection.apply({ change_id: changeId, files: pending.flatMap((entry) => this.fileChanges(entry, issued)), restart_services: restarts });
-      const unhealthy = response.services.filter((service) => !service.healthy);
-      const restarted = response.services.filter((service) => service.restarted);
-      const report: NodeReport = {
-        name: this.node.name,
-        status: response.changed_paths.length > 0 || restarted.length > 0 ? 'changed' : 'unchanged',
-        changedFiles: response.changed_paths,
-        restartedServices: restarted.map((service) => service.name),
-        plan,
-        pendingRestarts,
-        services: response.services.map(serviceReport),
-      };
-      if (unhealthy.length === 0) return report;
-      const error = unhealthy.map((service) => `${service.name} unhealthy after restart (${service.check}): ${service.output}`).join('; ');
-      if (response.changed_paths.length === 0) return { ...report, status: 'failed', error };
-      return await this.rollBack(connection, changeId, report, error);
+      const kubelet = nodePlan.kubelet;
+      // The token is minted last, just before the Apply, so that it spends none of its lifetime on key generation.
+      const pushed = kubelet?.decision?.action === 'issue-token' && this.kubeletPush !== undefined ? await this.kubeletPush.issue(this.node, kubelet.files, this.now()) : undefined;
+      const files = pending.flatMap((entry) => this.fileChanges(entry, issued));
+      let report: NodeReport;
+      try {
+        const response = await connection.apply({
+          change_id: changeId,
+          files: pushed === undefined ? files : [...files, pushed.fileChange],
+          restart_services: restarts,
+          ...(pushed !== undefined ? { kubelet_bootstrap: pushed.watch } : {}),
+        });
+        report = await this.report(connection, changeId, nodePlan, response);
+      } catch (error) {
+        if (pushed !== undefined) await this.kubeletPush?.afterApply(this.node.name, pushed, false, this.now());
+        throw error;
+      }
+      return pushed === undefined ? report : await this.reportPushedToken(report, pushed);
     } finally {
       connection.close();
     }
+  }
+
+  private async report(connection: AgentConnection, changeId: string, nodePlan: NodePlan, response: Awaited<ReturnType<AgentConnection['apply']>>): Promise<NodeReport> {
+    const unhealthy = response.services.filter((service) => !service.healthy);
+    const restarted = response.services.filter((service) => service.restarted);
+    const report: NodeReport = {
+      name: this.node.name,
+      status: response.changed_paths.length > 0 || restarted.length > 0 ? 'changed' : 'unchanged',
+      changedFiles: response.changed_paths,
+      restartedServices: restarted.map((service) => service.name),
+      plan: nodePlan.plan,
+      pendingRestarts: nodePlan.pendingRestarts,
+      services: response.services.map(serviceReport),
+    };
+    if (unhealthy.length === 0) return report;
+    const error = unhealthy.map((service) => `${service.name} unhealthy after restart (${service.check}): ${service.output}`).join('; ');
+    if (response.changed_paths.length === 0) return { ...report, status: 'failed', error };
+    return await this.rollBack(connection, changeId, report, error);
+  }
+
+  /** Records a pushed token, or deletes it when the node did not keep the change. */
+  private async reportPushedToken(report: NodeReport, pushed: PushedToken): Promise<NodeReport> {
+    const push = this.kubeletPush!;
+    const expiration = pushed.expiration.toISOString();
+    if (report.status !== 'changed' && report.status !== 'unchanged') {
+      await push.afterApply(this.node.name, pushed, false, this.now());
+      return { ...report, kubeletBootstrap: { state: 'failed', message: `bootstrap token ${pushed.tokenId} deleted, because the change did not stay on the node`, tokenId: pushed.tokenId } };
+    }
+    const superseded = await push.afterApply(this.node.name, pushed, true, this.now());
+    const replaced = superseded.length > 0 ? `; deleted the tokens it replaced: ${superseded.join(', ')}` : '';
+    return {
+      ...report,
+      kubeletBootstrap: {
+        state: 'token-issued',
+        message: `bootstrap token ${pushed.tokenId} for ${this.node.name} pushed, expires ${expiration}; the agent deletes the bootstrap kubeconfig once the kubelet registers${replaced}`,
+        tokenId: pushed.tokenId,
+        expiration,
+        tokensDeleted: superseded,
+      },
+    };
   }
 
   private async rollBack(connection: AgentConnection, changeId: string, report: NodeReport, error: string): Promise<NodeReport> {
@@ -457,8 +529,14 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     connections = open;
     // One queue for all nodes, so that signing for many nodes at once still yields to the event loop between certificates.
     const cpu = new CpuQueue();
+    const kubeletPush = new KubeletPush(inventory, state, logger, {
+      dryRun,
+      ...(options.bootstrapTokenTtlMs !== undefined ? { ttlMs: options.bootstrapTokenTtlMs } : {}),
+      ...(options.kubeconfig !== undefined ? { kubeconfig: options.kubeconfig } : {}),
+      replaceTokens: new Set(options.replaceBootstrapTokens ?? []),
+    }, material.caCertificate('cluster-ca'));
     const rollout = (node: NodeSpec): NodeRollout =>
-      new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS, open, cpu);
+      new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS, open, cpu, kubeletPush);
     // Compiling the service definition takes tens of milliseconds; done here, it does not hold up the first node.
     loadAgentProto();
     markEventLoopPhase('distribute');
@@ -473,9 +551,21 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
         return { name: node.name, status: 'failed', changedFiles: [], restartedServices: [], plan: [], pendingRestarts: [], services: [], error: message };
       }
     });
-    const plans = planned.filter((entry): entry is NodePlan => 'needsChange' in entry);
     const reports = new Map<string, NodeReport>();
     for (const entry of planned) if (!('needsChange' in entry)) reports.set(entry.name, entry);
+    // Asked one node at a time, so that a missing API kubeconfig is reported once, before any node changes.
+    const plans: NodePlan[] = [];
+    for (const entry of planned) {
+      if (!('needsChange' in entry)) continue;
+      try {
+        plans.push(await decideKubelet(entry, kubeletPush, now()));
+      } catch (error) {
+        if (error instanceof KubeletBootstrapInputError) throw error;
+        const message = error instanceof Error ? error.message : String(error);
+        logger.error('node failed', { node: entry.node.name, error: message });
+        reports.set(entry.node.name, { ...planReport(entry, 'failed'), error: `bootstrap token check failed: ${message}` });
+      }
+    }
     for (const plan of plans) {
       if (!plan.needsChange || dryRun) reports.set(plan.node.name, planReport(plan, plan.needsChange ? 'planned' : 'unchanged'));
     }
@@ -503,6 +593,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
       };
       const rolloutOptions = { ...(options.maxParallel !== undefined ? { maxParallel: options.maxParallel } : {}), continueOnError: options.continueOnError === true };
       for (const report of await rollOut(plans, unreachableEtcd, steps, rolloutOptions)) reports.set(report.name, report);
+      await finishKubeletBootstraps(plans, reports, kubeletPush, open, logger, now, options);
     }
     return { cluster: inventory.name, dryRun, nodes: selected.map((node) => reports.get(node.name)!) };
   } finally {
@@ -513,5 +604,146 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
 }
 
 function planReport(plan: NodePlan, status: NodeStatus): NodeReport {
-  return { name: plan.node.name, status, changedFiles: [], restartedServices: [], plan: plan.plan, pendingRestarts: plan.pendingRestarts, services: [] };
+  const kubeletBootstrap = plan.kubelet?.decision === undefined ? undefined : decisionReport(plan.kubelet.decision, plan.kubelet.observation, status === 'planned' || status === 'unchanged');
+  return {
+    name: plan.node.name,
+    status,
+    changedFiles: [],
+    restartedServices: [],
+    plan: plan.plan,
+    pendingRestarts: plan.pendingRestarts,
+    services: [],
+    ...(kubeletBootstrap !== undefined ? { kubeletBootstrap } : {}),
+  };
+}
+
+/** Reports a decision that no Apply carried out: a dry run, a waiting node or a registered one. */
+function decisionReport(decision: KubeletBootstrapDecision, observation: KubeletObservation, planned: boolean): KubeletBootstrapReport | undefined {
+  const common = {
+    message: decision.reason,
+    observed: observation.observed,
+    ...(decision.tokenId !== undefined ? { tokenId: decision.tokenId } : {}),
+    ...(decision.expiration !== undefined ? { expiration: decision.expiration } : {}),
+    ...(observation.clientCertificateSerial !== undefined ? { clientCertificateSerial: observation.clientCertificateSerial } : {}),
+  };
+  switch (decision.action) {
+    case 'issue-token':
+      return planned ? { ...common, state: 'would-issue-token' } : undefined;
+    case 'waiting':
+      return { ...common, state: 'waiting' };
+    case 'registered':
+      return { ...common, state: 'registered', bootstrapKubeconfigRemoved: observation.bootstrapKubeconfigRemoved || !observation.bootstrapKubeconfigPresent };
+  }
+}
+
+/** Adds the kubelet bootstrap decision to a node's plan; a node that needs a token needs a change. */
+async function decideKubelet(plan: NodePlan, push: KubeletPush, now: Date): Promise<NodePlan> {
+  if (plan.kubelet === undefined) return plan;
+  const decision = await push.decide(plan.node, plan.kubelet.observation, now);
+  return {
+    ...plan,
+    plan: [...plan.plan, bootstrapPlanEntry(plan.kubelet.files, decision)],
+    needsChange: plan.needsChange || decision.action === 'issue-token',
+    kubelet: { ...plan.kubelet, decision },
+  };
+}
+
+/** Milliseconds between two GetState polls while waiting for registrations. */
+export const DEFAULT_REGISTRATION_POLL_MS = 1_000;
+
+/**
+ * Finishes the registrations that the plan found, then, with `waitRegistrationMs`, polls the nodes
+ * that got or hold a token until their kubelet registered, the wait ended or the token expired.
+ * A token is never renewed here: a node that did not register is reported with what its agent
+ * observed, and its token expires as issued.
+ */
+async function finishKubeletBootstraps(
+  plans: readonly NodePlan[],
+  reports: Map<string, NodeReport>,
+  push: KubeletPush,
+  connections: AgentConnections,
+  logger: Logger,
+  now: () => Date,
+  options: DistributeOptions,
+): Promise<void> {
+  const finish = async (plan: NodePlan, observation: KubeletObservation): Promise<boolean> => {
+    const report = reports.get(plan.node.name);
+    if (report === undefined) return false;
+    const deleted = await push.finishRegistration(plan.node.name, observation, now());
+    if (deleted === undefined) return false;
+    const tokens = deleted.length > 0 ? `; deleted bootstrap tokens ${deleted.join(', ')}` : '';
+    const serial = observation.clientCertificateSerial !== undefined ? `, client certificate serial ${observation.clientCertificateSerial}` : '';
+    reports.set(plan.node.name, {
+      ...report,
+      kubeletBootstrap: {
+        state: 'registered',
+        message: `kubelet registered${serial}; the Node object exists and the bootstrap kubeconfig is gone${tokens}`,
+        observed: observation.observed,
+        ...(observation.clientCertificateSerial !== undefined ? { clientCertificateSerial: observation.clientCertificateSerial } : {}),
+        bootstrapKubeconfigRemoved: true,
+        tokensDeleted: deleted,
+      },
+    });
+    return true;
+  };
+
+  for (const plan of plans) {
+    const decision = plan.kubelet?.decision;
+    if (decision?.action !== 'registered' || decision.cleanupPending !== true) continue;
+    try {
+      if (!(await finish(plan, plan.kubelet!.observation))) logger.warn('kubelet holds its certificate but its Node object does not exist yet', { node: plan.node.name });
+    } catch (error) {
+      logger.error('recording the kubelet registration failed', { node: plan.node.name, error: error instanceof Error ? error.message : String(error) });
+    }
+  }
+
+  const waitMs = options.waitRegistrationMs ?? 0;
+  if (waitMs <= 0) return;
+  const started = now().getTime();
+  const waiting = plans.filter((plan) => {
+    const state = reports.get(plan.node.name)?.kubeletBootstrap?.state;
+    return plan.kubelet !== undefined && (state === 'token-issued' || state === 'waiting');
+  });
+  const pollMs = options.registrationPollMs ?? DEFAULT_REGISTRATION_POLL_MS;
+  const open = new Set(waiting.map((plan) => plan.node.name));
+  while (open.size > 0) {
+    for (const plan of waiting) {
+      if (!open.has(plan.node.name)) continue;
+      const report = reports.get(plan.node.name)!;
+      const expiration = Date.parse(report.kubeletBootstrap?.expiration ?? '');
+      const files = plan.kubelet!.files;
+      let observation: KubeletObservation | undefined;
+      let problem: string | undefined;
+      const connection = connections.open(plan.node);
+      try {
+        const held = await connection.getState({ files: kubeletQueries(files) });
+        observation = observeKubelet(plan.node.name, files, held, push.clusterCaPem(), now());
+        if (observation.registered && (observation.bootstrapKubeconfigRemoved || !observation.bootstrapKubeconfigPresent) && (await finish(plan, observation))) {
+          open.delete(plan.node.name);
+          continue;
+        }
+      } catch (error) {
+        problem = error instanceof Error ? error.message : String(error);
+      } finally {
+        connection.close();
+      }
+      const at = now().getTime();
+      const expired = Number.isFinite(expiration) && at >= expiration;
+      if (!expired && at - started < waitMs) continue;
+      open.delete(plan.node.name);
+      const seen = observation?.observed ?? (problem !== undefined ? `GetState failed: ${problem}` : 'nothing');
+      const why = expired ? `its bootstrap token ${report.kubeletBootstrap?.tokenId ?? ''} expired at ${report.kubeletBootstrap?.expiration ?? '-'}` : `the wait of ${Math.round(waitMs / 1000)} s ended`;
+      logger.warn('kubelet did not register', { node: plan.node.name, observed: seen });
+      reports.set(plan.node.name, {
+        ...report,
+        kubeletBootstrap: {
+          ...report.kubeletBootstrap!,
+          state: 'not-registered',
+          observed: seen,
+          message: `kubelet of ${plan.node.name} did not register before ${why}; the agent observed: ${seen}. The token is not renewed; run \`controller bootstrap-kubelet --node ${plan.node.name}\` to push a new one`,
+        },
+      });
+    }
+    if (open.size > 0) await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
 }

@@ -3,8 +3,8 @@
  * bootstrap`.
  *
  * While such a node's kubelet has not registered, distribute issues the node a fresh bootstrap
- * token and pushes a bootstrap kubeconfig with it through the agent, whose Apply carries
- * `kubelet_bootstrap` so that the agent watches for the kubelet's client certificate and then
+ * token and pushes a bootstrap kubeconfig with it through the agent. The Apply carries
+ * `kubelet_bootstrap`, so the agent watches for the kubelet's client certificate and then
  * deletes the kubeconfig. Once the agent reports the kubelet registered and the Node object exists
  * in the API, the controller deletes the node's token Secrets and records both facts in the
  * ledger.
@@ -27,10 +27,10 @@ import type { BindingResult } from './kubelet-bootstrap/bindings';
 import type { TokenListing } from './kubelet-bootstrap/tokens';
 import type { KubeletBootstrapRecord, StateDir } from './state-dir';
 
-/** What the controller learnt about a bootstrapping kubelet from the node's agent. */
+/** Registration state of a bootstrapping kubelet, as the node's agent reports it. */
 export interface KubeletObservation {
   readonly registered: boolean;
-  /** What the agent or the file query showed, in words, such as "no file at ... yet". */
+  /** Observation of the agent or the file query, in words, such as "no file at ... yet". */
   readonly observed: string;
   /** The agent still watches for the kubelet's client certificate. */
   readonly watching: boolean;
@@ -42,7 +42,7 @@ export interface KubeletObservation {
 }
 
 /**
- * issue-token: push a new token. waiting: the node holds a valid token that kubetrust pushed and the
+ * issue-token: push a new token. waiting: the node has a valid token that kubetrust pushed, and the
  * agent watches. registered: nothing to push.
  */
 export type KubeletBootstrapAction = 'issue-token' | 'waiting' | 'registered';
@@ -69,7 +69,7 @@ export interface KubeletBootstrapReport {
   readonly message: string;
   readonly tokenId?: string;
   readonly expiration?: string;
-  /** What the agent observed last. */
+  /** Last observation of the agent. */
   readonly observed?: string;
   readonly clientCertificateSerial?: string;
   readonly bootstrapKubeconfigRemoved?: boolean;
@@ -121,7 +121,7 @@ function checkClientCertificate(pem: Buffer, clusterCaPem: string, node: string,
   return { valid: true, observed: `the kubelet holds a client certificate for system:node:${node}, serial ${certificate.serialNumber}`, serial: certificate.serialNumber };
 }
 
-/** Reads the GetState answer of a bootstrapping node. */
+/** Reads the GetState response of a bootstrapping node. */
 export function observeKubelet(node: string, files: KubeletBootstrapFiles, held: NodeState__Output, clusterCaPem: string, now: Date): KubeletObservation {
   const agent = held.kubelet_bootstrap;
   const kubeconfig = held.files.find((file) => file.path === files.bootstrapKubeconfig.path);
@@ -183,7 +183,7 @@ export class KubeletPush {
     return this.api;
   }
 
-  /** The cluster CA that signs kubelet client certificates, as the state directory holds it. */
+  /** Returns the cluster CA certificate from the state directory, which signs kubelet client certificates. */
   clusterCaPem(): string {
     return this.clusterCa;
   }
@@ -314,7 +314,7 @@ export class KubeletPush {
   }
 }
 
-/** The plan entry that a bootstrapping node shows for its bootstrap kubeconfig. */
+/** Builds the plan entry of a bootstrapping node's bootstrap kubeconfig. */
 export function bootstrapPlanEntry(files: KubeletBootstrapFiles, decision: KubeletBootstrapDecision): {
   name: string;
   action: 'unchanged' | 'add' | 'change';

@@ -51,7 +51,7 @@ export interface LedgerEntry {
  */
 export interface KubeletBootstrapRecord {
   readonly node: string;
-  /** token-issued: pushed to the node; registered: the kubelet holds its client certificate and the Node exists; token-deleted: its Secret was deleted. */
+  /** token-issued: pushed to the node. registered: the kubelet has its client certificate and the Node exists. token-deleted: its Secret was deleted. */
   readonly event: 'token-issued' | 'registered' | 'token-deleted';
   readonly at: string;
   readonly tokenId?: string;

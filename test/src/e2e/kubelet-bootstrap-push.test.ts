@@ -1,7 +1,8 @@
 /**
- * The push of bootstrap credentials through distribute, end to end: real controller CLI, one agent
- * per node on its own install root, the fake API server with the cluster CA and the apiserver
- * certificate that distribute installed, and the fake kubelet on each worker's install root.
+ * The push of bootstrap credentials through distribute, end to end. The real controller CLI drives
+ * one agent per node, each on its own install root. The fake API server uses the cluster CA and
+ * the apiserver certificate that distribute installed, and a fake kubelet runs on each worker's
+ * install root.
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';

@@ -253,10 +253,16 @@ describe('bootstrap credentials pushed by distribute', function () {
   });
 
   it('replaces a token that expired before the kubelet started', async function () {
-    const first = await distributeJson('--nodes', 'wk-4', '--bootstrap-token-ttl', '3s');
+    const first = await distributeJson('--nodes', 'wk-4', '--bootstrap-token-ttl', '6s');
     assert.equal(first.result.code, 0, first.result.stderr);
     const expiredId = tokenOnNode('wk-4').id;
     assert.equal(first.nodes.get('wk-4')?.kubeletBootstrap?.tokenId, expiredId);
+
+    // While the token is valid, the node keeps it.
+    const waiting = await distributeJson('--nodes', 'wk-4', '--dry-run');
+    assert.equal(waiting.nodes.get('wk-4')?.kubeletBootstrap?.state, 'waiting');
+    assert.equal(waiting.nodes.get('wk-4')?.kubeletBootstrap?.tokenId, expiredId);
+    assert.equal(waiting.nodes.get('wk-4')?.status, 'unchanged');
     await until('the token expired', 10_000, () => Date.now() > Date.parse(first.nodes.get('wk-4')?.kubeletBootstrap?.expiration ?? '') + 500);
 
     const list = await controller('tokens list');

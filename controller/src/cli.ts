@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { catalogueIssues } from '@kubetrust/shared/dist/catalogue';
 import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
+import { parseDuration } from '@kubetrust/shared/dist/inventory/duration';
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
 import { registerBootstrapCommand } from './commands/bootstrap-command';
 import { registerCertsCommand } from './commands/certs-command';
@@ -19,6 +20,7 @@ import { registerValidateCommand } from './commands/validate-command';
 import { ScopeError, distribute, type DistributeReport } from './distribute';
 import type { RenewalPolicy } from './plan';
 import { parseDuration } from '@kubetrust/shared/dist/inventory/duration';
+import { KubeletBootstrapInputError } from './kubelet-push';
 import { startEventLoopReport } from './event-loop-report';
 import { LiveProgress } from './progress';
 import { distributeJson, renderDistribute } from './report';
@@ -135,10 +137,14 @@ function buildProgram(): Command {
       .option('--max-parallel <n>', 'workers changed at the same time (default: 10% of the workers, at least 1)', positiveInteger('--max-parallel'))
       .option('--max-clock-skew <seconds>', 'fail a node whose clock differs from this host by more than this many seconds', positiveInteger('--max-clock-skew'), 120)
       .option('--continue-on-error', 'let later worker batches run after a worker failed; etcd members and masters always stop the rollout', false)
+      .option('--bootstrap-token-ttl <duration>', 'lifetime of the bootstrap tokens pushed to workers whose kubelet bootstraps, such as 1h or 30m', '1h')
+      .option('--kubeconfig <file>', 'Kubernetes API kubeconfig for the bootstrap tokens (default: kubernetes/controller.kubeconfig in the state directory)')
+      .option('--wait-registration <seconds>', 'after the rollout, wait up to this many seconds for each bootstrapping kubelet to register, then delete its token', nonNegativeInteger('--wait-registration'), 0)
       .addOption(outputOption());
 
   const runRollout = async (options: DistributeCliOptions, command: Command, label: string, renewal: RenewalPolicy): Promise<void> => {
     const logger = loggerFor(command);
+    const bootstrapTokenTtlMs = tokenTtl('--bootstrap-token-ttl', options.bootstrapTokenTtl);
     const inventory = readInventory(options.inventory, logger);
     // On a terminal a live line shows progress; elsewhere (pipes, CI, JSON output) each node logs a line.
     const live = process.stderr.isTTY && options.output === 'text' ? new LiveProgress(process.stderr, options.dryRun ? 'plan' : label) : undefined;
@@ -157,6 +163,9 @@ function buildProgram(): Command {
       continueOnError: options.continueOnError,
       maxClockSkewMs: options.maxClockSkew * 1000,
       renewal,
+      bootstrapTokenTtlMs,
+      ...(options.kubeconfig !== undefined ? { kubeconfig: path.resolve(options.kubeconfig) } : {}),
+      waitRegistrationMs: options.waitRegistration * 1000,
       onProgress: (event) => {
         if (live !== undefined) live.update(event);
         else if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${event.done ?? 0}/${event.total ?? 0}` });
@@ -211,7 +220,25 @@ interface DistributeCliOptions {
   maxParallel?: number;
   continueOnError: boolean;
   maxClockSkew: number;
+  bootstrapTokenTtl: string;
+  kubeconfig?: string;
+  waitRegistration: number;
   output: string;
+}
+
+/** Parses a token lifetime such as 1h or 30m; raises a UsageError for anything else. */
+export function tokenTtl(option: string, value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined || ms <= 0) throw new UsageError(`${option}: "${value}" is not a positive duration; pass a value such as 1h or 30m`);
+  return ms;
+}
+
+function nonNegativeInteger(option: string): (value: string) => number {
+  return (value) => {
+    const parsed = Number(value);
+    if (!Number.isInteger(parsed) || parsed < 0) throw new UsageError(`${option}: "${value}" is not a whole number of seconds; pass a number such as 300`);
+    return parsed;
+  };
 }
 
 function positiveInteger(option: string): (value: string) => number {
@@ -226,9 +253,11 @@ function commaList(value: string): string[] {
   return value.split(',').map((part) => part.trim()).filter((part) => part !== '');
 }
 
-/** 0: every node succeeded. 3: some nodes changed and others failed, rolled back or were skipped. 1: nothing changed and something failed. */
+/** 0: every node succeeded. A kubelet that did not register during --wait-registration counts as a failure. 3: some nodes changed and others failed, rolled back or were skipped. 1: nothing changed and something failed. */
 export function distributeExitCode(report: DistributeReport): number {
-  const bad = report.nodes.some((node) => node.status === 'failed' || node.status === 'rolled-back' || node.status === 'skipped');
+  const bad = report.nodes.some(
+    (node) => node.status === 'failed' || node.status === 'rolled-back' || node.status === 'skipped' || node.kubeletBootstrap?.state === 'not-registered' || node.kubeletBootstrap?.state === 'failed',
+  );
   if (!bad) return 0;
   return report.nodes.some((node) => node.status === 'changed') ? EXIT_PARTIAL : EXIT_FAILED;
 }
@@ -244,7 +273,7 @@ export async function runController(argv: readonly string[]): Promise<number> {
     const commanderCode = typeof code === 'string' ? code : undefined;
     if (commanderCode === 'commander.helpDisplayed' || commanderCode === 'commander.version' || commanderCode === 'commander.help') return 0;
     if (commanderCode?.startsWith('commander.')) return EXIT_INVALID;
-    if (error instanceof InventoryError || error instanceof StateError || error instanceof UsageError || error instanceof ScopeError) {
+    if (error instanceof InventoryError || error instanceof StateError || error instanceof UsageError || error instanceof ScopeError || error instanceof KubeletBootstrapInputError) {
       process.stderr.write(`error: ${error.message}\n`);
       return EXIT_INVALID;
     }

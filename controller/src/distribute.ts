@@ -10,12 +10,15 @@
  * A node that fails its health check is rolled back (Rollback). A node that cannot be planned is
  * reported failed, and the others still run unless the rollout order says otherwise.
  *
- * Reads: the inventory and the state directory. Writes: the ledger.
- * RPCs: GetState, PrepareKeys, Apply, Rollback.
+ * A worker whose kubelet bootstraps also gets a bootstrap token until its kubelet has registered
+ * (kubelet-push.ts and distribute-kubelet.ts).
+ *
+ * Reads: the inventory and the state directory. Writes: the ledger, and bootstrap token Secrets
+ * and bindings in the Kubernetes API. RPCs: GetState, PrepareKeys, Apply, Rollback.
  */
 import * as crypto from 'node:crypto';
 import { loadAgentProto, type FileChange, type KeyRequest } from '@kubetrust/proto';
-import { casForPki, itemsForNode, servicesForNode, type CaName, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
+import { casForPki, itemsForNode, servicesForNode, type CaName, type KubeletBootstrapFiles, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { parseCsr, readSerialAndValidity, type ParsedCsr } from '@kubetrust/shared/dist/pki';
@@ -23,6 +26,17 @@ import { leafProfile, signLeaf } from './authority';
 import { AgentConnections, type AgentConnection, type ControllerCredentials } from './agent-client';
 import { CpuQueue } from './cpu-queue';
 import { markEventLoopPhase } from './event-loop-report';
+import { decideKubelet, decisionReport, finishKubeletBootstraps } from './distribute-kubelet';
+import {
+  KubeletBootstrapInputError,
+  KubeletPush,
+  kubeletQueries,
+  observeKubelet,
+  type KubeletBootstrapDecision,
+  type KubeletBootstrapReport,
+  type KubeletObservation,
+  type PushedToken,
+} from './kubelet-push';
 import { planNode, queriesFor, type DesiredMaterial, type PlannedItem, type RenewalPolicy } from './plan';
 import { rollOut } from './rollout';
 import { StateDir, StateError, type KeyMaterial, type LedgerEntry } from './state-dir';
@@ -46,6 +60,16 @@ export interface DistributeOptions {
   readonly continueOnError?: boolean;
   /** When correct certificates are renewed anyway; `controller rotate` sets it. */
   readonly renewal?: RenewalPolicy;
+  /** Lifetime of the bootstrap tokens issued for TLS-bootstrapping kubelets; default 1 hour. */
+  readonly bootstrapTokenTtlMs?: number;
+  /** Kubernetes API kubeconfig for the bootstrap tokens; default `<state dir>/kubernetes/controller.kubeconfig`. */
+  readonly kubeconfig?: string;
+  /** After the rollout, poll the nodes that wait for their kubelet until it registers, for at most this long. */
+  readonly waitRegistrationMs?: number;
+  /** Nodes that get a new bootstrap token even while a valid one waits on them. */
+  readonly replaceBootstrapTokens?: readonly string[];
+  /** Time between two polls of `waitRegistrationMs`. */
+  readonly registrationPollMs?: number;
 }
 
 /**
@@ -66,6 +90,8 @@ export interface NodeReport {
   readonly services: readonly { name: string; healthy: boolean; check: string; output: string }[];
   /** Files put back by a rollback after a failed health check. */
   readonly rolledBackFiles?: readonly string[];
+  /** For a worker whose kubelet bootstraps: the token pushed or awaited, or the registration. */
+  readonly kubeletBootstrap?: KubeletBootstrapReport;
   readonly error?: string;
 }
 
@@ -76,6 +102,8 @@ export interface NodePlan {
   readonly plan: readonly PlanEntry[];
   readonly pendingRestarts: readonly string[];
   readonly needsChange: boolean;
+  /** Present for a worker whose kubelet bootstraps; `decision` is set once the API was asked. */
+  readonly kubelet?: { readonly files: KubeletBootstrapFiles; readonly observation: KubeletObservation; readonly decision?: KubeletBootstrapDecision };
 }
 
 function serviceReport(service: { name: string; healthy: boolean; check: string; output: string }): NodeReport['services'][number] {
@@ -207,6 +235,7 @@ export class NodeRollout {
     private readonly maxClockSkewMs: number = DEFAULT_MAX_CLOCK_SKEW_MS,
     private readonly connections: AgentConnections = new AgentConnections(inventory.name, material.controller),
     private readonly cpu: CpuQueue = new CpuQueue(),
+    private readonly kubeletPush?: KubeletPush,
     private readonly renewal: RenewalPolicy = {},
   ) {}
 
@@ -220,8 +249,9 @@ export class NodeRollout {
     let kept = false;
     try {
       const items = itemsForNode(this.inventory, this.node).filter((item) => only === undefined || only.has(item.name));
+      const kubeletFiles = this.kubeletPush?.files(this.node);
       const requestedAt = this.now().getTime();
-      const held = await connection.getState({ files: queriesFor(items) });
+      const held = await connection.getState({ files: [...queriesFor(items), ...kubeletQueries(kubeletFiles)] });
       checkClockSkew(this.node.name, Number(held.clock_unix_ms), (requestedAt + this.now().getTime()) / 2, this.maxClockSkewMs);
       if (held.node_name !== this.node.name) {
         throw new Error(`agent at ${this.node.agent.endpoint} reports node name "${held.node_name}", expected "${this.node.name}"`);
@@ -229,8 +259,11 @@ export class NodeRollout {
       const planned = await this.cpu.run(() => planNode(items, held.files, this.material, this.now(), this.renewal));
       const pendingRestarts = held.pending_restarts;
       const needsChange = planned.some((entry) => entry.action !== 'unchanged') || pendingRestarts.length > 0;
-      if (needsChange && keepConnection) kept = this.connections.keep(this.node, connection);
-      return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node)), pendingRestarts, needsChange };
+      const kubelet =
+        kubeletFiles === undefined ? undefined : { files: kubeletFiles, observation: observeKubelet(this.node.name, kubeletFiles, held, this.material.caCertificate('cluster-ca'), this.now()) };
+      // A bootstrapping node may need a token even when every file is in place, so its connection is kept too.
+      if ((needsChange || kubelet !== undefined) && keepConnection) kept = this.connections.keep(this.node, connection);
+      return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node)), pendingRestarts, needsChange, ...(kubelet !== undefined ? { kubelet } : {}) };
     } finally {
       if (!kept) connection.close();
     }
@@ -253,25 +286,67 @@ export class NodeRollout {
       // Recorded before the push: a controller killed after the agent installed the files still has
       // every installed certificate in its ledger, at the cost of listing some that never arrived.
       await this.state.appendLedger([...issued.values()].map((entry) => entry.ledger));
-      const response = await connection.apply({ change_id: changeId, files: pending.flatMap((entry) => this.fileChanges(entry, issued)), restart_services: restarts });
-      const unhealthy = response.services.filter((service) => !service.healthy);
-      const restarted = response.services.filter((service) => service.restarted);
-      const report: NodeReport = {
-        name: this.node.name,
-        status: response.changed_paths.length > 0 || restarted.length > 0 ? 'changed' : 'unchanged',
-        changedFiles: response.changed_paths,
-        restartedServices: restarted.map((service) => service.name),
-        plan,
-        pendingRestarts,
-        services: response.services.map(serviceReport),
-      };
-      if (unhealthy.length === 0) return report;
-      const error = unhealthy.map((service) => `${service.name} unhealthy after restart (${service.check}): ${service.output}`).join('; ');
-      if (response.changed_paths.length === 0) return { ...report, status: 'failed', error };
-      return await this.rollBack(connection, changeId, report, error);
+      const kubelet = nodePlan.kubelet;
+      // The token is minted last, just before the Apply, so that it spends none of its lifetime on key generation.
+      const pushed = kubelet?.decision?.action === 'issue-token' && this.kubeletPush !== undefined ? await this.kubeletPush.issue(this.node, kubelet.files, this.now()) : undefined;
+      const files = pending.flatMap((entry) => this.fileChanges(entry, issued));
+      let report: NodeReport;
+      try {
+        const response = await connection.apply({
+          change_id: changeId,
+          files: pushed === undefined ? files : [...files, pushed.fileChange],
+          restart_services: restarts,
+          ...(pushed !== undefined ? { kubelet_bootstrap: pushed.watch } : {}),
+        });
+        report = await this.report(connection, changeId, nodePlan, response);
+      } catch (error) {
+        if (pushed !== undefined) await this.kubeletPush?.afterApply(this.node.name, pushed, false, this.now());
+        throw error;
+      }
+      return pushed === undefined ? report : await this.reportPushedToken(report, pushed);
     } finally {
       connection.close();
     }
+  }
+
+  private async report(connection: AgentConnection, changeId: string, nodePlan: NodePlan, response: Awaited<ReturnType<AgentConnection['apply']>>): Promise<NodeReport> {
+    const unhealthy = response.services.filter((service) => !service.healthy);
+    const restarted = response.services.filter((service) => service.restarted);
+    const report: NodeReport = {
+      name: this.node.name,
+      status: response.changed_paths.length > 0 || restarted.length > 0 ? 'changed' : 'unchanged',
+      changedFiles: response.changed_paths,
+      restartedServices: restarted.map((service) => service.name),
+      plan: nodePlan.plan,
+      pendingRestarts: nodePlan.pendingRestarts,
+      services: response.services.map(serviceReport),
+    };
+    if (unhealthy.length === 0) return report;
+    const error = unhealthy.map((service) => `${service.name} unhealthy after restart (${service.check}): ${service.output}`).join('; ');
+    if (response.changed_paths.length === 0) return { ...report, status: 'failed', error };
+    return await this.rollBack(connection, changeId, report, error);
+  }
+
+  /** Records a pushed token, or deletes it when the node did not keep the change. */
+  private async reportPushedToken(report: NodeReport, pushed: PushedToken): Promise<NodeReport> {
+    const push = this.kubeletPush!;
+    const expiration = pushed.expiration.toISOString();
+    if (report.status !== 'changed' && report.status !== 'unchanged') {
+      await push.afterApply(this.node.name, pushed, false, this.now());
+      return { ...report, kubeletBootstrap: { state: 'failed', message: `bootstrap token ${pushed.tokenId} deleted, because the change did not stay on the node`, tokenId: pushed.tokenId } };
+    }
+    const superseded = await push.afterApply(this.node.name, pushed, true, this.now());
+    const replaced = superseded.length > 0 ? `; deleted the tokens it replaced: ${superseded.join(', ')}` : '';
+    return {
+      ...report,
+      kubeletBootstrap: {
+        state: 'token-issued',
+        message: `bootstrap token ${pushed.tokenId} for ${this.node.name} pushed, expires ${expiration}; the agent deletes the bootstrap kubeconfig once the kubelet registers${replaced}`,
+        tokenId: pushed.tokenId,
+        expiration,
+        tokensDeleted: superseded,
+      },
+    };
   }
 
   private async rollBack(connection: AgentConnection, changeId: string, report: NodeReport, error: string): Promise<NodeReport> {
@@ -460,8 +535,14 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     connections = open;
     // One queue for all nodes, so that signing for many nodes at once still yields to the event loop between certificates.
     const cpu = new CpuQueue();
+    const kubeletPush = new KubeletPush(inventory, state, logger, {
+      dryRun,
+      ...(options.bootstrapTokenTtlMs !== undefined ? { ttlMs: options.bootstrapTokenTtlMs } : {}),
+      ...(options.kubeconfig !== undefined ? { kubeconfig: options.kubeconfig } : {}),
+      replaceTokens: new Set(options.replaceBootstrapTokens ?? []),
+    }, material.caCertificate('cluster-ca'));
     const rollout = (node: NodeSpec): NodeRollout =>
-      new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS, open, cpu, options.renewal ?? {});
+      new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS, open, cpu, kubeletPush, options.renewal ?? {});
     // Compiling the service definition takes tens of milliseconds; done here, it does not hold up the first node.
     loadAgentProto();
     markEventLoopPhase('distribute');
@@ -476,9 +557,21 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
         return { name: node.name, status: 'failed', changedFiles: [], restartedServices: [], plan: [], pendingRestarts: [], services: [], error: message };
       }
     });
-    const plans = planned.filter((entry): entry is NodePlan => 'needsChange' in entry);
     const reports = new Map<string, NodeReport>();
     for (const entry of planned) if (!('needsChange' in entry)) reports.set(entry.name, entry);
+    // Asked one node at a time, so that a missing API kubeconfig is reported once, before any node changes.
+    const plans: NodePlan[] = [];
+    for (const entry of planned) {
+      if (!('needsChange' in entry)) continue;
+      try {
+        plans.push(await decideKubelet(entry, kubeletPush, now()));
+      } catch (error) {
+        if (error instanceof KubeletBootstrapInputError) throw error;
+        const message = error instanceof Error ? error.message : String(error);
+        logger.error('node failed', { node: entry.node.name, error: message });
+        reports.set(entry.node.name, { ...planReport(entry, 'failed'), error: `bootstrap token check failed: ${message}` });
+      }
+    }
     for (const plan of plans) {
       if (!plan.needsChange || dryRun) reports.set(plan.node.name, planReport(plan, plan.needsChange ? 'planned' : 'unchanged'));
     }
@@ -506,6 +599,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
       };
       const rolloutOptions = { ...(options.maxParallel !== undefined ? { maxParallel: options.maxParallel } : {}), continueOnError: options.continueOnError === true };
       for (const report of await rollOut(plans, unreachableEtcd, steps, rolloutOptions)) reports.set(report.name, report);
+      await finishKubeletBootstraps(plans, reports, kubeletPush, open, logger, now, options);
     }
     return { cluster: inventory.name, dryRun, nodes: selected.map((node) => reports.get(node.name)!) };
   } finally {
@@ -516,5 +610,15 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
 }
 
 function planReport(plan: NodePlan, status: NodeStatus): NodeReport {
-  return { name: plan.node.name, status, changedFiles: [], restartedServices: [], plan: plan.plan, pendingRestarts: plan.pendingRestarts, services: [] };
+  const kubeletBootstrap = plan.kubelet?.decision === undefined ? undefined : decisionReport(plan.kubelet.decision, plan.kubelet.observation, status === 'planned' || status === 'unchanged');
+  return {
+    name: plan.node.name,
+    status,
+    changedFiles: [],
+    restartedServices: [],
+    plan: plan.plan,
+    pendingRestarts: plan.pendingRestarts,
+    services: [],
+    ...(kubeletBootstrap !== undefined ? { kubeletBootstrap } : {}),
+  };
 }

@@ -5,6 +5,7 @@
  */
 import { servicesForNode, type Service } from '@kubetrust/shared/dist/catalogue';
 import { flagsForNode, type ComponentFlag } from '@kubetrust/shared/dist/catalogue/flags';
+import { kubeletBootstrapFlags } from '@kubetrust/shared/dist/catalogue/kubelet-bootstrap';
 import type { Inventory, PathLayout } from '@kubetrust/shared/dist/inventory';
 import { findNode } from './enroll';
 
@@ -20,12 +21,14 @@ export interface FlagsReport {
 /** Computes the flags report of `nodeName`. An unknown node raises a StateError that lists the valid nodes. */
 export function buildFlagsReport(inventory: Inventory, nodeName: string): FlagsReport {
   const node = findNode(inventory, nodeName);
+  const services = servicesForNode(node);
   return {
     cluster: inventory.name,
     node: node.name,
     pathLayout: inventory.pki.pathLayout,
-    services: servicesForNode(node),
-    flags: flagsForNode(inventory, node),
+    services,
+    // Services come in restart order, and a bootstrapping kubelet's own settings follow its file settings.
+    flags: [...flagsForNode(inventory, node), ...kubeletBootstrapFlags(inventory, node)].sort((a, b) => services.indexOf(a.service) - services.indexOf(b.service)),
   };
 }
 

@@ -46,6 +46,10 @@ export function renderDistribute(report: DistributeReport): string {
     if (node.error === undefined) {
       for (const service of node.services.filter((result) => !result.healthy)) lines.push(`    unhealthy: ${service.name} (${service.check}): ${service.output}`);
     }
+    if (node.kubeletBootstrap !== undefined && !(node.kubeletBootstrap.state === 'would-issue-token' && report.dryRun)) {
+      // A dry run already shows the planned token in the plan entry above.
+      lines.push(`    kubelet bootstrap: ${node.kubeletBootstrap.state}: ${node.kubeletBootstrap.message}`);
+    }
     if (node.error !== undefined) lines.push(`    error: ${node.error}`);
   }
   const count = (status: string): number => report.nodes.filter((node) => node.status === status).length;
@@ -70,6 +74,7 @@ export function distributeJson(report: DistributeReport): unknown {
       pendingRestarts: node.pendingRestarts,
       ...(node.rolledBackFiles !== undefined ? { rolledBackFiles: node.rolledBackFiles } : {}),
       ...(node.error !== undefined ? { error: node.error } : {}),
+      ...(node.kubeletBootstrap !== undefined ? { kubeletBootstrap: node.kubeletBootstrap } : {}),
       services: node.services,
       plan: node.plan,
     })),

@@ -45,6 +45,25 @@ export interface LedgerEntry {
   readonly issuedAt: string;
 }
 
+/**
+ * One step of a kubelet's TLS bootstrap, kept in the ledger beside the certificates. Token ids are
+ * public; the token secret is never recorded.
+ */
+export interface KubeletBootstrapRecord {
+  readonly node: string;
+  /** token-issued: pushed to the node. registered: the kubelet has its client certificate and the Node exists. token-deleted: its Secret was deleted. */
+  readonly event: 'token-issued' | 'registered' | 'token-deleted';
+  readonly at: string;
+  readonly tokenId?: string;
+  readonly expiration?: string;
+  /** SHA-256 of the bootstrap kubeconfig pushed with the token, to recognise the file on the node later. */
+  readonly bootstrapKubeconfigSha256?: string;
+  readonly clientCertificateSerial?: string;
+  /** Set on `registered`: the agent deleted the bootstrap kubeconfig. */
+  readonly bootstrapKubeconfigRemoved?: boolean;
+  readonly reason?: string;
+}
+
 const PRIVATE = { mode: 0o600 };
 const PUBLIC = { mode: 0o644 };
 
@@ -53,22 +72,28 @@ const PUBLIC = { mode: 0o644 };
  * indented by one space per level, two levels deep. JSON text has no raw line breaks inside
  * strings, so indenting every line is safe.
  */
-export function formatLedgerEntry(entry: LedgerEntry): string {
+export function formatLedgerEntry(entry: LedgerEntry | KubeletBootstrapRecord): string {
   return JSON.stringify(entry, null, 1)
     .split('\n')
     .map((line) => `  ${line}`)
     .join('\n');
 }
 
-/** Builds ledger.json from formatted entries; the same text as JSON.stringify({ issued }, null, 1) plus a line break. */
-export function renderLedger(entryTexts: readonly string[]): string {
-  if (entryTexts.length === 0) return '{\n "issued": []\n}\n';
-  return `{\n "issued": [\n${entryTexts.join(',\n')}\n ]\n}\n`;
+/**
+ * Builds ledger.json from formatted entries: the same text as JSON.stringify({ issued }, null, 1)
+ * plus a line break, or JSON.stringify({ issued, kubeletBootstrap }, null, 1) once a kubelet
+ * bootstrap has been recorded.
+ */
+export function renderLedger(entryTexts: readonly string[], bootstrapTexts: readonly string[] = []): string {
+  const list = (texts: readonly string[]): string => (texts.length === 0 ? '[]' : `[\n${texts.join(',\n')}\n ]`);
+  if (bootstrapTexts.length === 0) return `{\n "issued": ${list(entryTexts)}\n}\n`;
+  return `{\n "issued": ${list(entryTexts)},\n "kubeletBootstrap": ${list(bootstrapTexts)}\n}\n`;
 }
 
 /** The ledger as this process last wrote it, and the identity of the file it wrote. */
 interface WrittenLedger {
   readonly entryTexts: string[];
+  readonly bootstrapTexts: string[];
   readonly ino: bigint;
   readonly size: bigint;
   readonly mtimeNs: bigint;
@@ -152,8 +177,17 @@ export class StateDir {
   }
 
   async readLedger(): Promise<LedgerEntry[]> {
+    return (await this.readLedgerFile()).issued;
+  }
+
+  /** Returns the kubelet bootstrap records of the ledger, oldest first. */
+  async readKubeletBootstrapRecords(): Promise<KubeletBootstrapRecord[]> {
+    return (await this.readLedgerFile()).kubeletBootstrap ?? [];
+  }
+
+  private async readLedgerFile(): Promise<{ issued: LedgerEntry[]; kubeletBootstrap?: KubeletBootstrapRecord[] }> {
     const data = await readFileIfExists(this.path('ledger.json'));
-    return data === undefined ? [] : (JSON.parse(data.toString('utf8')) as { issued: LedgerEntry[] }).issued;
+    return data === undefined ? { issued: [] } : (JSON.parse(data.toString('utf8')) as { issued: LedgerEntry[]; kubeletBootstrap?: KubeletBootstrapRecord[] });
   }
 
   private ledgerWrites: Promise<void> = Promise.resolve();
@@ -184,28 +218,39 @@ export class StateDir {
     return this.nextLedgerWrite.done;
   }
 
-  private async writeLedger(entries: readonly LedgerEntry[]): Promise<void> {
+  /** Appends kubelet bootstrap records to ledger.json, after any ledger write already queued, in one atomic replace. */
+  appendKubeletBootstrapRecords(records: readonly KubeletBootstrapRecord[]): Promise<void> {
+    const write = (): Promise<void> => this.writeLedger([], records);
+    const done = this.ledgerWrites.then(write, write);
+    this.ledgerWrites = done;
+    return done;
+  }
+
+  private async writeLedger(entries: readonly LedgerEntry[], records: readonly KubeletBootstrapRecord[] = []): Promise<void> {
     const file = this.path('ledger.json');
-    const entryTexts = [...(await this.currentLedgerTexts(file)), ...entries.map(formatLedgerEntry)];
-    const text = renderLedger(entryTexts);
+    const current = await this.currentLedgerTexts(file);
+    const entryTexts = [...current.entryTexts, ...entries.map(formatLedgerEntry)];
+    const bootstrapTexts = [...current.bootstrapTexts, ...records.map(formatLedgerEntry)];
+    const text = renderLedger(entryTexts, bootstrapTexts);
     this.writtenLedger = undefined;
     await writeFileAtomic(file, text, PRIVATE);
     const stat = await fs.stat(file, { bigint: true });
     // Another size means another writer replaced the file meanwhile, and then nothing is reused.
     if (stat.size === BigInt(Buffer.byteLength(text))) {
-      this.writtenLedger = { entryTexts, ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs };
+      this.writtenLedger = { entryTexts, bootstrapTexts, ino: stat.ino, size: stat.size, mtimeNs: stat.mtimeNs };
     }
   }
 
   /** Returns the formatted entries of ledger.json: those this object wrote last when the file is still that one, otherwise read from disk. */
-  private async currentLedgerTexts(file: string): Promise<readonly string[]> {
+  private async currentLedgerTexts(file: string): Promise<{ entryTexts: readonly string[]; bootstrapTexts: readonly string[] }> {
     const written = this.writtenLedger;
     if (written !== undefined) {
       // writeFileAtomic replaces the file by rename, so any other write gives it a new inode.
       const stat = await fs.stat(file, { bigint: true }).catch(() => undefined);
-      if (stat !== undefined && stat.ino === written.ino && stat.size === written.size && stat.mtimeNs === written.mtimeNs) return written.entryTexts;
+      if (stat !== undefined && stat.ino === written.ino && stat.size === written.size && stat.mtimeNs === written.mtimeNs) return written;
     }
-    return (await this.readLedger()).map(formatLedgerEntry);
+    const ledger = await this.readLedgerFile();
+    return { entryTexts: ledger.issued.map(formatLedgerEntry), bootstrapTexts: (ledger.kubeletBootstrap ?? []).map(formatLedgerEntry) };
   }
 
   /**

@@ -1,8 +1,9 @@
 /**
  * Reads a node file into the shape the agent's GetState reports. The agent uses it for the files on
  * its node and `controller validate` for trees written by `controller issue`, so both judge
- * files the same way. Certificates and public keys are reported as they are (public); a private
- * key only as the hash of its public key.
+ * files the same way. Certificates and public keys are public, so they are reported as they are,
+ * but without a private key stored in the same file. A private key is reported only as the hash of
+ * its public key.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs/promises';
@@ -25,9 +26,13 @@ const ABSENT: Omit<FileState__Output, 'path'> = {
 
 function describe(kind: FileKind, data: Buffer): Partial<FileState__Output> {
   switch (kind) {
-    case 'FILE_KIND_CERTIFICATE':
+    case 'FILE_KIND_CERTIFICATE': {
       inspectCertificate(data);
-      return { content: data };
+      // A file such as kubelet-client-current.pem contains the key beside the certificate, and only the certificates are sent.
+      if (!data.includes('PRIVATE KEY')) return { content: data };
+      const blocks = data.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g) ?? [];
+      return { content: Buffer.from(blocks.join('')) };
+    }
     case 'FILE_KIND_PUBLIC_KEY':
       crypto.createPublicKey(data);
       return { content: data };

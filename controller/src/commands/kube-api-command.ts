@@ -4,7 +4,8 @@
  * - `kube-credentials` writes the controller's API kubeconfig and RBAC manifest into the state directory;
  * - `csr list` and `csr approve` show and approve pending kubelet serving CSRs;
  * - `tokens list` and `tokens prune` show and delete kubetrust's bootstrap tokens;
- * - `bootstrap-kubelet` ensures the bootstrap bindings and writes a node's bootstrap kubeconfig.
+ * - `bootstrap-kubelet` pushes a node's bootstrap kubeconfig with a fresh token through its agent,
+ *   or with `--out` writes it to a file for manual delivery.
  *
  * Exit codes: 0 success, 1 an API call failed, 2 invalid input. The API commands read the
  * kubeconfig from `--kubeconfig` or from `<state-dir>/kubernetes/controller.kubeconfig`.
@@ -196,13 +197,16 @@ function registerBootstrapKubelet(program: Command, context: CommandContext): vo
   apiOptions(
     program
       .command('bootstrap-kubelet')
-      .description("ensure the bootstrap bindings, issue a new bootstrap token for a node and write the node's bootstrap kubeconfig (mode 0600) for manual delivery"),
+      .description(
+        "issue a new bootstrap token for a node and push its bootstrap kubeconfig through the node's agent, replacing any token that waits there; with --out, write the kubeconfig (mode 0600) to a file for manual delivery instead",
+      ),
     context,
   )
     .requiredOption('-n, --node <name>', 'node name from the inventory, with kubelet.credentials: bootstrap')
     .option('--ttl <duration>', 'token lifetime, such as 1h or 30m', '1h')
-    .requiredOption('--out <file>', 'file to write the bootstrap kubeconfig to; it contains the token, so deliver it privately')
-    .action(async (options: ApiCommandOptions & { node: string; ttl: string; out: string }, command: Command) => {
+    .option('--out <file>', 'write the bootstrap kubeconfig to this file instead of pushing it; it contains the token, so deliver it privately')
+    .option('--wait-registration <seconds>', 'after the push, wait up to this many seconds for the kubelet to register, then delete its token', '0')
+    .action(async (options: ApiCommandOptions & { node: string; ttl: string; out?: string; waitRegistration: string }, command: Command) => {
       const logger = context.loggerFor(command);
       const { parseDuration } = await import('@kubetrust/shared/dist/inventory/duration');
       const ttlMs = parseDuration(options.ttl);
@@ -220,6 +224,10 @@ function registerBootstrapKubelet(program: Command, context: CommandContext): vo
       } catch (error) {
         if (error instanceof bootstrap.BootstrapTokenError) throw context.invalidInput(error.message);
         throw error;
+      }
+      if (options.out === undefined) {
+        await pushBootstrapKubeconfig(options, ttlMs, inventory, context, logger);
+        return;
       }
       const { api } = await openApi(options, context, logger);
 
@@ -245,6 +253,44 @@ function registerBootstrapKubelet(program: Command, context: CommandContext): vo
       lines.push("Copy it to the node's --bootstrap-kubeconfig path over a private channel and delete this copy.");
       print(options, result, lines.join('\n') + '\n');
     });
+}
+
+/** Pushes a fresh token to the node through its agent: a distribute limited to the node's cluster CA file and bootstrap kubeconfig. */
+async function pushBootstrapKubeconfig(
+  options: ApiCommandOptions & { node: string; waitRegistration: string },
+  ttlMs: number,
+  inventory: Inventory,
+  context: CommandContext,
+  logger: Logger,
+): Promise<void> {
+  if (options.stateDir === undefined) throw context.invalidInput('pushing through the agent needs --state-dir, the directory with the controller identity; pass --out FILE to write the kubeconfig instead');
+  const waitSeconds = Number(options.waitRegistration);
+  if (!Number.isInteger(waitSeconds) || waitSeconds < 0) throw context.invalidInput(`--wait-registration: "${options.waitRegistration}" is not a whole number of seconds; pass a number such as 300`);
+  const { distribute } = await import('../distribute');
+  const { distributeExitCode } = await import('../cli');
+  const report = await distribute(inventory, path.resolve(options.stateDir), logger, {
+    scope: { nodes: [options.node], only: ['cluster-ca.crt'] },
+    replaceBootstrapTokens: [options.node],
+    bootstrapTokenTtlMs: ttlMs,
+    ...(options.kubeconfig !== undefined ? { kubeconfig: path.resolve(options.kubeconfig) } : {}),
+    waitRegistrationMs: waitSeconds * 1000,
+  });
+  const node = report.nodes[0];
+  const bootstrap = node?.kubeletBootstrap;
+  const result = {
+    node: options.node,
+    status: node?.status ?? 'failed',
+    state: bootstrap?.state ?? null,
+    tokenId: bootstrap?.tokenId ?? null,
+    expiration: bootstrap?.expiration ?? null,
+    message: bootstrap?.message ?? null,
+    changedFiles: node?.changedFiles ?? [],
+    ...(node?.error !== undefined ? { error: node.error } : {}),
+  };
+  const lines = [`${options.node}: ${bootstrap !== undefined ? `${bootstrap.state}: ${bootstrap.message}` : (node?.status ?? 'failed')}`];
+  if (node?.error !== undefined) lines.push(`error: ${node.error}`);
+  print(options, result, lines.join('\n') + '\n');
+  process.exitCode = distributeExitCode(report);
 }
 
 export function registerKubeApiCommands(program: Command, context: CommandContext): void {

@@ -2,3 +2,4 @@ export * from './types';
 export * from './catalogue';
 export * from './select';
 export * from './flags';
+export * from './kubelet-bootstrap';

@@ -180,7 +180,7 @@ export function itemPaths(item: NodeItem): string[] {
 
 /** Lists every `pki.pathOverrides` key the catalogue defines, such as `apiserver.certificate`. */
 export function overrideKeys(): string[] {
-  return CATALOGUE.flatMap((entry) => {
+  const entryKeys = CATALOGUE.flatMap((entry) => {
     switch (entry.kind) {
       case 'ca':
         return entry.privateKey === undefined ? [overrideKey(entry.name, 'certificate')] : [overrideKey(entry.name, 'certificate'), overrideKey(entry.name, 'privateKey')];
@@ -192,6 +192,8 @@ export function overrideKeys(): string[] {
         return [overrideKey(entry.name, 'file')];
     }
   });
+  // The bootstrap kubeconfig of a TLS-bootstrapping kubelet (kubelet-bootstrap.ts) is not a catalogue entry, but it can be moved too.
+  return [...entryKeys, overrideKey('bootstrap-kubelet.conf', 'file')];
 }
 
 /**

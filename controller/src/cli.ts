@@ -19,7 +19,6 @@ import { registerRollbackCommand } from './commands/rollback-command';
 import { registerValidateCommand } from './commands/validate-command';
 import { ScopeError, distribute, type DistributeReport } from './distribute';
 import type { RenewalPolicy } from './plan';
-import { parseDuration } from '@kubetrust/shared/dist/inventory/duration';
 import { KubeletBootstrapInputError } from './kubelet-push';
 import { startEventLoopReport } from './event-loop-report';
 import { LiveProgress } from './progress';

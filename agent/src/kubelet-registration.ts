@@ -117,7 +117,7 @@ export class KubeletRegistration {
     await this.check();
   }
 
-  /** The state that GetState reports; all fields empty when no bootstrap was ever watched. */
+  /** Returns the state that GetState reports, with every field empty when no bootstrap was watched. */
   state(): KubeletBootstrapState {
     return this.current?.state ?? { watching: false, registered: false, observed: '', bootstrap_kubeconfig_removed: false, registered_unix_ms: '', client_certificate_subject: '', client_certificate_serial: '' };
   }
@@ -143,7 +143,7 @@ export class KubeletRegistration {
     if (current === undefined) return;
     const dir = path.dirname(hostPath(this.installRoot, current.watch.client_certificate_path));
     try {
-      // The kubelet replaces the symlink when it writes a new certificate; the directory sees it.
+      // The kubelet replaces the symlink when it writes a new certificate, which changes the directory.
       this.watcher = watch(dir, () => void this.check());
       this.watcher.on('error', () => this.watcher?.close());
     } catch {

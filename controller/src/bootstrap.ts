@@ -25,7 +25,7 @@ import { signAgentCsr } from './enroll';
 import { openSession, shellQuote, SshError, type SshSession } from './ssh/session';
 import { StateDir } from './state-dir';
 
-/** What bootstrap does, or would do, on one node. */
+/** Action that bootstrap takes, or would take, on one node. */
 export type BootstrapAction = 'install' | 'upgrade' | 'enroll' | 'start' | 'unchanged' | 'uninstall' | 'absent';
 
 export type BootstrapStep = 'connect' | 'detect' | 'upload' | 'enroll' | 'start' | 'confirm' | 'uninstall';
@@ -35,7 +35,7 @@ export interface NodeBootstrapResult {
   /** The action chosen after detection; `undefined` when the node failed before detection finished. */
   readonly action: BootstrapAction | undefined;
   readonly status: 'done' | 'planned' | 'failed';
-  /** Why the action was chosen, one phrase each ("agent 0.0.9 is older than 0.1.0"). */
+  /** Reasons for the action, one phrase each ("agent 0.0.9 installed, 0.1.0 available"). */
   readonly reasons: readonly string[];
   readonly os?: string;
   readonly arch?: string;
@@ -64,12 +64,12 @@ export interface BootstrapOptions {
   readonly maxParallel: number;
   /** Re-enrol an identity with less than this share of its lifetime left. */
   readonly renewFraction?: number;
-  /** How long to wait for a started agent to answer. */
+  /** Time to wait for a started agent to respond. */
   readonly confirmTimeoutMs?: number;
   readonly now?: () => Date;
   readonly passphrase?: (node: string) => Promise<string>;
   readonly onProgress?: (event: { node: string; phase: 'start' | 'done'; status?: NodeBootstrapResult['status']; done?: number; total?: number }) => void;
-  /** Where the agent artefacts are, for tests; the default is the controller package's own. */
+  /** Directory of the agent artefacts; the default is the one `npm run package:agent` builds. */
   readonly artifactDir?: string;
 }
 
@@ -108,7 +108,7 @@ interface Detected {
 
 const MARK = '--kubetrust--';
 
-/** One round trip that reports everything detection needs; section markers keep the parts apart. */
+/** Returns one shell script that reports everything detection needs, in sections marked by MARK. */
 export function detectScript(paths: AgentInstallPaths): string {
   const q = shellQuote;
   return [
@@ -142,7 +142,7 @@ export function parseDetect(output: string): Detected {
   };
 }
 
-/** Why the node's agent identity must be issued again, or undefined when it can stay. */
+/** Returns why the node's agent identity must be issued again, or undefined when it can stay. */
 export function identityProblem(identityPem: string | undefined, managementCaPem: string, now: Date, renewFraction: number): string | undefined {
   if (identityPem === undefined) return 'no agent identity on the node';
   let certificate: X509Certificate;
@@ -259,7 +259,7 @@ async function confirmAgent(context: NodeContext, expectedVersion: string): Prom
     try {
       const state = await connection.getState({});
       if (state.node_name !== context.node.name) {
-        throw new StepError('confirm', `the agent at ${context.node.agent.endpoint} answers as node "${state.node_name}", not "${context.node.name}"; check the agent endpoint in the inventory`);
+        throw new StepError('confirm', `the agent at ${context.node.agent.endpoint} responds as node "${state.node_name}", not "${context.node.name}"; check the agent endpoint in the inventory`);
       }
       if (state.agent_version !== expectedVersion) {
         last = `it reports version ${state.agent_version}, expected ${expectedVersion}`;
@@ -273,7 +273,7 @@ async function confirmAgent(context: NodeContext, expectedVersion: string): Prom
       connection.close();
     }
     if (Date.now() >= deadline) {
-      throw new StepError('confirm', `the agent did not answer over mutual TLS at ${context.node.agent.endpoint}: ${last}; check that the port is open between this host and the node and read the agent log on the node`);
+      throw new StepError('confirm', `the agent did not respond over mutual TLS at ${context.node.agent.endpoint}: ${last}; check that the port is open between this host and the node and read the agent log on the node`);
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
@@ -291,7 +291,7 @@ async function startAgent(session: SshSession, paths: AgentInstallPaths, init: '
   await runStep(session, 'start', `${q(paths.controlScript)} ${restart ? 'restart' : 'start'}`, 'starting the agent', `read ${paths.logFile} on the node`, { sudo });
 }
 
-/** The shell command that stops the agent and removes every file it installed. */
+/** Returns the shell command that stops the agent and removes every file it installed. */
 function removalCommand(paths: AgentInstallPaths, init: 'systemd' | 'fallback'): string {
   const q = shellQuote;
   const stop =
@@ -327,7 +327,7 @@ async function enrollOnNode(session: SshSession, context: NodeContext, paths: Ag
   try {
     signed = await signAgentCsr(context.inventory, context.stateDir, node.name, csr, context.options.now === undefined ? {} : { now: context.options.now() });
   } catch (error) {
-    throw new StepError('enroll', `the agent's certificate request was refused: ${error instanceof Error ? error.message : String(error)}`);
+    throw new StepError('enroll', `the controller rejected the agent's certificate request: ${error instanceof Error ? error.message : String(error)}`);
   }
   const incoming = `${paths.configDir}/incoming`;
   await session.upload(Buffer.from(signed.certificatePem), `${incoming}/agent.crt`, 0o644);
@@ -390,7 +390,7 @@ async function bootstrapNode(context: NodeContext): Promise<NodeBootstrapResult>
     const problem = identityProblem(detected.identityPem, context.managementCaPem, (options.now ?? (() => new Date()))(), options.renewFraction ?? DEFAULT_RENEW_FRACTION);
     ({ action, reasons } = chooseAction(detected, artifact.version, problem));
     if (action === 'start') {
-      // Installed and enrolled: leave it alone when it answers, start it otherwise.
+      // Installed and enrolled: leave it alone when it responds, and start it otherwise.
       mark('confirm');
       try {
         await confirmAgent({ ...context, options: { ...options, confirmTimeoutMs: 2_000 } }, artifact.version);

@@ -36,7 +36,7 @@ export interface ExpirationRow {
   readonly secondsLeft: number;
   /** The CA that signed it (cluster-ca, etcd-ca, front-proxy-ca, management), or its issuer's CN when no kubetrust CA did. */
   readonly signedBy: string;
-  /** Who renews it: `distribute`, `the kubelet`, or `nobody yet` for CAs. */
+  /** Renewer: `distribute`, `the kubelet`, or `nobody yet` for CAs. */
   readonly renewedBy: 'distribute' | 'the kubelet' | 'nobody yet';
   /** True when the renewal threshold has passed. */
   readonly due: boolean;
@@ -98,6 +98,10 @@ function signerOf(pem: string, info: CertificateInfo, context: Context): string 
 function row(context: Context, fields: { node: string; name: string; path: string; kind: ExpirationKind; pem: string; renewedBy: ExpirationRow['renewedBy']; warnings?: string[] }): ExpirationRow {
   const info = inspectCertificate(fields.pem);
   const due = context.beforeMs !== undefined ? info.notAfter.getTime() - context.now.getTime() < context.beforeMs : renewalDue({ notBefore: info.notBefore, notAfter: info.notAfter }, context.now, DEFAULT_FRACTION);
+  let signedBy: string;
+  if (fields.kind !== 'ca' && fields.kind !== 'trust') signedBy = signerOf(fields.pem, info, context);
+  else if (info.subject.commonName === info.issuer.commonName) signedBy = 'self';
+  else signedBy = `CN=${info.issuer.commonName}`;
   return {
     node: fields.node,
     name: fields.name,
@@ -107,7 +111,7 @@ function row(context: Context, fields: { node: string; name: string; path: strin
     serialNumber: info.serialNumber,
     notAfter: info.notAfter,
     secondsLeft: Math.floor((info.notAfter.getTime() - context.now.getTime()) / 1000),
-    signedBy: fields.kind === 'ca' || fields.kind === 'trust' ? (info.subject.commonName === info.issuer.commonName ? 'self' : `CN=${info.issuer.commonName}`) : signerOf(fields.pem, info, context),
+    signedBy,
     renewedBy: fields.renewedBy,
     due,
     warnings: fields.warnings ?? [],
@@ -169,7 +173,7 @@ function rowsForNode(node: NodeSpec, items: readonly NodeItem[], files: Readonly
   return rows;
 }
 
-/** Reads what every selected node holds and returns one row per certificate, CAs first. */
+/** Reads the certificates on every selected node and returns one row per certificate, CAs first. */
 export async function checkExpiration(inventory: Inventory, stateDir: string, logger: Logger, options: ExpirationOptions = {}): Promise<ExpirationReport> {
   const known = new Set(inventory.nodes.map((node) => node.name));
   const unknown = (options.nodes ?? []).filter((name) => !known.has(name));
@@ -232,7 +236,7 @@ function left(seconds: number): string {
   return hours >= 1 ? `${hours}h` : `${Math.floor(seconds / 60)}m`;
 }
 
-/** The report as a table, like kubeadm's, one row per certificate. */
+/** Renders the report as a table, like kubeadm's, with one row per certificate. */
 export function renderExpiration(report: ExpirationReport): string {
   const header = ['NODE', 'CERTIFICATE', 'EXPIRES', 'LEFT', 'SIGNED BY', 'RENEWED BY', 'DUE'];
   const body = report.rows.map((entry) => [entry.node || '(controller)', entry.name, entry.notAfter.toISOString().replace(/\.\d{3}Z$/, 'Z'), left(entry.secondsLeft), entry.signedBy, entry.renewedBy, entry.due ? 'yes' : 'no']);

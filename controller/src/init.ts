@@ -79,7 +79,7 @@ async function ensureServiceAccount(state: StateDir, algorithm: KeyAlgorithm, lo
   if ((await exists(files.privateKey)) || (await exists(files.publicKey))) {
     const pair = await state.readServiceAccount();
     const derived = publicKeyToPem(crypto.createPublicKey(pair.privateKeyPem));
-    // During a service-account rotation sa.pub holds more than one key; the signing key must be one of them.
+    // During a service-account rotation sa.pub contains more than one key, and the signing key must be one of them.
     if (!splitPem(pair.publicKeyPem, 'PUBLIC KEY').some((key) => key.trim() === derived.trim())) {
       throw new StateError(`service-account key pair: ${files.publicKey} does not match ${files.privateKey}; restore the matching pair from a backup`);
     }

@@ -93,7 +93,7 @@ class SaFiles {
   }
 }
 
-/** Checks that every master holds the given sa.key and sa.pub contents; throws naming the first that does not. */
+/** Checks that every master has the given sa.key and sa.pub contents, and throws naming the first that does not. */
 async function requireMastersHold(inventory: Inventory, state: StateDir, expected: { key: string; pub: string }, before: string): Promise<void> {
   const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
   const controller = await state.loadKeyMaterial(state.controllerFiles(), 'controller identity');
@@ -167,7 +167,7 @@ export async function rotateServiceAccount(inventory: Inventory, stateDir: strin
       if (rotation === undefined) throw new SaRotationError('no rotation is in progress; there is nothing to roll back');
       if (rotation.phase === 'switched') {
         // One step back: sign with the old key again and keep verifying both, because tokens
-        // signed with the new key exist; a second rollback then drops the new key.
+        // signed with the new key exist. A second rollback then drops the new key.
         const previousKey = await files.read(files.previousKeyFile, 'the previous service-account key');
         if (!options.dryRun) await writeFileAtomic(files.nextKeyFile, current.privateKeyPem, { mode: 0o600 });
         next = { key: previousKey, pub: current.publicKeyPem, rotation: { phase: 'prepared' }, cleanup: () => fs.rm(files.previousKeyFile, { force: true }) };
@@ -191,7 +191,7 @@ export async function rotateServiceAccount(inventory: Inventory, stateDir: strin
   return { phase, state: next.rotation, report };
 }
 
-/** The rotation in progress, or undefined. */
+/** Returns the rotation in progress, or undefined. */
 export async function serviceAccountRotation(stateDir: string): Promise<SaRotationState | undefined> {
   return new SaFiles(new StateDir(path.resolve(stateDir))).rotation();
 }

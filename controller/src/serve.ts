@@ -37,7 +37,7 @@ export type RoundResult = 'success' | 'failure' | 'skipped';
 export const DEFAULT_RETRY_BASE_MS = 30_000;
 export const DEFAULT_JITTER = 0.1;
 
-/** The wait before the next round: jittered interval, or the backoff after failures. */
+/** Returns the wait before the next round: the jittered interval, or the backoff after failures. */
 export function nextDelay(intervalMs: number, failuresInARow: number, options: { jitter: number; retryBaseMs: number; random: () => number }): number {
   if (failuresInARow > 0) return Math.min(intervalMs, options.retryBaseMs * 2 ** (failuresInARow - 1));
   const factor = 1 - options.jitter + 2 * options.jitter * options.random();
@@ -46,11 +46,11 @@ export function nextDelay(intervalMs: number, failuresInARow: number, options: {
 
 class Metrics {
   readonly registry = new Registry();
-  readonly expiry = new Gauge({ name: 'kubetrust_certificate_expiry_seconds', help: 'Seconds until the certificate expires, as the node holds it; negative once expired.', labelNames: ['node', 'certificate', 'path'], registers: [this.registry] });
+  readonly expiry = new Gauge({ name: 'kubetrust_certificate_expiry_seconds', help: 'Seconds until the certificate on the node expires; negative once expired.', labelNames: ['node', 'certificate', 'path'], registers: [this.registry] });
   readonly lastRound = new Gauge({ name: 'kubetrust_last_rotation_timestamp_seconds', help: 'Unix time at which the last rotation round ended.', registers: [this.registry] });
   readonly lastSuccess = new Gauge({ name: 'kubetrust_last_rotation_success', help: '1 when every node of the last round succeeded, 0 when one failed or the round was skipped.', registers: [this.registry] });
   readonly renewed = new Gauge({ name: 'kubetrust_last_rotation_renewed_certificates', help: 'Certificates renewed in the last rotation round.', registers: [this.registry] });
-  readonly reachable = new Gauge({ name: 'kubetrust_agents_reachable', help: 'Agents that answered in the last round.', registers: [this.registry] });
+  readonly reachable = new Gauge({ name: 'kubetrust_agents_reachable', help: 'Agents that responded in the last round.', registers: [this.registry] });
   readonly agents = new Gauge({ name: 'kubetrust_agents', help: 'Agents in the inventory.', registers: [this.registry] });
   readonly inProgress = new Gauge({ name: 'kubetrust_rollout_in_progress', help: '1 while a rotation round runs.', registers: [this.registry] });
 }
@@ -92,7 +92,7 @@ export async function serve(inventory: Inventory, stateDir: string, logger: Logg
             response.writeHead(500).end(error.message);
           });
       } else if (request.url === '/healthz') {
-        // Healthy while rounds keep ending: a stuck daemon stops answering 200 after three intervals.
+        // Healthy while rounds keep ending, so a stuck daemon returns 503 after three intervals.
         const fresh = lastRoundAt === 0 || Date.now() - lastRoundAt < 3 * options.intervalMs + 60_000;
         response.writeHead(fresh ? 200 : 503, { 'content-type': 'text/plain' }).end(fresh ? 'ok\n' : 'no rotation round ended recently\n');
       } else {
@@ -125,7 +125,7 @@ export async function serve(inventory: Inventory, stateDir: string, logger: Logg
         for (const node of failed) logger.warn('node not rotated; retrying with backoff', { node: node.name, status: node.status, error: node.error ?? '' });
       } catch (error) {
         if (error instanceof StateError && /is in use by controller process/.test(error.message)) {
-          logger.warn('another controller holds the state directory; skipping this round', { error: error.message });
+          logger.warn('state directory locked by another controller; skipping this round', { error: error.message });
           result = 'skipped';
         } else {
           logger.error('rotation round failed', { error: error instanceof Error ? error.message : String(error) });

@@ -4,7 +4,7 @@
  * when every node succeeded, the CLI's failure code when any node failed, and the invalid-input
  * code for invalid options or inventory.
  *
- * Reads and writes: see bootstrap.ts. RPCs: GetState, to confirm each agent answers.
+ * Reads and writes: see bootstrap.ts. RPCs: GetState, to confirm that each agent responds.
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
@@ -40,7 +40,9 @@ function renderNode(result: NodeBootstrapResult): string {
 }
 
 export function renderBootstrap(report: BootstrapReport): string {
-  const verb = report.dryRun ? 'Bootstrap plan' : report.uninstall ? 'Uninstall' : 'Bootstrap';
+  let verb = 'Bootstrap';
+  if (report.dryRun) verb = 'Bootstrap plan';
+  else if (report.uninstall) verb = 'Uninstall';
   const lines = [`${verb} of cluster ${report.cluster}${report.agentVersion ? ` (agent ${report.agentVersion})` : ''}:`];
   lines.push(`  ${'node'.padEnd(16)} ${'action'.padEnd(10)} ${'status'.padEnd(8)} details`);
   for (const node of report.nodes) lines.push(renderNode(node));

@@ -12,7 +12,7 @@ import { distributedCluster, runController, smallInventory, type LocalCluster } 
 const SUBNET = '127.0.41';
 const INVENTORY = smallInventory('sakeys', SUBNET, { masters: 2 });
 
-/** A token as a service-account issuer makes it: a payload signed with the node's sa.key. */
+/** Signs a token as a service-account issuer does: a payload signed with the node's sa.key. */
 function signToken(keyPem: string, subject: string): { payload: Buffer; signature: Buffer } {
   const payload = Buffer.from(JSON.stringify({ sub: subject, iat: Date.now() }));
   return { payload, signature: crypto.sign('sha256', payload, { key: keyPem, dsaEncoding: 'ieee-p1363' }) };
@@ -41,7 +41,7 @@ describe('service-account key rotation', function () {
     if (workdir !== undefined) fs.rmSync(workdir, { recursive: true, force: true });
   });
 
-  it('keeps every token valid through prepare, switch and finish, and retires the old key last', async () => {
+  it('keeps tokens valid through all phases', async () => {
     const oldToken = signToken(onMaster('master-1', 'sa.key'), 'before-prepare');
     const oldKey = onMaster('master-1', 'sa.key');
 
@@ -82,7 +82,7 @@ describe('service-account key rotation', function () {
     assert.equal(validate.code, 0, validate.stdout);
   });
 
-  it('rolls back one phase at a time without ever rejecting a token', async () => {
+  it('rolls back one phase at a time', async () => {
     const key = onMaster('master-1', 'sa.key');
     const token = signToken(key, 'before-rollback');
     assert.equal((await rotate('prepare')).code, 0);
@@ -105,7 +105,7 @@ describe('service-account key rotation', function () {
     assert.ok(!fs.existsSync(path.join(cluster.stateDir, 'pki', 'sa-next.key')));
   });
 
-  it('refuses a phase while a master does not hold the files of the one before', async () => {
+  it('rejects a phase before masters catch up', async () => {
     fs.writeFileSync(cluster.file('master-2', '/etc/kubernetes/pki/sa.pub'), 'changed by hand\n');
     const refused = await rotate('prepare');
     assert.equal(refused.code, 2);

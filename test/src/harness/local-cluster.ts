@@ -288,7 +288,7 @@ export interface DistributeJson {
 }
 
 /**
- * The `services` section of a test node's agent configuration: etcd runs through etcd-service.js
+ * Returns the `services` section of a test node's agent configuration: etcd runs through etcd-service.js
  * with an HTTPS health check on its client port, every other service appends its name to the
  * node's restarts log.
  */
@@ -340,7 +340,7 @@ export async function distributedCluster(inventoryText: string, prefix: string):
 }
 
 /**
- * A small ECDSA-P256 inventory on one loopback /24: one etcd node (.11), `masters` masters (.21,
+ * Returns a small ECDSA-P256 inventory on one loopback /24: one etcd node (.11), `masters` masters (.21,
  * .22, ...) and one worker (.31), with `pki` extra fields such as `certValidity: 2160h`.
  */
 export function smallInventory(name: string, subnet: string, options: { masters?: number; pki?: string } = {}): string {

@@ -9,6 +9,7 @@ import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared
 import { parseDuration } from '@kubetrust/shared/dist/inventory/duration';
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
 import { registerBootstrapCommand } from './commands/bootstrap-command';
+import { registerCaCommand } from './commands/ca-command';
 import { registerCertsCommand } from './commands/certs-command';
 import { registerServeCommand } from './commands/serve-command';
 import { registerSaCommand } from './commands/sa-command';
@@ -202,6 +203,7 @@ function buildProgram(): Command {
   registerCertsCommand(program, commandContext);
   registerServeCommand(program, commandContext);
   registerSaCommand(program, commandContext);
+  registerCaCommand(program, commandContext);
   registerKubeApiCommands(program, commandContext);
 
   return program;

@@ -24,6 +24,7 @@ import type { Logger } from '@kubetrust/shared/dist/log';
 import { parseCsr, readSerialAndValidity, type ParsedCsr } from '@kubetrust/shared/dist/pki';
 import { leafProfile, signLeaf } from './authority';
 import { AgentConnections, type AgentConnection, type ControllerCredentials } from './agent-client';
+import { CaRotationFiles, issuerOf, sideOf, trustPem, trustedCertificates, type CaGenerations, type CaRotationRecord, type CertificateSide } from './ca-rotation-state';
 import { CpuQueue } from './cpu-queue';
 import { markEventLoopPhase } from './event-loop-report';
 import { decideKubelet, decisionReport, finishKubeletBootstraps } from './distribute-kubelet';
@@ -130,10 +131,12 @@ export const DEFAULT_CONCURRENCY = 16;
 /** Everything distribute needs from the state directory, loaded once. */
 export class ClusterMaterial implements DesiredMaterial {
   private constructor(
-    private readonly cas: ReadonlyMap<CaName, KeyMaterial>,
+    private readonly cas: ReadonlyMap<CaName, CaGenerations>,
     private readonly serviceAccount: { privateKeyPem: string; publicKeyPem: string },
     readonly controller: ControllerCredentials,
     private readonly serials: Map<string, Set<string>>,
+    /** The CA rotation in progress, if any. */
+    readonly rotation: CaRotationRecord | undefined,
   ) {}
 
   /** Serial numbers already issued by a CA, from the ledger and this run; callers add what they issue. */
@@ -148,8 +151,10 @@ export class ClusterMaterial implements DesiredMaterial {
 
   static async load(state: StateDir, inventory: Inventory): Promise<ClusterMaterial> {
     await state.requireCluster(inventory.name);
-    const cas = new Map<CaName, KeyMaterial>();
-    for (const name of casForPki(inventory.pki)) cas.set(name, await state.loadKeyMaterial(state.caFiles(name), `${name} CA`));
+    const rotationFiles = new CaRotationFiles(state);
+    const rotation = await rotationFiles.record();
+    const cas = new Map<CaName, CaGenerations>();
+    for (const name of casForPki(inventory.pki)) cas.set(name, await rotationFiles.generations(name, rotation));
     const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
     const controller = await state.loadKeyMaterial(state.controllerFiles(), 'controller identity');
     const serials = new Map<string, Set<string>>();
@@ -163,22 +168,47 @@ export class ClusterMaterial implements DesiredMaterial {
       await state.readServiceAccount(),
       { managementCaPem: management.certificatePem, certificatePem: controller.certificatePem, privateKeyPem: controller.privateKeyPem },
       serials,
+      rotation,
     );
   }
 
-  ca(name: CaName): KeyMaterial {
-    const material = this.cas.get(name);
-    if (material === undefined) throw new StateError(`CA "${name}" is not in the state directory; run \`controller init\` for this layout`);
-    return material;
+  private generations(name: CaName): CaGenerations {
+    const generations = this.cas.get(name);
+    if (generations === undefined) throw new StateError(`CA "${name}" is not in the state directory; run \`controller init\` for this layout`);
+    return generations;
   }
 
+  /** The CA that signs the certificates of one side: the old or the new one while the CA rotates. */
+  issuer(name: CaName, side: CertificateSide): KeyMaterial {
+    return issuerOf(this.generations(name), side, name);
+  }
+
+  issuerCertificate(name: CaName, side: CertificateSide): string {
+    return this.issuer(name, side).certificatePem;
+  }
+
+  /** What trust files and kubeconfigs hold for a CA: the CA, or the old and the new CA while it rotates. */
   caCertificate(name: CaName): string {
-    return this.ca(name).certificatePem;
+    return trustPem(this.generations(name), name);
+  }
+
+  /** Every CA certificate a trust file of the CA holds now, one PEM each. */
+  caCertificates(name: CaName): string[] {
+    return trustedCertificates(this.generations(name), name);
   }
 
   staticContent(item: Extract<NodeItem, { type: 'static' }>): string {
     const source = item.source;
-    if ('ca' in source) return source.part === 'certificate' ? this.ca(source.ca).certificatePem : this.ca(source.ca).privateKeyPem;
+    if ('ca' in source) {
+      switch (source.part) {
+        case 'certificate':
+          return this.caCertificate(source.ca);
+        case 'signerCertificate':
+          return this.issuer(source.ca, 'client').certificatePem;
+        case 'privateKey':
+          return this.issuer(source.ca, 'client').privateKeyPem;
+      }
+    }
     return source.part === 'privateKey' ? this.serviceAccount.privateKeyPem : this.serviceAccount.publicKeyPem;
   }
 }
@@ -398,7 +428,7 @@ export class NodeRollout {
   private signCsr(item: Exclude<NodeItem, { type: 'static' }>, request: KeyRequest, csrPem: string | Buffer): Issued {
     const csr = parseCsr(csrPem);
     checkCsr(csr, request);
-    const ca = this.material.ca(item.parent);
+    const ca = this.material.issuer(item.parent, item.type === 'leaf' ? sideOf(item.extKeyUsage) : 'client');
     const now = this.now();
     const usedSerials = this.material.usedSerials(item.parent);
     // The names come from the catalogue; checkCsr has already made sure the CSR asked for exactly these.

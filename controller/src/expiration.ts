@@ -7,7 +7,6 @@
  */
 import * as path from 'node:path';
 import { casForPki, itemsForNode, type NodeItem } from '@kubetrust/shared/dist/catalogue';
-import type { CaName } from '@kubetrust/shared/dist/catalogue/types';
 import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { inspectCertificate, isSignedBy, splitPem, type CertificateInfo } from '@kubetrust/shared/dist/pki';
@@ -15,6 +14,7 @@ import { renewalDue } from '@kubetrust/shared/dist/rotation';
 import type { FileQuery, FileState__Output } from '@kubetrust/proto';
 import { AgentConnection } from './agent-client';
 import { queriesFor } from './plan';
+import { CaRotationFiles, trustedCertificates } from './ca-rotation-state';
 import { StateDir, type LedgerEntry } from './state-dir';
 
 /** Certificates the kubelet renews itself when it runs with rotateCertificates and serverTLSBootstrap. */
@@ -85,6 +85,8 @@ interface Context {
   readonly now: Date;
   readonly beforeMs: number | undefined;
   readonly cas: ReadonlyMap<string, string>;
+  /** Serial numbers of the CA certificates each trust file should hold: two while the CA rotates. */
+  readonly trusted: ReadonlyMap<string, readonly string[]>;
   readonly ledger: ReadonlyMap<string, LedgerEntry>;
 }
 
@@ -138,8 +140,8 @@ function rowsForNode(node: NodeSpec, items: readonly NodeItem[], files: Readonly
           continue;
         }
         for (const pem of splitPem(file.content, 'CERTIFICATE')) {
-          const expected = context.cas.get(item.source.ca);
-          const warnings = expected !== undefined && inspectCertificate(pem).serialNumber !== inspectCertificate(expected).serialNumber ? [`differs from the controller's ${item.source.ca}`] : [];
+          const expected = context.trusted.get(item.source.ca);
+          const warnings = expected !== undefined && !expected.includes(inspectCertificate(pem).serialNumber) ? [`differs from the controller's ${item.source.ca}`] : [];
           rows.push(row(context, { node: node.name, name: item.name, path: item.file.path, kind: 'trust', pem, renewedBy: 'nobody yet', warnings }));
         }
       } else if (item.type === 'leaf') {
@@ -183,17 +185,32 @@ export async function checkExpiration(inventory: Inventory, stateDir: string, lo
   const state = new StateDir(path.resolve(stateDir));
   await state.requireCluster(inventory.name);
   const cas = new Map<string, string>();
-  for (const name of casForPki(inventory.pki)) cas.set(name, (await state.loadKeyMaterial(state.caFiles(name as CaName), `${name} CA`)).certificatePem);
+  const caPaths = new Map<string, string>();
+  const trusted = new Map<string, string[]>();
+  const rotation = new CaRotationFiles(state);
+  const record = await rotation.record();
+  for (const name of casForPki(inventory.pki)) {
+    const generations = await rotation.generations(name, record);
+    cas.set(name, generations.current.certificatePem);
+    caPaths.set(name, generations.state === 'finishing' ? rotation.nextFiles(name).certificate : state.caFiles(name).certificate);
+    // The successor of a rotating CA is listed beside it, and trust files may hold both.
+    if (generations.next !== undefined && generations.next !== generations.current) {
+      cas.set(`${name} (new)`, generations.next.certificatePem);
+      caPaths.set(`${name} (new)`, rotation.nextFiles(name).certificate);
+    }
+    trusted.set(name, trustedCertificates(generations, name).map((pem) => inspectCertificate(pem).serialNumber));
+  }
   const management = await state.loadKeyMaterial(state.caFiles('management'), 'management CA');
   cas.set('management', management.certificatePem);
+  caPaths.set('management', state.caFiles('management').certificate);
   const controller = await state.loadKeyMaterial(state.controllerFiles(), 'controller identity');
   const ledger = new Map<string, LedgerEntry>();
   for (const entry of await state.readLedger()) ledger.set(`${entry.node}\u0000${entry.name}`, entry);
-  const context: Context = { now, beforeMs: options.beforeMs, cas, ledger };
+  const context: Context = { now, beforeMs: options.beforeMs, cas, trusted, ledger };
 
   const rows: ExpirationRow[] = [];
   for (const [name, pem] of cas) {
-    const file = name === 'management' ? state.caFiles('management').certificate : state.caFiles(name as CaName).certificate;
+    const file = caPaths.get(name) ?? '';
     rows.push(row(context, { node: '', name, path: file, kind: 'ca', pem, renewedBy: 'nobody yet' }));
   }
   rows.push(row(context, { node: '', name: 'controller identity', path: state.controllerFiles().certificate, kind: 'certificate', pem: controller.certificatePem, renewedBy: 'nobody yet' }));

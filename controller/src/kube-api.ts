@@ -9,6 +9,7 @@ import * as fs from 'node:fs/promises';
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import { readFileIfExists, writeFileAtomic } from '@kubetrust/shared/dist/files';
 import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
+import { CaRotationFiles, issuerOf, trustPem } from './ca-rotation-state';
 import type { KubeClient } from './kubelet-bootstrap/client';
 import { CONTROLLER_API_USER, controllerRbacManifest, issueControllerApiCredentials } from './kubelet-bootstrap/controller-identity';
 import { StateDir } from './state-dir';
@@ -46,8 +47,15 @@ export async function writeKubeCredentials(inventory: Inventory, stateDir: strin
   const state = new StateDir(stateDir);
   const unlock = await state.lock();
   try {
-    const clusterCa = await state.loadKeyMaterial(state.caFiles('cluster-ca'), 'cluster CA');
-    const credentials = await issueControllerApiCredentials({ inventory, clusterCa, now });
+    // While the cluster CA rotates, the client certificate comes from the CA of the phase and the kubeconfig trusts both CAs.
+    const rotation = new CaRotationFiles(state);
+    const generations = await rotation.generations('cluster-ca', await rotation.record());
+    const credentials = await issueControllerApiCredentials({
+      inventory,
+      clusterCa: issuerOf(generations, 'client', 'cluster-ca'),
+      certificateAuthorityPem: trustPem(generations, 'cluster-ca'),
+      now,
+    });
     await fs.mkdir(state.path('kubernetes'), { recursive: true, mode: 0o700 });
     const kubeconfigPath = controllerKubeconfigPath(stateDir);
     const rbacManifestPath = controllerRbacManifestPath(stateDir);

@@ -104,17 +104,18 @@ export function kubeletQueries(files: KubeletBootstrapFiles | undefined): FileQu
   ];
 }
 
-/** Checks a kubelet client certificate against the node name and the cluster CA; returns what was found. */
+/** Checks a kubelet client certificate against the node name and the cluster CA certificates; returns what was found. */
 function checkClientCertificate(pem: Buffer, clusterCaPem: string, node: string, now: Date): { valid: boolean; observed: string; serial?: string } {
   const block = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(pem.toString('utf8'))?.[0];
   if (block === undefined) return { valid: false, observed: 'the kubelet client certificate file holds no certificate' };
   const certificate = new crypto.X509Certificate(block);
-  const ca = new crypto.X509Certificate(clusterCaPem);
+  // While the cluster CA rotates, `clusterCaPem` holds the old and the new CA; either may have signed it.
+  const cas = (clusterCaPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((pem) => new crypto.X509Certificate(pem));
   const subject = certificate.subject.split('\n');
   if (!subject.includes(`CN=system:node:${node}`) || !subject.includes('O=system:nodes')) {
     return { valid: false, observed: `the kubelet client certificate is for ${subject.join(', ')}, not system:node:${node} in system:nodes` };
   }
-  if (!certificate.checkIssued(ca) || !certificate.verify(ca.publicKey)) return { valid: false, observed: 'the kubelet client certificate does not chain to the cluster CA' };
+  if (!cas.some((ca) => certificate.checkIssued(ca) && certificate.verify(ca.publicKey))) return { valid: false, observed: 'the kubelet client certificate does not chain to the cluster CA' };
   if (Date.parse(certificate.validFrom) > now.getTime() || Date.parse(certificate.validTo) <= now.getTime()) {
     return { valid: false, observed: `the kubelet client certificate is valid only from ${certificate.validFrom} to ${certificate.validTo}` };
   }

@@ -22,6 +22,7 @@ import { renderKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { KeyPool, inspectCertificate, isEcAlgorithm, readSerialAndValidity, type KeyAlgorithm, type SubjectPublicKey } from '@kubetrust/shared/dist/pki';
 import { leafProfile, signLeaf } from './authority';
+import { sideOf } from './ca-rotation-state';
 import { ClusterMaterial } from './distribute';
 import { markEventLoopPhase } from './event-loop-report';
 import { StageWriter } from './stage-writer';
@@ -241,8 +242,9 @@ interface StagedNode {
   readonly issuedAt: string;
 }
 
-const STATIC_KINDS: Record<'certificate' | 'privateKey' | 'publicKey', ManifestFileKind> = {
+const STATIC_KINDS: Record<'certificate' | 'signerCertificate' | 'privateKey' | 'publicKey', ManifestFileKind> = {
   certificate: 'certificate',
+  signerCertificate: 'certificate',
   privateKey: 'private-key',
   publicKey: 'public-key',
 };
@@ -297,7 +299,7 @@ class NodeIssuer {
   private staticOutput(item: Extract<NodeItem, { type: 'static' }>): OutputFile {
     const data = this.material.staticContent(item);
     const output: OutputFile = { item: item.name, file: item.file, kind: STATIC_KINDS[item.source.part], data };
-    if (!('ca' in item.source) || item.source.part !== 'certificate') return output;
+    if (!('ca' in item.source) || item.source.part === 'privateKey') return output;
     const info = inspectCertificate(data);
     return { ...output, certificate: { serialNumber: info.serialNumber, notAfter: info.notAfter.toISOString(), issuer: item.source.ca } };
   }
@@ -305,7 +307,7 @@ class NodeIssuer {
   private sign(item: Exclude<NodeItem, { type: 'static' }>, publicKey: SubjectPublicKey): { certificatePem: string; certificate: ManifestCertificate } {
     const now = this.now();
     const usedSerials = this.material.usedSerials(item.parent);
-    const certificatePem = signLeaf(this.material.ca(item.parent), leafProfile(item, this.node.name), publicKey, this.inventory.pki.certValidityMs, now, { usedSerials, capToCa: this.capToCa });
+    const certificatePem = signLeaf(this.material.issuer(item.parent, item.type === 'leaf' ? sideOf(item.extKeyUsage) : 'client'), leafProfile(item, this.node.name), publicKey, this.inventory.pki.certValidityMs, now, { usedSerials, capToCa: this.capToCa });
     const info = readSerialAndValidity(certificatePem);
     usedSerials.add(info.serialNumber);
     const certificate: ManifestCertificate = { serialNumber: info.serialNumber, notAfter: info.notAfter.toISOString(), issuer: item.parent };

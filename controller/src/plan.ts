@@ -9,6 +9,7 @@ import { itemPaths } from '@kubetrust/shared/dist/catalogue';
 import { sha256Hex } from '@kubetrust/shared/dist/files';
 import { inspectCertificate, isSignedBy, type CertificateInfo, type ExtKeyUsage } from '@kubetrust/shared/dist/pki';
 import { renewalDue } from '@kubetrust/shared/dist/rotation';
+import { sideOf, type CertificateSide } from './ca-rotation-state';
 
 export type PlanAction = 'unchanged' | 'add' | 'change';
 
@@ -20,14 +21,18 @@ export interface PlannedItem {
   readonly current?: { readonly serialNumber: string; readonly notAfter: string; readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[] };
 }
 
-/** The content the controller holds for static items, and the CA certificates that leaves must chain to. */
+/** The content the controller holds for static items, the CAs kubeconfigs embed, and the CAs that leaves must chain to. */
 export interface DesiredMaterial {
   staticContent(item: Extract<NodeItem, { type: 'static' }>): string;
+  /** What a kubeconfig embeds: the CA, or the old and the new CA while it rotates. */
   caCertificate(ca: CaName): string;
+  /** The CA that must have signed a certificate of this side. */
+  issuerCertificate(ca: CaName, side: CertificateSide): string;
 }
 
-const STATIC_KINDS: Record<'certificate' | 'privateKey' | 'publicKey', FileKind> = {
+const STATIC_KINDS: Record<'certificate' | 'signerCertificate' | 'privateKey' | 'publicKey', FileKind> = {
   certificate: 'FILE_KIND_CERTIFICATE',
+  signerCertificate: 'FILE_KIND_CERTIFICATE',
   privateKey: 'FILE_KIND_PRIVATE_KEY',
   publicKey: 'FILE_KIND_PUBLIC_KEY',
 };
@@ -135,7 +140,7 @@ function planLeaf(item: Extract<NodeItem, { type: 'leaf' }>, certificate: FileSt
     return { item, action: 'change', reasons: [certificate.error || key.error || `${certificate.path} is not a certificate`] };
   }
   const reasons = [
-    ...certificateProblems(info, { caPem: material.caCertificate(item.parent), subject: item.subject, sans: item.sans, extKeyUsage: item.extKeyUsage, keySha256: key.public_key_sha256 }, now, policy, item.name),
+    ...certificateProblems(info, { caPem: material.issuerCertificate(item.parent, sideOf(item.extKeyUsage)), subject: item.subject, sans: item.sans, extKeyUsage: item.extKeyUsage, keySha256: key.public_key_sha256 }, now, policy, item.name),
     ...fileProblems(certificate, item.certificate),
     ...fileProblems(key, item.privateKey),
   ];
@@ -154,7 +159,7 @@ function planKubeconfig(item: Extract<NodeItem, { type: 'kubeconfig' }>, state: 
   if (kubeconfig.server !== item.server) reasons.push(`server is ${kubeconfig.server}, expected ${item.server}`);
   if (kubeconfig.certificate_authority_pem.toString('utf8').trim() !== caPem.trim()) reasons.push('embedded CA differs from the current CA');
   reasons.push(
-    ...certificateProblems(info, { caPem, subject: item.subject, sans: { dnsNames: [], ipAddresses: [] }, extKeyUsage: ['clientAuth'], keySha256: kubeconfig.client_key_public_sha256 }, now, policy, item.name),
+    ...certificateProblems(info, { caPem: material.issuerCertificate(item.parent, 'client'), subject: item.subject, sans: { dnsNames: [], ipAddresses: [] }, extKeyUsage: ['clientAuth'], keySha256: kubeconfig.client_key_public_sha256 }, now, policy, item.name),
     ...fileProblems(state, item.file),
   );
   return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons, current: currentOf(info) };

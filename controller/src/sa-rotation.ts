@@ -19,7 +19,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { itemsForNode } from '@kubetrust/shared/dist/catalogue';
-import { readFileIfExists, sha256Hex, writeFileAtomic } from '@kubetrust/shared/dist/files';
+import { readFileIfExists, readJsonIfExists, sha256Hex, writeFileAtomic, writeJsonOrRemove } from '@kubetrust/shared/dist/files';
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { generateKeyPair, privateKeyToPem, publicKeyToPem, splitPem } from '@kubetrust/shared/dist/pki';
@@ -76,14 +76,12 @@ class SaFiles {
     return path.join(this.dir, 'sa-previous.key');
   }
 
-  async rotation(): Promise<SaRotationState | undefined> {
-    const data = await readFileIfExists(this.rotationFile);
-    return data === undefined ? undefined : (JSON.parse(data.toString('utf8')) as SaRotationState);
+  rotation(): Promise<SaRotationState | undefined> {
+    return readJsonIfExists<SaRotationState>(this.rotationFile);
   }
 
-  async setRotation(value: SaRotationState | undefined): Promise<void> {
-    if (value === undefined) await fs.rm(this.rotationFile, { force: true });
-    else await writeFileAtomic(this.rotationFile, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
+  setRotation(value: SaRotationState | undefined): Promise<void> {
+    return writeJsonOrRemove(this.rotationFile, value);
   }
 
   async read(file: string, what: string): Promise<string> {

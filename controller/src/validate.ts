@@ -271,32 +271,41 @@ function presentFile(snapshot: NodeSnapshot, spec: ResolvedFile, context: CheckC
   return file;
 }
 
-/** CA certificates the node holds, by the CA whose certificate each file carries. */
-function trustFilesOf(snapshot: NodeSnapshot): Map<CaName, { path: string; info: CertificateInfo }[]> {
-  const trust = new Map<CaName, { path: string; info: CertificateInfo }[]>();
+/** A trust file on the node: one CA certificate, or the old and the new CA while the CA rotates. */
+interface TrustFile {
+  readonly path: string;
+  readonly certificates: readonly CertificateInfo[];
+}
+
+/** CA certificates the node holds, by the CA whose certificates each file carries. */
+function trustFilesOf(snapshot: NodeSnapshot): Map<CaName, TrustFile[]> {
+  const trust = new Map<CaName, TrustFile[]>();
   for (const item of snapshot.items) {
     if (item.type !== 'static' || !('ca' in item.source) || item.source.part !== 'certificate') continue;
     const file = snapshot.files.get(item.file.path);
-    const info = file?.exists === true && !file.error ? parseCertificate(file.content) : undefined;
-    if (info === undefined) continue;
-    trust.set(item.source.ca, [...(trust.get(item.source.ca) ?? []), { path: item.file.path, info }]);
+    if (file?.exists !== true || file.error) continue;
+    const certificates = splitPem(file.content, 'CERTIFICATE').flatMap((pem) => parseCertificate(Buffer.from(pem)) ?? []);
+    if (certificates.length === 0) continue;
+    trust.set(item.source.ca, [...(trust.get(item.source.ca) ?? []), { path: item.file.path, certificates }]);
   }
   return trust;
 }
 
 /**
- * Checks that `info` verifies against every CA file of its parent CA on the node. A certificate
- * on a node without such a file is checked against the state's CA when there is one.
+ * Checks that `info` verifies against every CA file of its parent CA on the node, that is against
+ * one of the certificates each file holds. A certificate on a node without such a file is checked
+ * against the state's CA when there is one.
  */
-function checkChain(info: CertificateInfo, parent: CaName, nodePath: string, trust: ReadonlyMap<CaName, { path: string; info: CertificateInfo }[]>, context: CheckContext, findings: Findings): void {
+function checkChain(info: CertificateInfo, parent: CaName, nodePath: string, trust: ReadonlyMap<CaName, TrustFile[]>, context: CheckContext, findings: Findings): void {
   const anchors = trust.get(parent) ?? [];
   const fix = context.remedy.reissue([findings.node]);
   for (const anchor of anchors) {
-    if (!isSignedBy(info.pem, anchor.info.pem)) {
+    if (!anchor.certificates.some((certificate) => isSignedBy(info.pem, certificate.pem))) {
       findings.add(nodePath, 'chain', `not signed by the ${parent} certificate this node holds at ${anchor.path}, so its verifiers reject it`, fix);
     }
   }
-  if (anchors.length === 0 && context.material !== undefined && !isSignedBy(info.pem, context.material.caCertificate(parent))) {
+  const side = info.extKeyUsage.includes('serverAuth') ? 'server' : 'client';
+  if (anchors.length === 0 && context.material !== undefined && !isSignedBy(info.pem, context.material.issuerCertificate(parent, side))) {
     findings.add(nodePath, 'chain', `not signed by the ${parent} certificate in the state directory`, fix);
   }
 }
@@ -346,8 +355,14 @@ function checkSans(info: CertificateInfo, expected: { dnsNames: readonly string[
 function checkAgainstState(item: Extract<NodeItem, { type: 'static' }>, file: FileState__Output, context: CheckContext, findings: Findings): void {
   if (context.material === undefined) return;
   if (file.sha256 === sha256Hex(context.material.staticContent(item))) return;
-  const what = 'ca' in item.source ? `${item.source.ca} ${item.source.part === 'certificate' ? 'certificate' : 'key'}` : `service-account ${item.source.part === 'privateKey' ? 'private' : 'public'} key`;
+  const parts = { certificate: 'certificate', signerCertificate: 'signer certificate', privateKey: 'key' } as const;
+  const what = 'ca' in item.source ? `${item.source.ca} ${parts[item.source.part]}` : `service-account ${item.source.part === 'privateKey' ? 'private' : 'public'} key`;
   findings.add(item.file.path, 'state', `differs from the ${what} in the state directory`, context.remedy.reissue([findings.node]));
+}
+
+function firstTrusted(trust: ReturnType<typeof trustFilesOf>, ca: CaName): { path: string; info: CertificateInfo } | undefined {
+  const file = trust.get(ca)?.[0];
+  return file === undefined || file.certificates[0] === undefined ? undefined : { path: file.path, info: file.certificates[0] };
 }
 
 function checkStatic(snapshot: NodeSnapshot, item: Extract<NodeItem, { type: 'static' }>, trust: ReturnType<typeof trustFilesOf>, context: CheckContext, findings: Findings): void {
@@ -356,14 +371,20 @@ function checkStatic(snapshot: NodeSnapshot, item: Extract<NodeItem, { type: 'st
   checkAgainstState(item, file, context, findings);
   const source = item.source;
   const fix = context.remedy.reissue([findings.node]);
-  if ('ca' in source && source.part === 'certificate') {
-    const info = parseCertificate(file.content);
-    if (info?.isCA !== true) findings.add(item.file.path, 'unreadable', 'not a CA certificate', fix);
-    else if (info.notAfter.getTime() <= context.now.getTime()) {
-      findings.add(item.file.path, 'expiry', `CA expired at ${info.notAfter.toISOString()}`, 'create new CAs with `controller init --force`, then reissue every node');
+  if ('ca' in source && source.part !== 'privateKey') {
+    const certificates = splitPem(file.content, 'CERTIFICATE').map((pem) => parseCertificate(Buffer.from(pem)));
+    if (certificates.length === 0 || certificates.some((info) => info?.isCA !== true)) findings.add(item.file.path, 'unreadable', 'not a CA certificate', fix);
+    for (const info of certificates) {
+      if (info !== undefined && info.notAfter.getTime() <= context.now.getTime()) {
+        findings.add(item.file.path, 'expiry', `CA expired at ${info.notAfter.toISOString()}`, 'rotate the CA with `controller ca rotate`, or create new CAs with `controller init --force` and reissue every node');
+      }
     }
   } else if ('ca' in source) {
-    const certificate = trust.get(source.ca)?.[0];
+    // The key must match the certificate the controller-manager signs with: the signer file where the catalogue has one.
+    const signer = snapshot.items.find((other) => other.type === 'static' && 'ca' in other.source && other.source.ca === source.ca && other.source.part === 'signerCertificate');
+    const signerFile = signer?.type === 'static' ? snapshot.files.get(signer.file.path) : undefined;
+    const signerInfo = signerFile?.exists === true && !signerFile.error ? parseCertificate(signerFile.content) : undefined;
+    const certificate = signerInfo !== undefined && signer?.type === 'static' ? { path: signer.file.path, info: signerInfo } : firstTrusted(trust, source.ca);
     if (certificate !== undefined && certificate.info.publicKeySha256 !== file.public_key_sha256) {
       findings.add(item.file.path, 'key-pair', `does not match the ${source.ca} certificate at ${certificate.path}`, fix);
     }

@@ -68,6 +68,18 @@ export async function readFileIfExists(file: string): Promise<Buffer | undefined
   }
 }
 
+/** Reads a JSON record kept in a state file; undefined when the file does not exist. */
+export async function readJsonIfExists<T>(file: string): Promise<T | undefined> {
+  const data = await readFileIfExists(file);
+  return data === undefined ? undefined : (JSON.parse(data.toString('utf8')) as T);
+}
+
+/** Writes a JSON record atomically with mode 0600, or removes the file when the record is undefined. */
+export async function writeJsonOrRemove(file: string, value: unknown): Promise<void> {
+  if (value === undefined) await fs.rm(file, { force: true });
+  else await writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
+}
+
 export function sha256Hex(data: Buffer | string): string {
   return crypto.createHash('sha256').update(data).digest('hex');
 }

@@ -98,6 +98,8 @@ export interface ControllerApiCredentials {
 export interface ControllerApiOptions {
   readonly inventory: Inventory;
   readonly clusterCa: KeyMaterial;
+  /** What the kubeconfig trusts; the cluster CA's certificate unless given, as while the CA rotates. */
+  readonly certificateAuthorityPem?: string;
   readonly now: Date;
   /** Defaults to the inventory's key algorithm. */
   readonly keyAlgorithm?: KeyAlgorithm;
@@ -122,7 +124,7 @@ export async function issueControllerApiCredentials(options: ControllerApiOption
   const kubeconfig = renderKubeconfig({
     clusterName: options.inventory.name,
     server: options.inventory.apiServer.endpoint,
-    certificateAuthorityPem: options.clusterCa.certificatePem,
+    certificateAuthorityPem: options.certificateAuthorityPem ?? options.clusterCa.certificatePem,
     user: CONTROLLER_API_USER,
     clientCertificatePem: certificatePem,
     clientKeyPem: privateKeyToPem(keyPair.privateKey),

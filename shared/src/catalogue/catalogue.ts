@@ -178,9 +178,18 @@ const CAS: readonly CaEntry[] = [
       // is true, and --kubelet-certificate-authority then rejects it for logs and exec.
       settings: [
         ...flags('kube-apiserver', '--client-ca-file', '--kubelet-certificate-authority'),
-        ...flags('kube-controller-manager', '--client-ca-file', '--root-ca-file', '--cluster-signing-cert-file'),
+        ...flags('kube-controller-manager', '--root-ca-file'),
         kubeletConfigField('authentication.x509.clientCAFile'),
       ],
+    }),
+    // While the CA rotates, ca.crt holds the old and the new CA. The controller-manager's signer
+    // certificate must be the one CA that matches its key, and its --client-ca-file must not be a
+    // bundle either, so both read this copy of the signing CA alone.
+    signerCertificate: file({
+      path: { kubeadm: `${PKI}/ca-signer.crt`, cfssl: `${SSL}/ca-signer.pem` },
+      mode: CERT_MODE,
+      roles: ['master'],
+      settings: flags('kube-controller-manager', '--client-ca-file', '--cluster-signing-cert-file'),
     }),
     // The controller-manager's CSR signer needs the key; no other role ever receives it.
     privateKey: file({

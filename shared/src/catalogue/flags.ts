@@ -38,7 +38,11 @@ function catalogueFiles(entry: CatalogueEntry): CatalogueFile[] {
   });
   switch (entry.kind) {
     case 'ca':
-      return entry.privateKey === undefined ? [of('certificate', entry.certificate)] : [of('certificate', entry.certificate), of('privateKey', entry.privateKey)];
+      return [
+        of('certificate', entry.certificate),
+        ...(entry.signerCertificate !== undefined ? [of('signerCertificate', entry.signerCertificate)] : []),
+        ...(entry.privateKey !== undefined ? [of('privateKey', entry.privateKey)] : []),
+      ];
     case 'keypair':
       return [of('privateKey', entry.privateKey), of('publicKey', entry.publicKey)];
     case 'leaf':

@@ -22,7 +22,7 @@ export interface StaticItem {
   readonly type: 'static';
   readonly name: string;
   readonly source:
-    | { readonly ca: CaName; readonly part: 'certificate' | 'privateKey' }
+    | { readonly ca: CaName; readonly part: 'certificate' | 'privateKey' | 'signerCertificate' }
     | { readonly keyPair: 'service-account'; readonly part: 'privateKey' | 'publicKey' };
   readonly file: ResolvedFile;
 }
@@ -62,7 +62,7 @@ function receives(context: NodeContext, spec: FileSpec, when: ((context: NodeCon
 }
 
 /** Key of one catalogue file in `pki.pathOverrides`, such as `apiserver.certificate`. */
-export function overrideKey(entryName: string, part: 'certificate' | 'privateKey' | 'publicKey' | 'file'): string {
+export function overrideKey(entryName: string, part: 'certificate' | 'privateKey' | 'signerCertificate' | 'publicKey' | 'file'): string {
   return `${entryName}.${part}`;
 }
 
@@ -92,6 +92,14 @@ export function itemsForNode(inventory: Inventory, node: NodeSpec): NodeItem[] {
         const ca = signingCa(entry.name, pki);
         if (receives(context, entry.certificate, undefined)) {
           items.push({ type: 'static', name: `${entry.name}.crt`, source: { ca, part: 'certificate' }, file: resolve(context, entry.certificate, overrideKey(entry.name, 'certificate')) });
+        }
+        if (entry.signerCertificate !== undefined && receives(context, entry.signerCertificate, undefined)) {
+          items.push({
+            type: 'static',
+            name: `${entry.name}-signer.crt`,
+            source: { ca, part: 'signerCertificate' },
+            file: resolve(context, entry.signerCertificate, overrideKey(entry.name, 'signerCertificate')),
+          });
         }
         if (entry.privateKey !== undefined && receives(context, entry.privateKey, undefined)) {
           items.push({ type: 'static', name: `${entry.name}.key`, source: { ca, part: 'privateKey' }, file: resolve(context, entry.privateKey, overrideKey(entry.name, 'privateKey')) });
@@ -183,7 +191,11 @@ export function overrideKeys(): string[] {
   const entryKeys = CATALOGUE.flatMap((entry) => {
     switch (entry.kind) {
       case 'ca':
-        return entry.privateKey === undefined ? [overrideKey(entry.name, 'certificate')] : [overrideKey(entry.name, 'certificate'), overrideKey(entry.name, 'privateKey')];
+        return [
+          overrideKey(entry.name, 'certificate'),
+          ...(entry.privateKey !== undefined ? [overrideKey(entry.name, 'privateKey')] : []),
+          ...(entry.signerCertificate !== undefined ? [overrideKey(entry.name, 'signerCertificate')] : []),
+        ];
       case 'keypair':
         return [overrideKey(entry.name, 'privateKey'), overrideKey(entry.name, 'publicKey')];
       case 'leaf':

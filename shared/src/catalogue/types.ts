@@ -97,9 +97,12 @@ export interface CaEntry {
   readonly commonName: string;
   /** When this returns true the CA has no key of its own and its files carry `ca`'s certificate. */
   readonly sharedWith?: { readonly when: (pki: Pick<PkiSpec, 'layout' | 'etcdCA'>) => boolean; readonly ca: CaName };
+  /** The trust file: this CA alone, or the old and the new CA while the CA rotates. */
   readonly certificate: FileSpec;
   /** Present only when some role must hold the CA key (the controller-manager's CSR signer). */
   readonly privateKey?: FileSpec;
+  /** The certificate that matches `privateKey`, alone even while the CA rotates; present with `privateKey`. */
+  readonly signerCertificate?: FileSpec;
 }
 
 export interface KeyPairEntry {

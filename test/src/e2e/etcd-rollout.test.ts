@@ -6,8 +6,8 @@
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as https from 'node:https';
 import { itemsForNode } from '@kubetrust/shared/dist/catalogue';
+import { EtcdWriter, type EtcdClientCredentials } from '../harness/etcd-writer';
 import { LocalCluster, which } from '../harness/local-cluster';
 
 const SUBNET = '127.0.37';
@@ -28,61 +28,6 @@ spec:
     - {name: etcd-3, addresses: [${MEMBERS[2]}], roles: [etcd]${hostnames('etcd-3')}}
     - {name: master-1, addresses: [${SUBNET}.21], roles: [master]}
 `;
-}
-
-interface Client {
-  readonly ca: Buffer;
-  readonly cert: Buffer;
-  readonly key: Buffer;
-}
-
-/** POSTs a JSON body to etcd's v3 gateway on one member; resolves with the parsed reply or rejects. */
-function gateway(member: string, route: string, body: unknown, client: Client): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const request = https.request(
-      { host: member, port: 2379, path: route, method: 'POST', ca: client.ca, cert: client.cert, key: client.key, timeout: 1000, headers: { 'content-type': 'application/json' } },
-      (response) => {
-        let text = '';
-        response.setEncoding('utf8');
-        response.on('data', (chunk: string) => (text += chunk));
-        response.on('end', () => {
-          if (response.statusCode !== 200) reject(new Error(`HTTP ${response.statusCode}: ${text}`));
-          else resolve(JSON.parse(text) as Record<string, unknown>);
-        });
-      },
-    );
-    request.on('timeout', () => request.destroy(new Error('timed out')));
-    request.on('error', reject);
-    request.end(JSON.stringify(body));
-  });
-}
-
-const b64 = (text: string): string => Buffer.from(text).toString('base64');
-
-/** Writes through the first member that accepts the write, trying each in turn; returns that member or undefined. */
-async function write(key: string, value: string, client: Client): Promise<string | undefined> {
-  for (const member of MEMBERS) {
-    try {
-      await gateway(member, '/v3/kv/put', { key: b64(key), value: b64(value) }, client);
-      return member;
-    } catch {
-      // try the next member, as an etcd client with several endpoints does
-    }
-  }
-  return undefined;
-}
-
-async function read(key: string, client: Client): Promise<string | undefined> {
-  for (const member of MEMBERS) {
-    try {
-      const reply = await gateway(member, '/v3/kv/range', { key: b64(key) }, client);
-      const kvs = reply.kvs as { value: string }[] | undefined;
-      return kvs?.[0] === undefined ? '' : Buffer.from(kvs[0].value, 'base64').toString();
-    } catch {
-      // try the next member
-    }
-  }
-  return undefined;
 }
 
 describe('etcd certificate rollout under load', function () {
@@ -106,7 +51,7 @@ describe('etcd certificate rollout under load', function () {
     const trust = itemsForNode(cluster.inventory, master).find((item) => item.name === 'etcd-ca.crt');
     assert.ok(client?.type === 'leaf', 'master-1 has no apiserver-etcd-client');
     assert.ok(trust?.type === 'static', 'master-1 has no etcd CA file');
-    const credentials: Client = {
+    const credentials: EtcdClientCredentials = {
       ca: fs.readFileSync(cluster.file('master-1', trust.file.path)),
       cert: fs.readFileSync(cluster.file('master-1', client.certificate.path)),
       key: fs.readFileSync(cluster.file('master-1', client.privateKey.path)),
@@ -115,21 +60,10 @@ describe('etcd certificate rollout under load', function () {
 
     // Adding a hostname to every member changes the SANs of every server and peer certificate.
     fs.writeFileSync(cluster.inventoryFile, inventory(true));
-    let stop = false;
-    const acknowledged: string[] = [];
-    const failures: number[] = [];
-    const writer = (async () => {
-      for (let index = 0; !stop && index < 20_000; index++) {
-        const key = `/rollout/${index}`;
-        const startedAt = Date.now();
-        if ((await write(key, String(index), credentials)) !== undefined) acknowledged.push(key);
-        else failures.push(startedAt);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    })();
+    const writer = new EtcdWriter(MEMBERS, () => credentials, '/rollout');
+    writer.start();
     const rollout = await cluster.distributeJson();
-    stop = true;
-    await writer;
+    await writer.stop();
 
     assert.equal(rollout.result.code, 0, `${rollout.result.stdout}\n${rollout.result.stderr}`);
     for (const name of ['etcd-1', 'etcd-2', 'etcd-3']) {
@@ -140,8 +74,8 @@ describe('etcd certificate rollout under load', function () {
     const serialsAfter = ['etcd-1', 'etcd-2', 'etcd-3'].map((name) => fs.readFileSync(cluster.file(name, '/etc/kubernetes/pki/etcd/server.crt'), 'utf8'));
     serialsAfter.forEach((pem, index) => assert.notEqual(pem, serialsBefore[index], `etcd-${index + 1} kept its old certificate`));
 
-    assert.ok(acknowledged.length > 20, `only ${acknowledged.length} writes went through during the rollout`);
-    assert.deepEqual(failures, [], `${failures.length} writes found no member with quorum`);
-    for (const key of acknowledged) assert.equal(await read(key, credentials), key.split('/').pop(), `write ${key} was lost`);
+    assert.ok(writer.acknowledged.length > 20, `only ${writer.acknowledged.length} writes went through during the rollout`);
+    assert.deepEqual(writer.failures, [], `${writer.failures.length} writes found no member with quorum`);
+    assert.deepEqual(await writer.lost(), [], 'acknowledged writes were lost');
   });
 });

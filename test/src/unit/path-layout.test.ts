@@ -171,6 +171,7 @@ describe('cfssl path layout per node', () => {
       '/etc/kubernetes/ssl/apiserver-kubelet-client-key.pem',
       '/etc/kubernetes/ssl/apiserver-kubelet-client.pem',
       '/etc/kubernetes/ssl/ca-key.pem',
+      '/etc/kubernetes/ssl/ca-signer.pem',
       '/etc/kubernetes/ssl/ca.pem',
       '/etc/kubernetes/ssl/etcd-ca.pem',
       '/etc/kubernetes/ssl/front-proxy-ca.pem',

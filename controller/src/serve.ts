@@ -30,6 +30,14 @@ export interface ServeOptions {
   /** Ends the daemon after the round in progress. */
   readonly signal: AbortSignal;
   readonly random?: () => number;
+  /**
+   * Clock for renewal decisions, issued certificates, the ledger and the expiry metrics, by default
+   * the system clock. Round scheduling, /healthz and the round timestamp metric always use the
+   * system clock.
+   */
+  readonly now?: () => Date;
+  /** Maximum difference between a node's clock and `now` before the node is failed, as in distribute (default two minutes). */
+  readonly maxClockSkewMs?: number;
 }
 
 export type RoundResult = 'success' | 'failure' | 'skipped';
@@ -109,14 +117,19 @@ export async function serve(inventory: Inventory, stateDir: string, logger: Logg
 
   const state = new StateDir(stateDir);
   const random = options.random ?? Math.random;
+  const now = options.now ?? (() => new Date());
   let failuresInARow = 0;
   try {
     while (!options.signal.aborted) {
-      const started = new Date();
+      const started = now();
       metrics.inProgress.set(1);
       let result: RoundResult;
       try {
-        const report = await distribute(inventory, stateDir, logger, { renewal: options.renewal ?? {} });
+        const report = await distribute(inventory, stateDir, logger, {
+          renewal: options.renewal ?? {},
+          now,
+          ...(options.maxClockSkewMs !== undefined ? { maxClockSkewMs: options.maxClockSkewMs } : {}),
+        });
         const failed = report.nodes.filter((node) => node.status === 'failed' || node.status === 'rolled-back' || node.status === 'skipped');
         const renewals = await renewalsOf(report, state, started);
         for (const renewal of renewals) logger.info('certificate renewed', { ...renewal });
@@ -135,7 +148,7 @@ export async function serve(inventory: Inventory, stateDir: string, logger: Logg
         metrics.inProgress.set(0);
       }
       try {
-        const expiry = await checkExpiration(inventory, stateDir, logger);
+        const expiry = await checkExpiration(inventory, stateDir, logger, { now: now() });
         metrics.expiry.reset();
         for (const row of expiry.rows) if (row.node !== '') metrics.expiry.set({ node: row.node, certificate: row.name, path: row.path }, row.secondsLeft);
         const unreachable = new Set(expiry.problems.filter((problem) => problem.message.startsWith('GetState failed')).map((problem) => problem.node));

@@ -5,31 +5,18 @@
 import { strict as assert } from 'node:assert';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { acquirePidLock } from '@kubetrust/shared/dist/files';
 import { CONTROLLER_CLI, REPO_ROOT, distributedCluster, runController, smallInventory, which, type LocalCluster } from '../harness/local-cluster';
+import { httpGet, metricValue } from '../harness/metrics-scrape';
 
 const SUBNET = '127.0.42';
 const METRICS_HOST = `${SUBNET}.200`;
 const INVENTORY = smallInventory('daemon', SUBNET);
 
 function get(port: number, url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: METRICS_HOST, port, path: url, timeout: 5_000 }, (response) => {
-        let body = '';
-        response.on('data', (chunk: Buffer) => (body += chunk.toString()));
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
-      })
-      .on('error', reject);
-  });
-}
-
-function metric(text: string, name: string, labels = ''): number | undefined {
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name}${labels ? `{${labels}` : ' '}`));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+  return httpGet(METRICS_HOST, port, url);
 }
 
 async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 60_000): Promise<T> {
@@ -80,16 +67,16 @@ describe('controller serve', function () {
   it('serves metrics with the expiry of each certificate and the health endpoint', async () => {
     const text = await until(async () => {
       const { body } = await get(port, '/metrics');
-      return metric(body, 'kubetrust_agents_reachable') === 3 && metric(body, 'kubetrust_last_rotation_success') === 1 ? body : undefined;
+      return metricValue(body, 'kubetrust_agents_reachable') === 3 && metricValue(body, 'kubetrust_last_rotation_success') === 1 ? body : undefined;
     }, 'a successful round shows in the metrics');
-    const expiry = metric(text, 'kubetrust_certificate_expiry_seconds', 'node="worker-1",certificate="kubelet.conf"');
+    const expiry = metricValue(text, 'kubetrust_certificate_expiry_seconds', 'node="worker-1",certificate="kubelet.conf"');
     assert.ok(expiry !== undefined, 'no expiry metric for kubelet.conf');
     assert.ok(expiry > 364 * 86_400, `expiry ${expiry}`);
     assert.ok(expiry <= 366 * 86_400, `expiry ${expiry}`);
-    assert.equal(metric(text, 'kubetrust_agents'), 3);
-    assert.ok((metric(text, 'kubetrust_last_rotation_timestamp_seconds') ?? 0) > Date.now() / 1000 - 60);
-    assert.ok((metric(text, 'kubetrust_last_rotation_renewed_certificates') ?? 0) > 0);
-    assert.ok([0, 1].includes(metric(text, 'kubetrust_rollout_in_progress') ?? -1));
+    assert.equal(metricValue(text, 'kubetrust_agents'), 3);
+    assert.ok((metricValue(text, 'kubetrust_last_rotation_timestamp_seconds') ?? 0) > Date.now() / 1000 - 60);
+    assert.ok((metricValue(text, 'kubetrust_last_rotation_renewed_certificates') ?? 0) > 0);
+    assert.ok([0, 1].includes(metricValue(text, 'kubetrust_rollout_in_progress') ?? -1));
     const health = await get(port, '/healthz');
     assert.deepEqual([health.status, health.body], [200, 'ok\n']);
     assert.equal((await get(port, '/nothing')).status, 404);
@@ -114,7 +101,7 @@ describe('controller serve', function () {
     await cluster.stopAgents(['worker-1']);
     await until(async () => {
       const { body } = await get(port, '/metrics');
-      return metric(body, 'kubetrust_agents_reachable') === 2 && metric(body, 'kubetrust_last_rotation_success') === 0 ? true : undefined;
+      return metricValue(body, 'kubetrust_agents_reachable') === 2 && metricValue(body, 'kubetrust_last_rotation_success') === 0 ? true : undefined;
     }, 'the metrics show two reachable agents and a failed round');
     assert.match(log, /node not rotated; retrying with backoff .*node=worker-1/);
   });

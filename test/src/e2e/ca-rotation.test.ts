@@ -12,7 +12,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { itemsForNode, type NodeItem } from '@kubetrust/shared/dist/catalogue';
 import { splitPem } from '@kubetrust/shared/dist/pki';
-import { EtcdWriter, etcdGateway, type EtcdClientCredentials } from '../harness/etcd-writer';
+import { EtcdGatewayClient } from '../harness/etcd-gateway';
+import { EtcdWriter, type EtcdClientCredentials } from '../harness/etcd-writer';
 import { CONTROLLER_CLI, LocalCluster, runController, which } from '../harness/local-cluster';
 
 const SUBNET = '127.0.39';
@@ -110,6 +111,12 @@ class RotationUnderLoad {
     return run.json;
   }
 
+  /** Runs `controller validate --live`, which must find every node consistent in the middle of a rotation. */
+  async validateLive(after: string): Promise<void> {
+    const result = await runController(['validate', '--inventory', this.cluster.inventoryFile, '--state-dir', this.cluster.stateDir, '--live']);
+    assert.equal(result.code, 0, `validate --live after ${after}:\n${result.stdout}\n${result.stderr}`);
+  }
+
   async status(): Promise<StatusJson> {
     const result = await runController(['ca', 'status', '--inventory', this.cluster.inventoryFile, '--state-dir', this.cluster.stateDir, '--output', 'json']);
     assert.equal(result.code, 0, result.stderr);
@@ -117,12 +124,12 @@ class RotationUnderLoad {
   }
 
   async checkHealthy(after: string): Promise<void> {
-    const credentials = this.credentials();
+    const client = new EtcdGatewayClient(this.members, this.credentials());
     for (const member of this.members) {
-      const status = await etcdGateway(member, '/v3/maintenance/status', {}, credentials).catch((error: Error) => error);
-      assert.ok(!(status instanceof Error), `after ${after}: member ${member} does not answer: ${String(status)}`);
+      const status = await client.post(member, '/v3/maintenance/status', {}).catch((error: Error) => error);
+      assert.ok(!(status instanceof Error), `after ${after}: member ${member} does not respond: ${String(status)}`);
     }
-    const list = await etcdGateway(this.members[0]!, '/v3/cluster/member/list', {}, credentials);
+    const list = await client.post(this.members[0]!, '/v3/cluster/member/list', {});
     assert.equal((list.members as unknown[]).length, 3, `after ${after}: ${JSON.stringify(list)}`);
     assert.deepEqual(this.writer?.failures ?? [], [], `after ${after}: writes found no member that took them`);
   }
@@ -204,7 +211,10 @@ describe('etcd CA rotation under continuous writes', function () {
     for (const node of ETCD_TRUST) assert.deepEqual(run.trustSerials(node, 'etcd-ca.crt'), [serialOf(oldCa), serialOf(newCa)], `${node} trusts both after prepare`);
     for (const member of ['etcd-1', 'etcd-2', 'etcd-3']) assert.ok(run.issuedBy(member, 'etcd-server', oldCa), `${member}: server certificate moved before update-servers`);
 
+    await run.validateLive('prepare');
+
     await run.phase('update-clients');
+    await run.validateLive('update-clients');
     assert.ok(run.issuedBy('master-1', 'apiserver-etcd-client', newCa), 'apiserver-etcd-client is not from the new CA');
     for (const member of ['etcd-1', 'etcd-2', 'etcd-3']) {
       assert.ok(run.issuedBy(member, 'etcd-healthcheck-client', newCa), `${member}: health-check client is not from the new CA`);

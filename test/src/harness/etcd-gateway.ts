@@ -65,8 +65,8 @@ export class EtcdGatewayClient {
     throw new Error(`no etcd member responded to the read of ${key}: ${errors.join('; ')}`);
   }
 
-  /** POSTs a JSON body to one member; resolves with the parsed reply, rejects on any other status than 200. */
-  private post(member: string, route: string, body: unknown): Promise<Record<string, unknown>> {
+  /** POSTs a JSON body to one member and resolves with the parsed reply; any status other than 200 rejects. */
+  post(member: string, route: string, body: unknown): Promise<Record<string, unknown>> {
     const { ca, cert, key } = this.credentials;
     return new Promise((resolve, reject) => {
       const request = https.request(

@@ -8,42 +8,15 @@
  * rollout replaces.
  */
 import * as crypto from 'node:crypto';
-import * as https from 'node:https';
-
-export interface EtcdClientCredentials {
-  readonly ca: Buffer;
-  readonly cert: Buffer;
-  readonly key: Buffer;
-}
-
-/** POSTs a JSON body to etcd's v3 gateway on one member and resolves with the parsed reply. */
-export function etcdGateway(member: string, route: string, body: unknown, client: EtcdClientCredentials): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const request = https.request(
-      { host: member, port: 2379, path: route, method: 'POST', ca: client.ca, cert: client.cert, key: client.key, timeout: 1000, headers: { 'content-type': 'application/json' } },
-      (response) => {
-        let text = '';
-        response.setEncoding('utf8');
-        response.on('data', (chunk: string) => (text += chunk));
-        response.on('end', () => {
-          if (response.statusCode !== 200) reject(new Error(`HTTP ${response.statusCode}: ${text}`));
-          else resolve(JSON.parse(text) as Record<string, unknown>);
-        });
-      },
-    );
-    request.on('timeout', () => request.destroy(new Error('timed out')));
-    request.on('error', reject);
-    request.end(JSON.stringify(body));
-  });
-}
-
-const b64 = (text: string): string => Buffer.from(text).toString('base64');
+import { EtcdGatewayClient, type EtcdClientCredentials } from './etcd-gateway';
 
 /** A failed write: when it started and what each member answered. */
 export interface FailedWrite {
   readonly at: number;
   readonly errors: readonly string[];
 }
+
+export type { EtcdClientCredentials };
 
 export class EtcdWriter {
   readonly acknowledged: string[] = [];
@@ -73,34 +46,22 @@ export class EtcdWriter {
     }
   }
 
-  /** Writes through the first member that accepts the write; returns the member's errors when none did. */
-  async write(key: string, value: string): Promise<string[] | undefined> {
-    const client = this.matchingCredentials();
-    const errors: string[] = [];
-    for (const member of this.members) {
-      try {
-        await etcdGateway(member, '/v3/kv/put', { key: b64(key), value: b64(value) }, client);
-        return undefined;
-      } catch (error) {
-        errors.push(`${member}: ${error instanceof Error ? error.message : String(error)}`);
-      }
-    }
-    return errors;
+  /** Returns a gateway client with the credentials as they are on disk now. */
+  private client(): EtcdGatewayClient {
+    return new EtcdGatewayClient(this.members, this.matchingCredentials(), 1000);
   }
 
-  /** Reads a key from the first member that answers; undefined when none did. */
+  /** Writes through the first member that accepts the write; returns the member's errors when none did. */
+  async write(key: string, value: string): Promise<readonly string[] | undefined> {
+    const result = await this.client().put(key, value);
+    return result.member === undefined ? result.errors : undefined;
+  }
+
+  /** Reads a key from the first member that responds; undefined when none did or the key does not exist. */
   async read(key: string): Promise<string | undefined> {
-    const client = this.matchingCredentials();
-    for (const member of this.members) {
-      try {
-        const reply = await etcdGateway(member, '/v3/kv/range', { key: b64(key) }, client);
-        const kvs = reply.kvs as { value: string }[] | undefined;
-        return kvs?.[0] === undefined ? '' : Buffer.from(kvs[0].value, 'base64').toString();
-      } catch {
-        // try the next member
-      }
-    }
-    return undefined;
+    return this.client()
+      .get(key)
+      .catch(() => undefined);
   }
 
   start(): void {

@@ -178,6 +178,7 @@ export class ClusterMaterial implements DesiredMaterial {
 
   staticContent(item: Extract<NodeItem, { type: 'static' }>): string {
     const source = item.source;
+    if ('kubeletConfig' in source) return source.content;
     if ('ca' in source) return source.part === 'certificate' ? this.ca(source.ca).certificatePem : this.ca(source.ca).privateKeyPem;
     return source.part === 'privateKey' ? this.serviceAccount.privateKeyPem : this.serviceAccount.publicKeyPem;
   }

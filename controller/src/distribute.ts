@@ -199,6 +199,7 @@ export class ClusterMaterial implements DesiredMaterial {
 
   staticContent(item: Extract<NodeItem, { type: 'static' }>): string {
     const source = item.source;
+    if ('kubeletConfig' in source) return source.content;
     if ('ca' in source) {
       switch (source.part) {
         case 'certificate':

@@ -64,7 +64,7 @@ export interface OfflineIssueOptions {
   readonly onNodeStaged?: (event: { readonly node: string; readonly done: number; readonly total: number }) => void;
 }
 
-export type ManifestFileKind = 'certificate' | 'private-key' | 'public-key' | 'kubeconfig';
+export type ManifestFileKind = 'certificate' | 'private-key' | 'public-key' | 'kubeconfig' | 'kubelet-config';
 
 /** Certificate facts of a manifest entry: the file's certificate or a kubeconfig's client certificate. */
 export interface ManifestCertificate {
@@ -298,7 +298,7 @@ class NodeIssuer {
 
   private staticOutput(item: Extract<NodeItem, { type: 'static' }>): OutputFile {
     const data = this.material.staticContent(item);
-    const output: OutputFile = { item: item.name, file: item.file, kind: STATIC_KINDS[item.source.part], data };
+    const output: OutputFile = { item: item.name, file: item.file, kind: 'part' in item.source ? STATIC_KINDS[item.source.part] : 'kubelet-config', data };
     if (!('ca' in item.source) || item.source.part === 'privateKey') return output;
     const info = inspectCertificate(data);
     return { ...output, certificate: { serialNumber: info.serialNumber, notAfter: info.notAfter.toISOString(), issuer: item.source.ca } };

@@ -44,7 +44,8 @@ export function queriesFor(items: readonly NodeItem[]): FileQuery[] {
   for (const item of items) {
     switch (item.type) {
       case 'static':
-        add(item.file.path, STATIC_KINDS[item.source.part]);
+        // The kubelet drop-in is plain text, so the agent reports only its hash, mode and owner.
+        add(item.file.path, 'part' in item.source ? STATIC_KINDS[item.source.part] : 'FILE_KIND_UNSPECIFIED');
         break;
       case 'leaf':
         add(item.certificate.path, 'FILE_KIND_CERTIFICATE');
@@ -125,10 +126,19 @@ function parseHeld(pem: Buffer | undefined): CertificateInfo | undefined {
   }
 }
 
+/** Says why the content of a static file differs, naming a kubelet drop-in written for the other `kubelet.credentials`. */
+function contentDiffers(item: Extract<NodeItem, { type: 'static' }>, sha256: string): string {
+  if (!('kubeletConfig' in item.source)) return 'content differs';
+  const wanted = item.source.kubeletConfig;
+  const held = item.source.alternatives.find((alternative) => sha256Hex(alternative.content) === sha256);
+  if (held !== undefined) return `content differs: the node has the settings of kubelet.credentials ${held.credentials}, and the inventory now sets ${wanted}`;
+  return `content differs from the settings of kubelet.credentials ${wanted}`;
+}
+
 function planStatic(item: Extract<NodeItem, { type: 'static' }>, state: FileState__Output, material: DesiredMaterial): PlannedItem {
   if (!state.exists) return { item, action: 'add', reasons: ['new'] };
   const reasons = fileProblems(state, item.file);
-  if (state.sha256 !== sha256Hex(material.staticContent(item))) reasons.unshift('content differs');
+  if (state.sha256 !== sha256Hex(material.staticContent(item))) reasons.unshift(contentDiffers(item, state.sha256));
   return { item, action: reasons.length === 0 ? 'unchanged' : 'change', reasons };
 }
 

@@ -97,14 +97,14 @@ async function requireMastersHold(inventory: Inventory, state: StateDir, expecte
   const controller = await state.loadKeyMaterial(state.controllerFiles(), 'controller identity');
   const credentials = { managementCaPem: management.certificatePem, certificatePem: controller.certificatePem, privateKeyPem: controller.privateKeyPem };
   for (const node of inventory.nodes.filter((candidate) => candidate.roles.includes('master'))) {
-    const items = itemsForNode(inventory, node).filter((item) => item.type === 'static' && 'keyPair' in item.source);
+    const items = itemsForNode(inventory, node).filter((item) => item.type === 'static' && 'keyPair' in item.source && 'part' in item.source);
     const connection = new AgentConnection(inventory.name, node, credentials, { busyRetryDelaysMs: [] });
     try {
       const held = await connection.getState({
-        files: items.map((item) => ({ path: item.type === 'static' ? item.file.path : '', kind: item.type === 'static' && item.source.part === 'privateKey' ? 'FILE_KIND_PRIVATE_KEY' : 'FILE_KIND_PUBLIC_KEY' })),
+        files: items.map((item) => ({ path: item.type === 'static' ? item.file.path : '', kind: item.type === 'static' && 'keyPair' in item.source && item.source.part === 'privateKey' ? 'FILE_KIND_PRIVATE_KEY' : 'FILE_KIND_PUBLIC_KEY' })),
       });
       for (const item of items) {
-        if (item.type !== 'static') continue;
+        if (item.type !== 'static' || !('keyPair' in item.source)) continue;
         const file = held.files.find((candidate) => candidate.path === item.file.path);
         const want = item.source.part === 'privateKey' ? expected.key : expected.pub;
         if (file === undefined || !file.exists || file.sha256 !== sha256Hex(want)) {

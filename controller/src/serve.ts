@@ -8,14 +8,20 @@
  * command, and a round that finds the lock taken (an operator's `distribute`, another daemon) is
  * skipped and retried with the backoff.
  *
+ * With `approveServingCsrs`, the daemon also watches kubelet serving CSRs and approves those that
+ * pass the checks of `controller csr approve`, between and during rounds. An API server that cannot
+ * be reached only stops the approval: rounds go on, and the watch retries with backoff.
+ *
  * Reads and writes: as distribute. Serves: /metrics (Prometheus text format) and /healthz.
  */
 import * as http from 'node:http';
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
-import { Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { distribute, type DistributeReport } from './distribute';
 import { checkExpiration } from './expiration';
+import type { KubeClient } from './kubelet-bootstrap/client';
+import { watchServingCsrs, type ServingCsrWatch } from './kubelet-bootstrap/serving-approver';
 import type { RenewalPolicy } from './plan';
 import { StateDir, StateError } from './state-dir';
 
@@ -27,6 +33,10 @@ export interface ServeOptions {
   readonly retryBaseMs?: number;
   readonly renewal?: RenewalPolicy;
   readonly metrics?: { readonly host: string; readonly port: number };
+  /** Kubernetes API kubeconfig for the bootstrap tokens of each round. Defaults to `<state dir>/kubernetes/controller.kubeconfig`. */
+  readonly kubeconfig?: string;
+  /** Approves kubelet serving CSRs through this client while the daemon runs. */
+  readonly approveServingCsrs?: { readonly client: KubeClient };
   /** Ends the daemon after the round in progress. */
   readonly signal: AbortSignal;
   readonly random?: () => number;
@@ -61,6 +71,29 @@ class Metrics {
   readonly reachable = new Gauge({ name: 'kubetrust_agents_reachable', help: 'Agents that responded in the last round.', registers: [this.registry] });
   readonly agents = new Gauge({ name: 'kubetrust_agents', help: 'Agents in the inventory.', registers: [this.registry] });
   readonly inProgress = new Gauge({ name: 'kubetrust_rollout_in_progress', help: '1 while a rotation round runs.', registers: [this.registry] });
+
+  /** Registers the metrics of serving CSR approval, which exist only when the daemon approves. */
+  approvalMetrics(): { connected: Gauge; approved: Counter; leftPending: Counter } {
+    return {
+      connected: new Gauge({ name: 'kubetrust_csr_watch_connected', help: '1 while the watch of kubelet serving CSRs is connected, 0 while it retries.', registers: [this.registry] }),
+      approved: new Counter({ name: 'kubetrust_serving_csrs_approved_total', help: 'Kubelet serving CSRs approved since the daemon started.', registers: [this.registry] }),
+      leftPending: new Counter({ name: 'kubetrust_serving_csrs_left_pending_total', help: 'Kubelet serving CSRs left pending because a check failed, each counted once.', registers: [this.registry] }),
+    };
+  }
+}
+
+/** Starts approving serving CSRs. The watch retries from the start, so an unreachable API server delays only the approval. */
+async function startApproval(inventory: Inventory, client: KubeClient, metrics: Metrics, logger: Logger): Promise<ServingCsrWatch> {
+  const approval = metrics.approvalMetrics();
+  approval.connected.set(0);
+  const watch = await watchServingCsrs(client, inventory, {
+    logger,
+    watch: { retryFirstRound: true },
+    onConnection: (connected) => approval.connected.set(connected ? 1 : 0),
+    onResult: (result) => (result.outcome === 'approved' ? approval.approved.inc() : approval.leftPending.inc()),
+  });
+  logger.info('approving kubelet serving CSRs as they arrive');
+  return watch;
 }
 
 /** One certificate renewed in a round: node, item, old serial (empty for a new one) and new serial. */
@@ -119,7 +152,9 @@ export async function serve(inventory: Inventory, stateDir: string, logger: Logg
   const random = options.random ?? Math.random;
   const now = options.now ?? (() => new Date());
   let failuresInARow = 0;
+  let approval: ServingCsrWatch | undefined;
   try {
+    if (options.approveServingCsrs !== undefined) approval = await startApproval(inventory, options.approveServingCsrs.client, metrics, logger);
     while (!options.signal.aborted) {
       const started = now();
       metrics.inProgress.set(1);
@@ -129,6 +164,7 @@ export async function serve(inventory: Inventory, stateDir: string, logger: Logg
           renewal: options.renewal ?? {},
           now,
           ...(options.maxClockSkewMs !== undefined ? { maxClockSkewMs: options.maxClockSkewMs } : {}),
+          ...(options.kubeconfig !== undefined ? { kubeconfig: options.kubeconfig } : {}),
         });
         const failed = report.nodes.filter((node) => node.status === 'failed' || node.status === 'rolled-back' || node.status === 'skipped');
         const renewals = await renewalsOf(report, state, started);
@@ -172,6 +208,7 @@ export async function serve(inventory: Inventory, stateDir: string, logger: Logg
       });
     }
   } finally {
+    await approval?.stop();
     await new Promise<void>((resolve) => (server === undefined ? resolve() : server.close(() => resolve())));
   }
 }

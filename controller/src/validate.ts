@@ -351,8 +351,14 @@ function checkSans(info: CertificateInfo, expected: { dnsNames: readonly string[
   if (extra.length > 0) findings.add(nodePath, 'sans', `SANs that the inventory no longer requires: ${extra.join(', ')}`, fix);
 }
 
-/** Compares a static file with the state's copy. */
+/** Compares a static file with the state's copy, or a kubelet drop-in with its rendering from the inventory. */
 function checkAgainstState(item: Extract<NodeItem, { type: 'static' }>, file: FileState__Output, context: CheckContext, findings: Findings): void {
+  if ('kubeletConfig' in item.source) {
+    if (file.sha256 !== sha256Hex(item.source.content)) {
+      findings.add(item.file.path, 'state', `differs from the kubelet drop-in that the inventory sets (kubelet.credentials ${item.source.kubeletConfig})`, context.remedy.reissue([findings.node]));
+    }
+    return;
+  }
   if (context.material === undefined) return;
   if (file.sha256 === sha256Hex(context.material.staticContent(item))) return;
   const parts = { certificate: 'certificate', signerCertificate: 'signer certificate', privateKey: 'key' } as const;
@@ -388,7 +394,7 @@ function checkStatic(snapshot: NodeSnapshot, item: Extract<NodeItem, { type: 'st
     if (certificate !== undefined && certificate.info.publicKeySha256 !== file.public_key_sha256) {
       findings.add(item.file.path, 'key-pair', `does not match the ${source.ca} certificate at ${certificate.path}`, fix);
     }
-  } else if (source.part === 'privateKey') {
+  } else if ('keyPair' in source && source.part === 'privateKey') {
     const publicKey = snapshot.items.find((other) => other.type === 'static' && 'keyPair' in other.source && other.source.part === 'publicKey');
     const held = publicKey?.type === 'static' ? snapshot.files.get(publicKey.file.path) : undefined;
     // sa.pub may hold several keys while the service-account key rotates; the private key must match one.

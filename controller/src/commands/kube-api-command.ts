@@ -2,7 +2,8 @@
  * Commands that call the Kubernetes API for kubelet TLS bootstrapping:
  *
  * - `kube-credentials` writes the controller's API kubeconfig and RBAC manifest into the state directory;
- * - `csr list` and `csr approve` show and approve pending kubelet serving CSRs;
+ * - `csr list` and `csr approve` show and approve pending kubelet serving CSRs, and
+ *   `csr approve --watch` approves them as they arrive until SIGINT or SIGTERM;
  * - `tokens list` and `tokens prune` show and delete kubetrust's bootstrap tokens;
  * - `bootstrap-kubelet` pushes a node's bootstrap kubeconfig with a fresh token through its agent,
  *   or with `--out` writes it to a file for manual delivery.
@@ -130,21 +131,64 @@ function registerCsrCommands(program: Command, context: CommandContext): void {
     },
   );
 
-  apiOptions(csr.command('approve').description('approve every pending kubelet serving CSR that passes the checks, once; the others stay pending'), context).action(
-    async (options: ApiCommandOptions, command: Command) => {
+  apiOptions(
+    csr
+      .command('approve')
+      .description('approve every pending kubelet serving CSR that passes the checks, once or with --watch as each arrives; the others stay pending'),
+    context,
+  )
+    .option('--watch', 'keep running until SIGINT or SIGTERM, approving each serving CSR as it arrives; with --output json, print one JSON object per line', false)
+    .action(async (options: ApiCommandOptions & { watch: boolean }, command: Command) => {
       const logger = context.loggerFor(command);
       const { inventory, api } = await openApi(options, context, logger);
+      if (options.watch) {
+        await approveAsCsrsArrive(options, inventory, api, logger);
+        return;
+      }
       const { approveServingCsrs } = await import('../kubelet-bootstrap');
       const results = (await approveServingCsrs(api.client, inventory, { logger })).filter((result) => result.outcome !== 'skipped');
-      const lines = results.map((result: ServingCsrResult) =>
-        result.outcome === 'approved' ? `approved  ${result.name} (node ${result.node ?? '-'})` : `pending   ${result.name} (node ${result.node ?? '-'}): ${result.reasons.join('; ')}`,
-      );
+      const lines = results.map(csrResultLine);
       const approved = results.filter((result) => result.outcome === 'approved').length;
       lines.push(`${approved} approved, ${results.length - approved} still pending.`);
-      print(options, { results: results.map((result) => ({ name: result.name, node: result.node ?? null, outcome: result.outcome, reasons: result.reasons })) }, lines.join('\n') + '\n');
+      print(options, { results: results.map(csrResultJson) }, lines.join('\n') + '\n');
       if (results.some((result) => result.reasons.some((reason) => reason.startsWith('approval failed:')))) process.exitCode = context.exitFailed;
+    });
+}
+
+function csrResultLine(result: ServingCsrResult): string {
+  return result.outcome === 'approved' ? `approved  ${result.name} (node ${result.node ?? '-'})` : `pending   ${result.name} (node ${result.node ?? '-'}): ${result.reasons.join('; ')}`;
+}
+
+function csrResultJson(result: ServingCsrResult): { name: string; node: string | null; outcome: string; reasons: readonly string[] } {
+  return { name: result.name, node: result.node ?? null, outcome: result.outcome, reasons: result.reasons };
+}
+
+/**
+ * `csr approve --watch`: approves serving CSRs as they arrive until SIGINT or SIGTERM, printing one
+ * line per decision as it is made. A failure of the first list exits with 1. Later failures are
+ * logged, and the watch reconnects with backoff.
+ */
+async function approveAsCsrsArrive(options: ApiCommandOptions, inventory: Inventory, api: KubeApi, logger: Logger): Promise<void> {
+  const stopped = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  const counts = { approved: 0, pending: 0 };
+  const { watchServingCsrs } = await import('../kubelet-bootstrap');
+  const watch = await watchServingCsrs(api.client, inventory, {
+    logger,
+    onResult(result) {
+      if (result.outcome === 'approved') counts.approved += 1;
+      else counts.pending += 1;
+      const line = options.output === 'json' ? JSON.stringify({ time: new Date().toISOString(), ...csrResultJson(result) }) : csrResultLine(result);
+      process.stdout.write(line + '\n');
     },
-  );
+  });
+  logger.info('approving kubelet serving CSRs as they arrive; stop with SIGINT or SIGTERM', { kubeconfig: api.kubeconfigPath });
+  const signal = await stopped;
+  logger.info('stopping the kubelet serving CSR approver', { signal });
+  await watch.stop();
+  logger.info('kubelet serving CSR approver stopped', { approved: counts.approved, leftPending: counts.pending });
 }
 
 function registerTokenCommands(program: Command, context: CommandContext): void {

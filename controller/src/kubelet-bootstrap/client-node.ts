@@ -5,13 +5,11 @@
  * a second, so commands that never call the API do not pay for it.
  */
 import type * as k8s from '@kubernetes/client-node';
-import { KubeApiError, type CsrEventType, type CsrWatch, type CsrWatchHandler, type KubeClient } from './client';
+import { KubeApiError, watchRetryDelay, type CsrEventType, type CsrWatch, type CsrWatchHandler, type CsrWatchOptions, type KubeClient } from './client';
 import { redactSecret } from './token';
 import type { ClusterRoleBindingObject, CsrObject, NodeObject, SecretObject } from './types';
 
 const CSR_PATH = '/apis/certificates.k8s.io/v1/certificatesigningrequests';
-/** Wait before a failed watch lists and watches again. */
-const WATCH_RETRY_MS = 5_000;
 
 /** Converts a client-node object to plain JSON, so dates become RFC 3339 strings as the API sends them. */
 function plain<T>(value: unknown): T {
@@ -132,46 +130,63 @@ class ClientNodeKubeClient implements KubeClient {
     return { items, resourceVersion: list.metadata?.resourceVersion };
   }
 
-  async watchCsrs(signerName: string, handler: CsrWatchHandler): Promise<CsrWatch> {
+  async watchCsrs(signerName: string, handler: CsrWatchHandler, options: CsrWatchOptions = {}): Promise<CsrWatch> {
     const watch = new this.library.Watch(this.config);
     let stopped = false;
     let abort: AbortController | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let failures = 0;
 
     const deliver = (type: string, object: unknown): void => {
-      if (type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED') return;
+      if (stopped || (type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED')) return;
       const csr = plain<CsrObject>(object);
       if (csr.spec?.signerName === signerName) handler.onEvent(type as CsrEventType, csr);
     };
-    const retry = (delayMs: number): void => {
+    const schedule = (delayMs: number): void => {
       if (stopped) return;
-      timer = setTimeout(() => {
-        run().catch((error: unknown) => {
-          handler.onError(error instanceof Error ? error : new Error(String(error)));
-          retry(WATCH_RETRY_MS);
-        });
-      }, delayMs);
+      timer = setTimeout(() => void round(), delayMs);
+    };
+    const fail = (error: unknown): void => {
+      if (stopped) return;
+      failures += 1;
+      const delayMs = watchRetryDelay(failures, options.retryBaseMs, options.retryMaxMs);
+      handler.onError(error instanceof Error ? error : new Error(String(error)), delayMs);
+      schedule(delayMs);
     };
     // Each round lists first, so a CSR that changed while no watch was open is still seen.
-    const run = async (): Promise<void> => {
+    const open = async (): Promise<void> => {
       const list = await this.listCsrList(signerName);
-      for (const csr of list.items) handler.onEvent('ADDED', csr);
       if (stopped) return;
+      for (const csr of list.items) handler.onEvent('ADDED', csr);
       const query: Record<string, string | boolean> = { fieldSelector: `spec.signerName=${signerName}`, allowWatchBookmarks: true };
       if (list.resourceVersion !== undefined) query.resourceVersion = list.resourceVersion;
+      let ended = false;
+      let connected = false;
       abort = await watch.watch(CSR_PATH, query, deliver, (error: unknown) => {
+        ended = true;
         if (stopped) return;
-        if (error !== null && error !== undefined) {
-          handler.onError(apiError('watch CertificateSigningRequests', error));
-          retry(WATCH_RETRY_MS);
-        } else {
-          // The server closes every watch after its timeout; start the next round at once.
-          retry(0);
-        }
+        if (error !== null && error !== undefined) fail(apiError('watch CertificateSigningRequests', error));
+        // A stream that the server closes before it was open counts as a failure, so a server that
+        // keeps doing so is asked with the backoff instead of in a tight loop.
+        else if (!connected) fail(new KubeApiError(0, '', 'watch CertificateSigningRequests failed: the server closed the watch at once'));
+        // The server closes every watch after its timeout; the next round starts at once.
+        else schedule(0);
       });
+      if (ended || stopped) return;
+      connected = true;
+      failures = 0;
+      handler.onConnected?.();
+    };
+    const round = async (): Promise<void> => {
+      try {
+        await open();
+      } catch (error) {
+        fail(error instanceof KubeApiError ? error : apiError('list CertificateSigningRequests', error));
+      }
     };
 
-    await run();
+    if (options.retryFirstRound === true) await round();
+    else await open();
     return {
       stop(): void {
         stopped = true;

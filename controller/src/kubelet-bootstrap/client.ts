@@ -24,12 +24,34 @@ export type CsrEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 export interface CsrWatchHandler {
   /** Called for every CSR that exists when the watch starts (as ADDED) and for every later change. */
   onEvent(type: CsrEventType, csr: CsrObject): void;
-  /** Called when the watch fails; the implementation keeps retrying until stopped. */
-  onError(error: Error): void;
+  /** Called each time a round has listed the CSRs and opened the watch stream. */
+  onConnected?(): void;
+  /** Called when a round fails or the stream breaks. The implementation tries again after `retryInMs`, until stopped. */
+  onError(error: Error, retryInMs: number): void;
+}
+
+export interface CsrWatchOptions {
+  /** Wait after the first failed round, which doubles after each further failed round up to `retryMaxMs`. */
+  readonly retryBaseMs?: number;
+  readonly retryMaxMs?: number;
+  /**
+   * Keeps retrying when the first round fails, so the returned promise always resolves. Without it,
+   * a failure of the first round rejects the promise and nothing is retried.
+   */
+  readonly retryFirstRound?: boolean;
 }
 
 export interface CsrWatch {
   stop(): void;
+}
+
+export const DEFAULT_WATCH_RETRY_BASE_MS = 1_000;
+export const DEFAULT_WATCH_RETRY_MAX_MS = 30_000;
+
+/** Returns the wait before the next watch round after `failures` failed rounds in a row: base, 2 × base, 4 × base, ..., at most `maxMs`. */
+export function watchRetryDelay(failures: number, baseMs = DEFAULT_WATCH_RETRY_BASE_MS, maxMs = DEFAULT_WATCH_RETRY_MAX_MS): number {
+  if (failures <= 0) return 0;
+  return Math.min(maxMs, baseMs * 2 ** Math.min(failures - 1, 30));
 }
 
 export interface KubeClient {
@@ -52,8 +74,11 @@ export interface KubeClient {
 
   /** Lists CSRs, only those of `signerName` when it is given. */
   listCsrs(signerName?: string): Promise<CsrObject[]>;
-  /** Watches the CSRs of one signer until `stop()` is called. */
-  watchCsrs(signerName: string, handler: CsrWatchHandler): Promise<CsrWatch>;
+  /**
+   * Watches the CSRs of one signer until `stop()` is called. Each round lists the CSRs, then watches
+   * from the list's resource version. A round that fails is retried with the backoff of `options`.
+   */
+  watchCsrs(signerName: string, handler: CsrWatchHandler, options?: CsrWatchOptions): Promise<CsrWatch>;
   /**
    * Writes the CSR's conditions through the `approval` subresource and returns the updated CSR.
    * The caller adds the Approved condition; the other fields must be those last read.

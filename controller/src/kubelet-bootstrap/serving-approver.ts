@@ -5,7 +5,7 @@
  */
 import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import { silentLogger, type Logger } from '@kubetrust/shared/dist/log';
-import type { CsrWatch, KubeClient } from './client';
+import { watchRetryDelay, type CsrWatchOptions, type KubeClient } from './client';
 import { decideServingCsr } from './serving-approval';
 import { KUBELET_SERVING_SIGNER, type CsrCondition, type CsrObject } from './types';
 
@@ -55,27 +55,31 @@ export interface ApproverOptions {
   readonly now?: () => Date;
 }
 
-/** Decides on one CSR and approves it through the approval subresource when it passes. */
-export async function handleServingCsr(client: KubeClient, inventory: Inventory, csr: CsrObject, options: ApproverOptions = {}): Promise<ServingCsrResult> {
-  const logger = options.logger ?? silentLogger();
+/** Decides on one pending CSR and approves it through the approval subresource when it passes. It logs nothing. */
+async function decideAndApprove(client: KubeClient, inventory: Inventory, csr: CsrObject, options: ApproverOptions): Promise<ServingCsrResult & { readonly approvalError?: string }> {
   const name = csr.metadata.name;
   const phase = csrPhase(csr);
   if (phase !== 'pending') return { name, node: undefined, outcome: 'skipped', phase, reasons: [] };
 
   const decision = decideServingCsr(csr, inventory);
-  if (!decision.approve) {
-    logger.warn('kubelet serving CSR left pending', { csr: name, node: decision.node, reasons: decision.reasons.join('; ') });
-    return { name, node: decision.node, outcome: 'pending', phase, reasons: decision.reasons };
-  }
+  if (!decision.approve) return { name, node: decision.node, outcome: 'pending', phase, reasons: decision.reasons };
   try {
     const updated = await client.updateCsrApproval(withApprovalCondition(csr, decision.message, (options.now ?? (() => new Date()))()));
-    logger.info('approved kubelet serving CSR', { csr: name, node: decision.node });
     return { name, node: decision.node, outcome: 'approved', phase: csrPhase(updated), reasons: [] };
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    logger.error('approving kubelet serving CSR failed', { csr: name, node: decision.node, error: message });
-    return { name, node: decision.node, outcome: 'pending', phase, reasons: [`approval failed: ${message}`] };
+    return { name, node: decision.node, outcome: 'pending', phase, reasons: [`approval failed: ${message}`], approvalError: message };
   }
+}
+
+/** Decides on one CSR and approves it through the approval subresource when it passes. */
+export async function handleServingCsr(client: KubeClient, inventory: Inventory, csr: CsrObject, options: ApproverOptions = {}): Promise<ServingCsrResult> {
+  const logger = options.logger ?? silentLogger();
+  const { approvalError, ...result } = await decideAndApprove(client, inventory, csr, options);
+  if (approvalError !== undefined) logger.error('approving kubelet serving CSR failed', { csr: result.name, node: result.node, error: approvalError });
+  else if (result.outcome === 'pending') logger.warn('kubelet serving CSR left pending', { csr: result.name, node: result.node, reasons: result.reasons.join('; ') });
+  else if (result.outcome === 'approved') logger.info('approved kubelet serving CSR', { csr: result.name, node: result.node });
+  return result;
 }
 
 /** Lists the serving CSRs once and handles each, in the order the API returns them. */
@@ -88,34 +92,112 @@ export async function approveServingCsrs(client: KubeClient, inventory: Inventor
 }
 
 export interface WatchApproverOptions extends ApproverOptions {
-  /** Called once for each CSR result; a pending CSR is reported again only when its reasons change. */
+  /**
+   * Called once for each CSR that kubetrust approves and once for each that it leaves pending
+   * because a check failed. A failed approval call is logged and retried, not reported here.
+   */
   readonly onResult?: (result: ServingCsrResult) => void;
+  /** Called when the watch has connected (`connected` true) and each time it fails (false). */
+  readonly onConnection?: (connected: boolean) => void;
+  /** Backoff of the watch and of failed approval calls, and whether a failed first round is retried. */
+  readonly watch?: CsrWatchOptions;
+}
+
+export interface ServingCsrWatch {
+  /** Stops the watch and the retries, and resolves once the CSRs already received have been handled. */
+  stop(): Promise<void>;
 }
 
 /**
  * Watches serving CSRs and handles each added or modified one until the returned watch is stopped.
- * CSRs are handled one at a time, in the order their events arrive.
+ * CSRs are handled one at a time, in the order their events arrive. A CSR is decided once: one that
+ * was approved or left pending is not handled again when the watch reconnects and lists it anew,
+ * because its request cannot change. An approval call that fails is retried with the watch's backoff.
  */
-export function watchServingCsrs(client: KubeClient, inventory: Inventory, options: WatchApproverOptions = {}): Promise<CsrWatch> {
+export async function watchServingCsrs(client: KubeClient, inventory: Inventory, options: WatchApproverOptions = {}): Promise<ServingCsrWatch> {
   const logger = options.logger ?? silentLogger();
-  const reported = new Map<string, string>();
+  const decided = new Set<string>();
+  const approvalFailures = new Map<string, number>();
+  const retries = new Set<NodeJS.Timeout>();
+  let stopped = false;
   let queue = Promise.resolve();
-  return client.watchCsrs(KUBELET_SERVING_SIGNER, {
-    onEvent(type, csr) {
-      if (type === 'DELETED') {
-        reported.delete(csr.metadata.name);
-        return;
-      }
-      queue = queue.then(async () => {
-        const result = await handleServingCsr(client, inventory, csr, options);
-        const key = `${result.outcome}:${result.reasons.join('; ')}`;
-        if (result.outcome === 'skipped' || reported.get(result.name) === key) return;
-        reported.set(result.name, key);
-        options.onResult?.(result);
+  let failuresInARow = 0;
+
+  const handle = async (csr: CsrObject): Promise<void> => {
+    const name = csr.metadata.name;
+    if (decided.has(name)) return;
+    const { approvalError, ...result } = await decideAndApprove(client, inventory, csr, options);
+    if (result.outcome === 'skipped') return;
+    if (approvalError !== undefined) {
+      scheduleRetry(name, result.node, approvalError);
+      return;
+    }
+    decided.add(name);
+    approvalFailures.delete(name);
+    if (result.outcome === 'approved') logger.info('approved kubelet serving CSR', { csr: name, node: result.node });
+    else logger.warn('kubelet serving CSR left pending', { csr: name, node: result.node, reasons: result.reasons.join('; ') });
+    options.onResult?.(result);
+  };
+  const enqueue = (csr: CsrObject): void => {
+    queue = queue
+      .then(() => handle(csr))
+      .catch((error: unknown) => {
+        logger.error('handling kubelet serving CSR failed', { csr: csr.metadata.name, error: error instanceof Error ? error.message : String(error) });
       });
+  };
+  // Lists the CSRs again after the backoff and handles this one if it is still there and pending.
+  const scheduleRetry = (name: string, node: string | undefined, error: string): void => {
+    const failures = (approvalFailures.get(name) ?? 0) + 1;
+    approvalFailures.set(name, failures);
+    const delayMs = watchRetryDelay(failures, options.watch?.retryBaseMs, options.watch?.retryMaxMs);
+    logger.error('approving kubelet serving CSR failed; retrying', { csr: name, node, error, failures, retryInSeconds: delayMs / 1000 });
+    const timer = setTimeout(() => {
+      retries.delete(timer);
+      client
+        .listCsrs(KUBELET_SERVING_SIGNER)
+        .then((csrs) => {
+          if (stopped) return;
+          const current = csrs.find((candidate) => candidate.metadata.name === name);
+          if (current !== undefined) enqueue(current);
+        })
+        .catch((listError: unknown) => {
+          if (!stopped) scheduleRetry(name, node, listError instanceof Error ? listError.message : String(listError));
+        });
+    }, delayMs);
+    retries.add(timer);
+  };
+
+  const watch = await client.watchCsrs(
+    KUBELET_SERVING_SIGNER,
+    {
+      onEvent(type, csr) {
+        if (type === 'DELETED') {
+          decided.delete(csr.metadata.name);
+          approvalFailures.delete(csr.metadata.name);
+          return;
+        }
+        enqueue(csr);
+      },
+      onConnected() {
+        logger.info('kubelet serving CSR watch connected', failuresInARow > 0 ? { failedAttempts: failuresInARow } : {});
+        failuresInARow = 0;
+        options.onConnection?.(true);
+      },
+      onError(error, retryInMs) {
+        failuresInARow += 1;
+        logger.warn('kubelet serving CSR watch failed; retrying', { error: error.message, failures: failuresInARow, retryInSeconds: retryInMs / 1000 });
+        options.onConnection?.(false);
+      },
     },
-    onError(error) {
-      logger.warn('kubelet serving CSR watch failed; retrying', { error: error.message });
+    options.watch,
+  );
+  return {
+    async stop(): Promise<void> {
+      stopped = true;
+      watch.stop();
+      for (const timer of retries) clearTimeout(timer);
+      retries.clear();
+      await queue;
     },
-  });
+  };
 }

@@ -3,8 +3,10 @@
  * catalogue's `settings` and `companions`, with the paths resolved for the node, so that path
  * overrides and the path layout show in the values.
  */
+import { posix } from 'node:path';
 import type { Inventory, NodeSpec } from '../inventory/types';
 import { CATALOGUE } from './catalogue';
+import { KUBELET_DROP_IN_NAME } from './kubelet-config';
 import { itemPaths, itemsForNode, overrideKey, servicesForNode, type NodeItem } from './select';
 import type { CatalogueEntry, ConfigKind, FileSetting, FileSpec, NodeContext, Service } from './types';
 import { SERVICES } from './types';
@@ -68,6 +70,16 @@ function itemNamesByPath(items: readonly NodeItem[]): Map<string, string> {
 function fromSetting(setting: FileSetting, value: string, source: string): ComponentFlag {
   if ('flag' in setting) return { service: setting.service, kind: 'flag', flag: setting.flag, value, source };
   return { service: setting.service, kind: 'config', configKind: setting.configKind, flag: setting.field, value, source };
+}
+
+/**
+ * Lists the flag that makes a worker's kubelet read the drop-in kubetrust writes: `--config-dir`
+ * with the drop-in's directory. Empty for a node without a kubelet.
+ */
+export function kubeletDropInFlags(inventory: Inventory, node: NodeSpec): ComponentFlag[] {
+  const dropIn = itemsForNode(inventory, node).find((item) => item.name === KUBELET_DROP_IN_NAME);
+  if (dropIn === undefined || dropIn.type !== 'static') return [];
+  return [{ service: 'kubelet', kind: 'flag', flag: '--config-dir', value: posix.dirname(dropIn.file.path), source: KUBELET_DROP_IN_NAME }];
 }
 
 /**

@@ -3,3 +3,4 @@ export * from './catalogue';
 export * from './select';
 export * from './flags';
 export * from './kubelet-bootstrap';
+export * from './kubelet-config';

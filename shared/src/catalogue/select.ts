@@ -2,9 +2,10 @@
  * Resolves the catalogue for one node: which items it must hold, at which paths, and which of its
  * services read each file. An item is the unit installed together (a certificate with its key).
  */
-import type { Inventory, InventoryIssue, NodeSpec, PathLayout } from '../inventory/types';
+import type { Inventory, InventoryIssue, KubeletCredentials, NodeSpec, PathLayout } from '../inventory/types';
 import type { ExtKeyUsage } from '../pki/certificate';
 import { CATALOGUE, SERVICES_BY_ROLE, signingCa } from './catalogue';
+import { KUBELET_DROP_IN_NAME, KUBELET_DROP_IN_PATH, kubeletDropInPathProblem, renderKubeletDropIn, type KubeletDropInPaths } from './kubelet-config';
 import type { CaName, FileSpec, NodeContext, SanSet, Service, SubjectSpec } from './types';
 import { SERVICES } from './types';
 
@@ -17,13 +18,25 @@ export interface ResolvedFile {
   readonly consumers: readonly Service[];
 }
 
-/** Content the controller keeps and sends as is: CA certificates, the CA key for masters, the service-account pair. */
+/** The kubelet drop-in of a worker, rendered from the inventory (`./kubelet-config.ts`). */
+export interface KubeletConfigSource {
+  readonly kubeletConfig: KubeletCredentials;
+  readonly content: string;
+  /** The drop-in as the node would have it with the other `kubelet.credentials`, so a plan can name a switch. */
+  readonly alternatives: readonly { readonly credentials: KubeletCredentials; readonly content: string }[];
+}
+
+/**
+ * Content the controller keeps or renders and sends as is: CA certificates, the CA key for masters,
+ * the service-account pair and the kubelet drop-in of workers.
+ */
 export interface StaticItem {
   readonly type: 'static';
   readonly name: string;
   readonly source:
     | { readonly ca: CaName; readonly part: 'certificate' | 'privateKey' | 'signerCertificate' }
-    | { readonly keyPair: 'service-account'; readonly part: 'privateKey' | 'publicKey' };
+    | { readonly keyPair: 'service-account'; readonly part: 'privateKey' | 'publicKey' }
+    | KubeletConfigSource;
   readonly file: ResolvedFile;
 }
 
@@ -81,8 +94,45 @@ function resolve(context: NodeContext, spec: FileSpec, key: string): ResolvedFil
   };
 }
 
-/** Every item `node` must hold, in catalogue order. */
+/** Every item `node` must hold, in catalogue order, and last the kubelet drop-in of a worker. */
 export function itemsForNode(inventory: Inventory, node: NodeSpec): NodeItem[] {
+  const items = catalogueItems(inventory, node);
+  const dropIn = kubeletDropInItem(inventory, node, items);
+  // Checked again with the drop-in, so a path override that puts it on another file's path is rejected.
+  return dropIn === undefined ? items : dropSharedTrustFiles([...items, dropIn]);
+}
+
+function dropInPaths(items: readonly NodeItem[]): KubeletDropInPaths {
+  const clusterCa = items.find((item): item is StaticItem => item.type === 'static' && 'ca' in item.source && item.source.ca === 'cluster-ca' && item.source.part === 'certificate');
+  if (clusterCa === undefined) throw new Error('a worker receives no cluster CA certificate');
+  const serving = items.find((item): item is LeafItem => item.type === 'leaf' && item.name === 'kubelet-server');
+  return {
+    clientCaFile: clusterCa.file.path,
+    ...(serving !== undefined ? { tlsCertFile: serving.certificate.path, tlsPrivateKeyFile: serving.privateKey.path } : {}),
+  };
+}
+
+/** Builds the kubelet drop-in of a worker from the paths of its other items, or returns undefined for a node without a kubelet. */
+function kubeletDropInItem(inventory: Inventory, node: NodeSpec, items: readonly NodeItem[]): StaticItem | undefined {
+  if (!node.roles.includes('worker')) return undefined;
+  const dropInPath = inventory.pki.pathOverrides[overrideKey(KUBELET_DROP_IN_NAME, 'file')] ?? KUBELET_DROP_IN_PATH;
+  const credentials = node.kubelet.credentials;
+  const other: KubeletCredentials = credentials === 'bootstrap' ? 'pre-provisioned' : 'bootstrap';
+  const otherNode: NodeSpec = { ...node, kubelet: { credentials: other } };
+  return {
+    type: 'static',
+    name: KUBELET_DROP_IN_NAME,
+    source: {
+      kubeletConfig: credentials,
+      content: renderKubeletDropIn(inventory, node, credentials, dropInPaths(items), dropInPath),
+      alternatives: [{ credentials: other, content: renderKubeletDropIn(inventory, otherNode, other, dropInPaths(catalogueItems(inventory, otherNode)), dropInPath) }],
+    },
+    file: { path: dropInPath, mode: 0o644, uid: 0, gid: 0, consumers: servicesForNode(node).filter((service) => service === 'kubelet') },
+  };
+}
+
+/** Every catalogue item `node` must hold, in catalogue order. */
+function catalogueItems(inventory: Inventory, node: NodeSpec): NodeItem[] {
   const context: NodeContext = { inventory, node };
   const pki = inventory.pki;
   const items: NodeItem[] = [];
@@ -204,8 +254,9 @@ export function overrideKeys(): string[] {
         return [overrideKey(entry.name, 'file')];
     }
   });
-  // The bootstrap kubeconfig of a TLS-bootstrapping kubelet (kubelet-bootstrap.ts) is not a catalogue entry, but it can be moved too.
-  return [...entryKeys, overrideKey('bootstrap-kubelet.conf', 'file')];
+  // The bootstrap kubeconfig of a TLS-bootstrapping kubelet (kubelet-bootstrap.ts) and the kubelet
+  // drop-in (kubelet-config.ts) are not catalogue entries, but they can be moved too.
+  return [...entryKeys, overrideKey('bootstrap-kubelet.conf', 'file'), overrideKey(KUBELET_DROP_IN_NAME, 'file')];
 }
 
 /**
@@ -220,6 +271,12 @@ export function catalogueIssues(inventory: Inventory): InventoryIssue[] {
     if (!known.includes(key)) {
       issues.push({ path: `spec.pki.pathOverrides.${key}`, message: `"${key}" is not a catalogue file`, fix: `use one of: ${known.join(', ')}` });
     }
+  }
+  const dropInKey = overrideKey(KUBELET_DROP_IN_NAME, 'file');
+  const dropInOverride = inventory.pki.pathOverrides[dropInKey];
+  const dropInProblem = dropInOverride === undefined ? undefined : kubeletDropInPathProblem(dropInOverride);
+  if (dropInProblem !== undefined) {
+    issues.push({ path: `spec.pki.pathOverrides.${dropInKey}`, message: dropInProblem, fix: `choose a path that ends with .conf, such as ${KUBELET_DROP_IN_PATH}` });
   }
   const caNames = new Map(CATALOGUE.filter((entry) => entry.kind === 'ca').map((entry) => [entry.name, entry.commonName] as const));
   inventory.nodes.forEach((node, index) => {

@@ -6,11 +6,11 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createKubeClient, type KubeClient } from '@kubetrust/controller/dist/kubelet-bootstrap';
+import type { KubeClient } from '@kubetrust/controller/dist/kubelet-bootstrap';
 import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
-import { FakeApiServer } from '../harness/fake-apiserver';
-import { createFakeClusterPki, writeKubeconfigFile, type FakeClusterPki } from '../harness/fake-cluster';
-import { controllerRbacForFake } from '../harness/fake-controller-rbac';
+import type { FakeApiServer } from '../harness/fake-apiserver';
+import { writeKubeconfigFile, type FakeClusterPki } from '../harness/fake-cluster';
+import { startControllerApi } from '../harness/fake-controller-rbac';
 import { runFakeKubelet, type FakeKubeletResult } from '../harness/fake-kubelet';
 import { runController, type CommandResult } from '../harness/local-cluster';
 
@@ -82,29 +82,10 @@ describe('controller Kubernetes API commands', function () {
 
   before(async function () {
     workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-kube-api-cli-'));
-    pki = await createFakeClusterPki(HOST);
-    const rbac = controllerRbacForFake();
-    server = await FakeApiServer.start({
-      host: HOST,
-      port: 0,
-      servingCertificatePem: pki.apiserver.certificatePem,
-      servingKeyPem: pki.apiserver.keyPem,
-      clientCaPem: pki.ca.certificatePem,
-      signingCa: { certificatePem: pki.ca.certificatePem, privateKeyPem: pki.ca.keyPem },
-      clusterRoles: rbac.roles,
-    });
-    const adminFile = path.join(workDir, 'admin.conf');
-    writeKubeconfigFile(adminFile, server.url, pki.ca.certificatePem, 'kubernetes-admin', await pki.issueClientCertificate('kubernetes-admin', ['system:masters']));
-    admin = await createKubeClient(adminFile);
-    for (const binding of rbac.bindings) await admin.createClusterRoleBinding(binding);
-
+    stateDir = path.join(workDir, 'state');
+    ({ pki, server, admin } = await startControllerApi(HOST, workDir, stateDir));
     inventoryFile = path.join(workDir, 'inventory.yaml');
     fs.writeFileSync(inventoryFile, inventoryText(server.url));
-    // The cluster CA of the fake cluster, placed where `controller init` keeps it.
-    stateDir = path.join(workDir, 'state');
-    fs.mkdirSync(path.join(stateDir, 'pki'), { recursive: true, mode: 0o700 });
-    fs.writeFileSync(path.join(stateDir, 'pki', 'cluster-ca.crt'), pki.ca.certificatePem);
-    fs.writeFileSync(path.join(stateDir, 'pki', 'cluster-ca.key'), pki.ca.keyPem, { mode: 0o600 });
   });
 
   after(async function () {

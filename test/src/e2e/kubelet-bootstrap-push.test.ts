@@ -6,14 +6,13 @@
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { createKubeClient, type KubeClient } from '@kubetrust/controller/dist/kubelet-bootstrap';
 import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import { FakeApiServer } from '../harness/fake-apiserver';
 import { controllerRbacForFake } from '../harness/fake-controller-rbac';
 import { runFakeKubelet, type FakeKubeletResult } from '../harness/fake-kubelet';
-import { LocalCluster, runController, type CommandResult } from '../harness/local-cluster';
+import { freePort, LocalCluster, runController, type CommandResult } from '../harness/local-cluster';
 
 const API_HOST = '127.0.49.200';
 const WORKERS = ['wk-1', 'wk-2', 'wk-3'];
@@ -36,17 +35,6 @@ interface NodeJson {
   plan: { name: string; action: string; reasons: string[] }[];
   kubeletBootstrap?: KubeletBootstrapJson;
   error?: string;
-}
-
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function inventoryText(endpoint: string): string {

@@ -186,6 +186,7 @@ export class FakeApiServer {
   private revision = 1;
   private controllersScheduled = false;
   private closed = false;
+  private listenedUrl: string | undefined;
 
   private constructor(
     private readonly server: https.Server,
@@ -224,13 +225,18 @@ export class FakeApiServer {
         resolve();
       });
     });
+    fake.listenedUrl = `https://${options.host}:${(server.address() as net.AddressInfo).port}`;
     return fake;
   }
 
-  /** The base URL, such as `https://127.0.45.1:6443`. */
+  /** The base URL, such as `https://127.0.45.1:6443`. It stays the same while `stopServing` has the server down. */
   get url(): string {
-    const address = this.server.address() as net.AddressInfo;
-    return `https://${this.options.host}:${address.port}`;
+    return this.baseUrl;
+  }
+
+  private get baseUrl(): string {
+    if (this.listenedUrl === undefined) throw new Error('the fake API server has not listened yet');
+    return this.listenedUrl;
   }
 
   /** Ends every watch and connection and stops listening. */
@@ -242,6 +248,32 @@ export class FakeApiServer {
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const socket of this.sockets) socket.destroy();
     await stopped;
+  }
+
+  /**
+   * Stops listening and drops every connection, but keeps the stored objects and the watch history,
+   * as a kube-apiserver process that stops while etcd keeps its data. `resumeServing` listens again
+   * on the same address and port.
+   */
+  async stopServing(): Promise<void> {
+    if (this.closed) throw new Error('the fake API server is closed; start a new one');
+    this.endWatches();
+    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const socket of this.sockets) socket.destroy();
+    await stopped;
+  }
+
+  /** Listens again on the address and port that `stopServing` released, with the objects kept. */
+  async resumeServing(): Promise<void> {
+    if (this.closed) throw new Error('the fake API server is closed; start a new one');
+    const port = Number(new URL(this.baseUrl).port);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, this.options.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
   }
 
   /** Ends every open watch stream, as kube-apiserver does when a watch reaches its timeout, and returns how many it ended. */

@@ -45,6 +45,18 @@ export function runController(args: readonly string[]): Promise<CommandResult> {
   return runNode(CONTROLLER_CLI, args);
 }
 
+/** Returns a TCP port that is free on `host` now, for a server that must know its port before it starts. */
+export function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 /** Finds an executable on PATH, or undefined. */
 export function which(binary: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(':')) {
@@ -283,7 +295,7 @@ export interface DistributeJson {
     readonly changedFiles: readonly string[];
     readonly restartedServices: readonly string[];
     readonly error?: string;
-    readonly plan: readonly { name: string; action: string; paths: string[]; reasons: string[] }[];
+    readonly plan: readonly { name: string; action: string; paths: string[]; reasons: string[]; restarts: string[] }[];
   }[];
 }
 

@@ -13,6 +13,7 @@ import {
   type CsrObject,
   type CsrWatch,
   type CsrWatchHandler,
+  type CsrWatchOptions,
   type KubeClient,
   type NodeObject,
   type SecretObject,
@@ -98,12 +99,26 @@ export class MemoryKubeClient implements KubeClient {
     return [...this.csrs.values()].filter((csr) => signerName === undefined || csr.spec.signerName === signerName).map(copy);
   }
 
-  async watchCsrs(signerName: string, handler: CsrWatchHandler): Promise<CsrWatch> {
+  /** Lists, then delivers later changes. It ignores the backoff options, because `breakWatches` reconnects at once. */
+  async watchCsrs(signerName: string, handler: CsrWatchHandler, _options?: CsrWatchOptions): Promise<CsrWatch> {
     this.calls.push(`watchCsrs ${signerName}`);
     const watcher = { signerName, handler };
     for (const csr of await this.listCsrs(signerName)) handler.onEvent('ADDED', csr);
     this.watchers.add(watcher);
+    handler.onConnected?.();
     return { stop: () => this.watchers.delete(watcher) };
+  }
+
+  /**
+   * Breaks every open watch as a dropped connection does: each handler gets `error`, then the watch
+   * reconnects, lists every CSR again as ADDED and reports that it is connected.
+   */
+  async breakWatches(error: Error): Promise<void> {
+    for (const watcher of [...this.watchers]) {
+      watcher.handler.onError(error, 0);
+      for (const csr of await this.listCsrs(watcher.signerName)) watcher.handler.onEvent('ADDED', csr);
+      watcher.handler.onConnected?.();
+    }
   }
 
   async updateCsrApproval(csr: CsrObject): Promise<CsrObject> {

@@ -194,7 +194,7 @@ describe('catalogue per node role', () => {
     const text = INVENTORY.replace('roles: [worker]}', 'roles: [worker], kubelet: {credentials: bootstrap}}');
     const boot = parseInventory(text, 'unit.yaml').inventory;
     const names = itemsForNode(boot, node(boot, 'wk-1')).map((item) => item.name);
-    assert.deepEqual(names, ['cluster-ca.crt', 'kube-proxy.conf']);
+    assert.deepEqual(names, ['cluster-ca.crt', 'kube-proxy.conf', 'kubelet-drop-in']);
     const stacked = itemsForNode(boot, node(boot, 'stacked-1')).map((item) => item.name);
     assert.ok(stacked.includes('kubelet.conf'), 'the cluster default pre-provisioned should still apply to other nodes');
   });

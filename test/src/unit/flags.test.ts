@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { itemsForNode, servicesForNode, type NodeItem, type ResolvedFile } from '@kubetrust/shared/dist/catalogue';
-import { flagsForNode, type ComponentFlag } from '@kubetrust/shared/dist/catalogue/flags';
+import { flagsForNode, kubeletDropInFlags, type ComponentFlag } from '@kubetrust/shared/dist/catalogue/flags';
 import { PATH_LAYOUTS, parseInventory, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { runController } from '../harness/local-cluster';
 
@@ -175,11 +175,12 @@ describe('component flags and the catalogue agree', () => {
 
     it(`references every consumed file (pki ${pki})`, () => {
       for (const member of inv.nodes) {
-        const flags = flagsForNode(inv, member);
+        // The kubelet finds its drop-in through the directory that --config-dir names.
+        const flags = [...flagsForNode(inv, member), ...kubeletDropInFlags(inv, member)];
         for (const item of itemsForNode(inv, member)) {
           for (const file of filesOf(item)) {
             for (const service of file.consumers) {
-              const referenced = flags.some((flag) => flag.service === service && flag.value === file.path);
+              const referenced = flags.some((flag) => flag.service === service && (flag.value === file.path || (flag.flag === '--config-dir' && file.path.startsWith(`${flag.value}/`))));
               assert.ok(referenced, `${member.name}: ${service} reads ${file.path} (${item.name}) but no setting of ${service} names it`);
             }
           }
@@ -227,12 +228,23 @@ describe('controller plan --flags', () => {
   it('prints the flags as JSON', async () => {
     const result = await runController(['plan', '--inventory', inventoryFile, '--node', 'stacked-1', '--flags', '--output', 'json']);
     assert.equal(result.code, 0, result.stderr);
-    const document = JSON.parse(result.stdout) as { node: string; pathLayout: string; services: string[]; flags: ComponentFlag[] };
+    const document = JSON.parse(result.stdout) as { node: string; pathLayout: string; services: string[]; flags: ComponentFlag[]; kubeletDropIn?: string };
     assert.equal(document.node, 'stacked-1');
     assert.equal(document.pathLayout, 'kubeadm');
     assert.deepEqual(document.services, ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy']);
     const inv = inventory();
-    assert.deepEqual(document.flags, JSON.parse(JSON.stringify(flagsForNode(inv, node(inv, 'stacked-1')))));
+    const stacked = node(inv, 'stacked-1');
+    const expected = [...flagsForNode(inv, stacked), ...kubeletDropInFlags(inv, stacked)].sort((a, b) => document.services.indexOf(a.service) - document.services.indexOf(b.service));
+    assert.deepEqual(document.flags, JSON.parse(JSON.stringify(expected)));
+    assert.equal(document.kubeletDropIn, '/etc/kubernetes/kubelet.conf.d/50-kubetrust.conf');
+  });
+
+  it('names the kubelet drop-in directory', async () => {
+    const result = await runController(['plan', '--inventory', inventoryFile, '--node', 'wk-1', '--flags']);
+    assert.equal(result.code, 0, result.stderr);
+    const lines = result.stdout.split('\n');
+    assert.ok(lines.includes('  --config-dir=/etc/kubernetes/kubelet.conf.d \\'), result.stdout);
+    assert.ok(lines.includes('  (distribute writes these fields into /etc/kubernetes/kubelet.conf.d/50-kubetrust.conf, which the kubelet reads through --config-dir)'), result.stdout);
   });
 
   it('prints flags ready to paste', async () => {

@@ -6,9 +6,11 @@ import { strict as assert } from 'node:assert';
 import {
   APPROVAL_REASON,
   KUBELET_SERVING_SIGNER,
+  KubeApiError,
   approveServingCsrs,
   csrPhase,
   decideServingCsr,
+  watchRetryDelay,
   watchServingCsrs,
   type CsrObject,
   type ServingCsrResult,
@@ -257,6 +259,48 @@ describe('kubelet serving CSR approval', () => {
       const pending = [...client.csrs.values()].filter((csr) => csrPhase(csr) === 'pending').map((csr) => csr.metadata.name);
       assert.deepEqual(pending, ['rogue']);
       assert.ok(results.some((result) => result.name === 'rogue'), 'every pending CSR is reported');
+    });
+
+    it('watch reports a pending CSR once across reconnects', async () => {
+      const client = new MemoryKubeClient();
+      const results: ServingCsrResult[] = [];
+      const connections: boolean[] = [];
+      client.addCsr(servingCsr({ name: 'rogue', ipAddresses: ['192.0.2.22', '192.0.2.11'] }));
+      const watch = await watchServingCsrs(client, inventory, { onResult: (result) => results.push(result), onConnection: (connected) => connections.push(connected) });
+      await client.breakWatches(new Error('connection reset'));
+      await client.breakWatches(new Error('connection reset'));
+      client.addCsr(servingCsr({ name: 'late' }));
+      await watch.stop();
+      assert.deepEqual(results.map((result) => `${result.name}:${result.outcome}`), ['rogue:pending', 'late:approved']);
+      assert.deepEqual(connections, [true, false, true, false, true]);
+      assert.equal(client.calls.filter((call) => call.startsWith('updateCsrApproval')).length, 1, 'the rogue CSR is not retried');
+    });
+
+    it('watch retries a failed approval call', async () => {
+      const client = new MemoryKubeClient();
+      const results: ServingCsrResult[] = [];
+      const approve = client.updateCsrApproval.bind(client);
+      let failures = 0;
+      client.updateCsrApproval = async (csr) => {
+        if (failures < 2) {
+          failures += 1;
+          throw new KubeApiError(503, 'ServiceUnavailable', 'approve CertificateSigningRequest failed: the server is shutting down');
+        }
+        return approve(csr);
+      };
+      client.addCsr(servingCsr({ name: 'retried' }));
+      const watch = await watchServingCsrs(client, inventory, { onResult: (result) => results.push(result), watch: { retryBaseMs: 1, retryMaxMs: 2 } });
+      try {
+        while (csrPhase(client.csrs.get('retried')!) === 'pending') await new Promise((resolve) => setTimeout(resolve, 5));
+      } finally {
+        await watch.stop();
+      }
+      assert.equal(failures, 2);
+      assert.deepEqual(results.map((result) => `${result.name}:${result.outcome}`), ['retried:approved'], 'a failed call is not reported as a decision');
+    });
+
+    it('retry delay doubles up to the maximum', () => {
+      assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7, 40].map((failures) => watchRetryDelay(failures, 1_000, 30_000)), [0, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
     });
 
     it('stopped watch approves nothing more', async () => {

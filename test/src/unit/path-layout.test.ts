@@ -139,6 +139,7 @@ describe('cfssl path layout per node', () => {
   it('gives a worker exactly its cfssl paths', () => {
     assert.deepEqual(sortedPaths(inv, 'wk-1'), [
       '/etc/kubernetes/kube-proxy.kubeconfig',
+      '/etc/kubernetes/kubelet.conf.d/50-kubetrust.conf',
       '/etc/kubernetes/kubelet.kubeconfig',
       '/etc/kubernetes/ssl/ca.pem',
       '/etc/kubernetes/ssl/kubelet-key.pem',
@@ -146,8 +147,8 @@ describe('cfssl path layout per node', () => {
     ]);
   });
 
-  it('gives a bootstrapping worker the CA and kube-proxy only', () => {
-    assert.deepEqual(sortedPaths(inv, 'wk-boot'), ['/etc/kubernetes/kube-proxy.kubeconfig', '/etc/kubernetes/ssl/ca.pem']);
+  it('gives a bootstrapping worker no kubelet credentials', () => {
+    assert.deepEqual(sortedPaths(inv, 'wk-boot'), ['/etc/kubernetes/kube-proxy.kubeconfig', '/etc/kubernetes/kubelet.conf.d/50-kubetrust.conf', '/etc/kubernetes/ssl/ca.pem']);
   });
 
   it('gives an etcd node exactly its cfssl paths', () => {

@@ -123,15 +123,15 @@ export class CaRotationFiles {
     return writeJsonOrRemove(this.recordFile, record);
   }
 
-  /** Loads both generations of `ca`; without a rotation of it, only the current one. */
-  async generations(ca: CaName, record: CaRotationRecord | undefined): Promise<CaGenerations> {
+  /** Loads both generations of `ca`; without a rotation of it, only the current one. `label` names the CA in errors. */
+  async generations(ca: CaName, record: CaRotationRecord | undefined, label = `${ca} CA`): Promise<CaGenerations> {
     const rotating = record?.ca === ca ? record : undefined;
     // In `finishing` the new CA may already have replaced the old files, halfway or wholly; only the new one is read.
     if (rotating?.state === 'finishing') {
       const next = await this.state.loadKeyMaterial(this.nextFiles(ca), `new ${ca}`);
       return { current: next, next, state: rotating.state };
     }
-    const current = await this.state.loadKeyMaterial(this.state.caFiles(ca), `${ca} CA`);
+    const current = await this.state.loadKeyMaterial(this.state.caFiles(ca), label);
     if (rotating === undefined) return { current };
     if (rotating.state === 'rolled-back') return { current, state: rotating.state };
     return { current, next: await this.state.loadKeyMaterial(this.nextFiles(ca), `new ${ca}`), state: rotating.state };

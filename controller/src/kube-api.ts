@@ -49,7 +49,7 @@ export async function writeKubeCredentials(inventory: Inventory, stateDir: strin
   try {
     // While the cluster CA rotates, the client certificate comes from the CA of the phase and the kubeconfig trusts both CAs.
     const rotation = new CaRotationFiles(state);
-    const generations = await rotation.generations('cluster-ca', await rotation.record());
+    const generations = await rotation.generations('cluster-ca', await rotation.record(), 'cluster CA');
     const credentials = await issueControllerApiCredentials({
       inventory,
       clusterCa: issuerOf(generations, 'client', 'cluster-ca'),

@@ -11,7 +11,7 @@
  * agent artefact. Writes on the controller: the ledger of issued certificates, known_hosts entries
  * with --accept-new. The agent's private key never leaves the node.
  */
-import { X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -21,6 +21,22 @@ import type { Logger } from '@kubetrust/shared/dist/log';
 import { AgentConnection, type ControllerCredentials } from './agent-client';
 import { AgentArtifactError, findAgentArtifact, readAgentManifest, type AgentArtifact } from './agent-artifact';
 import { agentInstallPaths, renderControlScript, renderSystemdUnit, SYSTEMD_UNIT_NAME, type AgentInstallPaths } from './agent-install';
+import {
+  dropCopiesCommand,
+  keepCopyCommand,
+  planRollback,
+  previousCopy,
+  restoreCommand,
+  rollbackLeftover,
+  rollbackNote,
+  serviceFileCopyCommand,
+  upgradedFiles,
+  type RollbackPlan,
+  type RollbackResult,
+  type RollbackStage,
+  failureMessage,
+  UNREADABLE_VERSION,
+} from './bootstrap-rollback';
 import { signAgentCsr } from './enroll';
 import { openSession, shellQuote, SshError, type SshSession } from './ssh/session';
 import { StateDir } from './state-dir';
@@ -28,13 +44,14 @@ import { StateDir } from './state-dir';
 /** Action that bootstrap takes, or would take, on one node. */
 export type BootstrapAction = 'install' | 'upgrade' | 'enroll' | 'start' | 'unchanged' | 'uninstall' | 'absent';
 
-export type BootstrapStep = 'connect' | 'detect' | 'upload' | 'enroll' | 'start' | 'confirm' | 'uninstall';
+export type BootstrapStep = 'connect' | 'detect' | 'upload' | 'enroll' | 'start' | 'confirm' | 'rollback' | 'uninstall';
 
 export interface NodeBootstrapResult {
   readonly node: string;
   /** The action chosen after detection; `undefined` when the node failed before detection finished. */
   readonly action: BootstrapAction | undefined;
-  readonly status: 'done' | 'planned' | 'failed';
+  /** `rolled-back`: an upgrade failed, and the previous agent was put back and responds again. */
+  readonly status: 'done' | 'planned' | 'failed' | 'rolled-back';
   /** Reasons for the action, one phrase each ("agent 0.0.9 installed, 0.1.0 available"). */
   readonly reasons: readonly string[];
   readonly os?: string;
@@ -45,6 +62,8 @@ export interface NodeBootstrapResult {
   /** One line: what failed and what to do. */
   readonly error?: string;
   readonly failedStep?: BootstrapStep;
+  /** Present when a failed upgrade was rolled back, or the rollback was tried and failed. */
+  readonly rollback?: RollbackResult;
 }
 
 export interface BootstrapReport {
@@ -102,6 +121,8 @@ interface Detected {
   readonly init: 'systemd' | 'fallback';
   /** Output of `kubetrust-agent --version`, or undefined when no agent binary is installed. */
   readonly installedVersion: string | undefined;
+  /** Output of `--version` of the rollback copy `kubetrust-agent.previous`, or undefined when there is none. */
+  readonly previousVersion: string | undefined;
   readonly identityPem: string | undefined;
   readonly configPresent: boolean;
 }
@@ -115,7 +136,8 @@ export function detectScript(paths: AgentInstallPaths): string {
     `echo ${MARK}os; uname -s`,
     `echo ${MARK}arch; uname -m`,
     `echo ${MARK}init; if [ -d /run/systemd/system ]; then echo systemd; else echo fallback; fi`,
-    `echo ${MARK}version; if [ -x ${q(paths.binary)} ]; then ${q(paths.binary)} --version 2>/dev/null || echo unreadable; else echo absent; fi`,
+    `echo ${MARK}version; if [ -x ${q(paths.binary)} ]; then ${q(paths.binary)} --version 2>/dev/null || echo ${UNREADABLE_VERSION}; else echo absent; fi`,
+    `echo ${MARK}previous; if [ -x ${q(previousCopy(paths.binary))} ]; then ${q(previousCopy(paths.binary))} --version 2>/dev/null || echo ${UNREADABLE_VERSION}; else echo absent; fi`,
     `echo ${MARK}config; if [ -f ${q(paths.configFile)} ]; then echo present; else echo absent; fi`,
     // The identity's certificate is the file that agent.yaml names in tls.certFile, relative to its directory.
     `echo ${MARK}identity; if [ -f ${q(paths.configFile)} ]; then c=$(sed -n 's/^ *certFile: *//p' ${q(paths.configFile)} | head -n 1 | tr -d "\\"'"); ` +
@@ -131,12 +153,14 @@ export function parseDetect(output: string): Detected {
     sections.set(name, newline < 0 ? '' : part.slice(newline + 1).trim());
   }
   const version = sections.get('version') ?? 'absent';
+  const previous = sections.get('previous') ?? 'absent';
   const identity = sections.get('identity') ?? '';
   return {
     os: sections.get('os') ?? '',
     arch: sections.get('arch') ?? '',
     init: sections.get('init') === 'systemd' ? 'systemd' : 'fallback',
     installedVersion: version === 'absent' ? undefined : version.split(/\s+/).pop(),
+    previousVersion: previous === 'absent' ? undefined : previous.split(/\s+/).pop(),
     identityPem: identity.includes('BEGIN CERTIFICATE') ? identity : undefined,
     configPresent: sections.get('config') === 'present',
   };
@@ -161,7 +185,11 @@ export function identityProblem(identityPem: string | undefined, managementCaPem
   return undefined;
 }
 
-/** Chooses what to do on a node from what detection found. */
+/**
+ * Chooses what to do on a node from what detection found. A readable rollback copy means that an
+ * earlier upgrade was not confirmed, so the upgrade runs again even when the installed version is
+ * already the artefact's.
+ */
 export function chooseAction(detected: Detected, artifactVersion: string, identity: string | undefined): { action: BootstrapAction; reasons: string[] } {
   if (detected.installedVersion === undefined) return { action: 'install', reasons: ['no agent installed'] };
   const reasons: string[] = [];
@@ -169,6 +197,9 @@ export function chooseAction(detected: Detected, artifactVersion: string, identi
   if (detected.installedVersion !== artifactVersion) {
     action = 'upgrade';
     reasons.push(`agent ${detected.installedVersion} installed, ${artifactVersion} available`);
+  } else if (detected.previousVersion !== undefined && detected.previousVersion !== UNREADABLE_VERSION) {
+    action = 'upgrade';
+    reasons.push(`the upgrade from agent ${detected.previousVersion} to ${artifactVersion} was not confirmed`);
   }
   if (identity !== undefined || !detected.configPresent) {
     if (action !== 'upgrade') action = 'enroll';
@@ -230,8 +261,12 @@ async function artifactFor(context: NodeContext, machine: string): Promise<Loade
   }
 }
 
-/** Uploads the agent executable: compressed, unpacked on the node, checked against the artefact's sha256, then moved into place. */
-async function uploadAgent(session: SshSession, loaded: LoadedArtifact, paths: AgentInstallPaths, sudo: boolean): Promise<void> {
+/**
+ * Uploads the agent executable: compressed, unpacked on the node, checked against the artefact's
+ * sha256, then moved into place. With a rollback plan, the installed executable is kept as its
+ * rollback copy in the same command, before the new one replaces it.
+ */
+async function uploadAgent(session: SshSession, loaded: LoadedArtifact, paths: AgentInstallPaths, sudo: boolean, rollback: RollbackPlan | undefined): Promise<void> {
   const q = shellQuote;
   const packed = `${paths.binary}.upload.gz`;
   const unpacked = `${paths.binary}.upload`;
@@ -248,12 +283,26 @@ async function uploadAgent(session: SshSession, loaded: LoadedArtifact, paths: A
     await session.run(`rm -f ${q(unpacked)}`, { sudo });
     throw new StepError('upload', `the agent executable unpacked on the node does not have the sha256 of the artefact (${loaded.artifact.sha256}); check the node's disk and run bootstrap again`);
   }
-  await runStep(session, 'upload', `chmod 0755 ${q(unpacked)} && mv -f ${q(unpacked)} ${q(paths.binary)}`, 'moving the agent into place', `check that ${path.posix.dirname(paths.binary)} is writable`, { sudo });
+  const move = `chmod 0755 ${q(unpacked)} && mv -f ${q(unpacked)} ${q(paths.binary)}`;
+  if (rollback === undefined) {
+    await runStep(session, 'upload', move, 'moving the agent into place', `check that ${path.posix.dirname(paths.binary)} is writable`, { sudo });
+    return;
+  }
+  await runStep(
+    session,
+    'upload',
+    `${keepCopyCommand(paths.binary, rollback.keepExisting)} && ${move} || { rm -f ${q(unpacked)}; exit 1; }`,
+    `keeping the installed agent as ${previousCopy(paths.binary)} and moving the new one into place`,
+    `check that ${path.posix.dirname(paths.binary)} is writable and has room for a copy of the agent`,
+    { sudo },
+  );
 }
 
 async function confirmAgent(context: NodeContext, expectedVersion: string): Promise<void> {
   const deadline = Date.now() + (context.options.confirmTimeoutMs ?? DEFAULT_CONFIRM_TIMEOUT_MS);
   let last = '';
+  /** The version in the last response, when the agent responded with another version than expected. */
+  let reported: string | undefined;
   for (;;) {
     const connection = new AgentConnection(context.inventory.name, context.node, context.controller, { busyRetryDelaysMs: [] });
     try {
@@ -261,33 +310,53 @@ async function confirmAgent(context: NodeContext, expectedVersion: string): Prom
       if (state.node_name !== context.node.name) {
         throw new StepError('confirm', `the agent at ${context.node.agent.endpoint} responds as node "${state.node_name}", not "${context.node.name}"; check the agent endpoint in the inventory`);
       }
-      if (state.agent_version !== expectedVersion) {
-        last = `it reports version ${state.agent_version}, expected ${expectedVersion}`;
-      } else {
-        return;
-      }
+      if (state.agent_version === expectedVersion) return;
+      reported = state.agent_version;
     } catch (error) {
       if (error instanceof StepError) throw error;
       last = error instanceof Error ? error.message : String(error);
+      reported = undefined;
     } finally {
       connection.close();
     }
     if (Date.now() >= deadline) {
+      if (reported !== undefined) {
+        throw new StepError(
+          'confirm',
+          `the agent at ${context.node.agent.endpoint} responds over mutual TLS with version ${reported}, not ${expectedVersion}; check which executable runs on the node and that the manifest.json of the agent directory gives the version that this executable reports`,
+        );
+      }
       throw new StepError('confirm', `the agent did not respond over mutual TLS at ${context.node.agent.endpoint}: ${last}; check that the port is open between this host and the node and read the agent log on the node`);
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }
 
-async function startAgent(session: SshSession, paths: AgentInstallPaths, init: 'systemd' | 'fallback', sudo: boolean, restart: boolean): Promise<void> {
+/** Keeps a rollback copy of the unit or control script when an upgrade is about to write it with other content. */
+async function keepServiceFile(session: SshSession, file: string, content: string, rollback: RollbackPlan, sudo: boolean): Promise<void> {
+  const q = shellQuote;
+  const current = await runStep(session, 'start', `if [ -f ${q(file)} ]; then sha256sum < ${q(file)}; fi`, `reading the digest of ${file}`, `check that ${file} is readable`, { sudo });
+  const currentSha256 = current.trim() === '' ? undefined : current.split(/\s+/)[0];
+  const newSha256 = createHash('sha256').update(content).digest('hex');
+  const command = serviceFileCopyCommand(file, currentSha256, newSha256, rollback.keepExisting);
+  if (command === undefined) return;
+  await runStep(session, 'start', command, `keeping ${file} as ${previousCopy(file)}`, `check that ${path.posix.dirname(file)} is writable`, { sudo });
+}
+
+/** Writes the unit or control script and starts or restarts the agent. During an upgrade, a file that changes keeps a rollback copy first. */
+async function startAgent(session: SshSession, paths: AgentInstallPaths, init: 'systemd' | 'fallback', sudo: boolean, restart: boolean, rollback: RollbackPlan | undefined): Promise<void> {
   const q = shellQuote;
   if (init === 'systemd') {
-    await session.upload(Buffer.from(renderSystemdUnit(paths)), paths.systemdUnit, 0o644);
+    const unit = renderSystemdUnit(paths);
+    if (rollback !== undefined) await keepServiceFile(session, paths.systemdUnit, unit, rollback, sudo);
+    await session.upload(Buffer.from(unit), paths.systemdUnit, 0o644);
     const verb = restart ? 'restart' : 'start';
     await runStep(session, 'start', `systemctl daemon-reload && systemctl enable ${SYSTEMD_UNIT_NAME} && systemctl ${verb} ${SYSTEMD_UNIT_NAME}`, `starting ${SYSTEMD_UNIT_NAME}`, `run \`journalctl -u ${SYSTEMD_UNIT_NAME}\` on the node`, { sudo });
     return;
   }
-  await session.upload(Buffer.from(renderControlScript(paths)), paths.controlScript, 0o755);
+  const script = renderControlScript(paths);
+  if (rollback !== undefined) await keepServiceFile(session, paths.controlScript, script, rollback, sudo);
+  await session.upload(Buffer.from(script), paths.controlScript, 0o755);
   await runStep(session, 'start', `${q(paths.controlScript)} ${restart ? 'restart' : 'start'}`, 'starting the agent', `read ${paths.logFile} on the node`, { sudo });
 }
 
@@ -296,10 +365,10 @@ function removalCommand(paths: AgentInstallPaths, init: 'systemd' | 'fallback'):
   const q = shellQuote;
   const stop =
     init === 'systemd'
-      ? `systemctl disable --now ${SYSTEMD_UNIT_NAME} 2>/dev/null; rm -f ${q(paths.systemdUnit)}; systemctl daemon-reload 2>/dev/null; `
+      ? `systemctl disable --now ${SYSTEMD_UNIT_NAME} 2>/dev/null; rm -f ${q(paths.systemdUnit)}; ${dropCopiesCommand([paths.systemdUnit])}; systemctl daemon-reload 2>/dev/null; `
       : `if [ -x ${q(paths.controlScript)} ]; then ${q(paths.controlScript)} stop; fi; `;
   const files = [paths.binary, `${paths.binary}.upload`, `${paths.binary}.upload.gz`, paths.controlScript, paths.configDir, paths.stateDir, paths.logFile, paths.pidFile];
-  return `${stop}rm -rf ${files.map(q).join(' ')}`;
+  return `${stop}${dropCopiesCommand([paths.binary, paths.controlScript])}; rm -rf ${files.map(q).join(' ')}`;
 }
 
 /** Removes what a failed first install left on the node; errors are logged, not thrown. */
@@ -348,6 +417,59 @@ async function enrollOnNode(session: SshSession, context: NodeContext, paths: Ag
   );
 }
 
+/** Restarts the agent with the unit or control script that is on the node, without writing them. */
+async function restartAgent(session: SshSession, paths: AgentInstallPaths, init: 'systemd' | 'fallback', sudo: boolean): Promise<void> {
+  if (init === 'systemd') {
+    await runStep(session, 'rollback', `systemctl daemon-reload && systemctl restart ${SYSTEMD_UNIT_NAME}`, `restarting ${SYSTEMD_UNIT_NAME}`, `run \`journalctl -u ${SYSTEMD_UNIT_NAME}\` on the node`, { sudo });
+    return;
+  }
+  await runStep(session, 'rollback', `${shellQuote(paths.controlScript)} restart`, 'restarting the agent', `read ${paths.logFile} on the node`, { sudo });
+}
+
+/**
+ * Puts the previous agent back after a failed upgrade: moves the rollback copies into place,
+ * restarts the agent and requires that it responds as the node with the previous version. Errors
+ * are returned in the result, not thrown.
+ */
+async function rollBackUpgrade(session: SshSession, context: NodeContext, paths: AgentInstallPaths, init: 'systemd' | 'fallback', sudo: boolean, plan: RollbackPlan, newVersion: string): Promise<RollbackResult> {
+  const { node, logger } = context;
+  let stage: RollbackStage = 'restore';
+  let restored: string[] = [];
+  try {
+    const output = await runStep(session, 'rollback', restoreCommand(upgradedFiles(paths, init)), 'moving the rollback copies back into place', `check the disk of the node`, { sudo });
+    restored = output.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+    stage = 'start';
+    await restartAgent(session, paths, init, sudo);
+    stage = 'confirm';
+    await confirmAgent(context, plan.version);
+    logger.warn('agent upgrade rolled back', { node: node.name, from: newVersion, to: plan.version, restored: restored.join(' ') });
+    return { status: 'done', version: plan.version, restored };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    const leftover = rollbackLeftover(stage, { node: node.name, paths, init, unitName: SYSTEMD_UNIT_NAME, previousVersion: plan.version, newVersion });
+    logger.error('agent rollback failed', { node: node.name, stage, from: newVersion, to: plan.version, error: message });
+    return { status: 'failed', version: plan.version, restored, error: `${message}. ${leftover}` };
+  }
+}
+
+/**
+ * Removes the rollback copies after a confirmed upgrade. Returns a reason for the report when that
+ * fails, and never throws, because the upgrade itself succeeded.
+ */
+async function dropRollbackCopies(session: SshSession, paths: AgentInstallPaths, init: 'systemd' | 'fallback', sudo: boolean, logger: Logger, node: string): Promise<string | undefined> {
+  const files = upgradedFiles(paths, init);
+  let problem: string;
+  try {
+    const result = await session.run(dropCopiesCommand(files), { sudo });
+    if (result.code === 0) return undefined;
+    problem = result.stderr.trim() || `exit ${result.code}`;
+  } catch (error) {
+    problem = error instanceof Error ? error.message : String(error);
+  }
+  logger.warn('could not remove the rollback copies', { node, error: problem });
+  return `could not remove the rollback copies (${problem}); the next bootstrap upgrades again, or remove ${files.map(previousCopy).join(' and ')} by hand`;
+}
+
 async function bootstrapNode(context: NodeContext): Promise<NodeBootstrapResult> {
   const { node, options, logger } = context;
   const timings: Partial<Record<BootstrapStep, number>> = {};
@@ -363,6 +485,9 @@ async function bootstrapNode(context: NodeContext): Promise<NodeBootstrapResult>
   let reasons: string[] = [];
   let detected: Detected | undefined;
   let freshInstall = false;
+  /** The rollback target once an upgrade replaced the executable, so that a failure puts it back. */
+  let switchedFrom: RollbackPlan | undefined;
+  let newVersion = '';
   const settings = node.ssh;
   const paths = agentInstallPaths(node.agent.prefix);
   const sudo = settings.sudo;
@@ -376,7 +501,7 @@ async function bootstrapNode(context: NodeContext): Promise<NodeBootstrapResult>
     detected = parseDetect(await runStep(session, 'detect', detectScript(paths), 'detecting the node', 'check that the login shell is a POSIX shell', { sudo }));
     if (detected.os !== 'Linux') throw new StepError('detect', `the node runs ${detected.os || 'an unknown OS'}; the agent runs on Linux only`);
     if (options.uninstall) {
-      action = detected.installedVersion === undefined && !detected.configPresent ? 'absent' : 'uninstall';
+      action = detected.installedVersion === undefined && detected.previousVersion === undefined && !detected.configPresent ? 'absent' : 'uninstall';
       reasons = action === 'absent' ? ['no agent installed'] : [`agent ${detected.installedVersion ?? '(binary missing)'} installed`];
       if (!options.dryRun && action === 'uninstall') {
         mark('uninstall');
@@ -387,6 +512,7 @@ async function bootstrapNode(context: NodeContext): Promise<NodeBootstrapResult>
     }
     const loaded = await artifactFor(context, detected.arch);
     const artifact = loaded.artifact;
+    newVersion = artifact.version;
     const problem = identityProblem(detected.identityPem, context.managementCaPem, (options.now ?? (() => new Date()))(), options.renewFraction ?? DEFAULT_RENEW_FRACTION);
     ({ action, reasons } = chooseAction(detected, artifact.version, problem));
     if (action === 'start') {
@@ -402,6 +528,8 @@ async function bootstrapNode(context: NodeContext): Promise<NodeBootstrapResult>
         reasons = [`agent installed but not answering: ${error instanceof Error ? error.message : String(error)}`];
       }
     }
+    const rollbackPlan = action === 'upgrade' ? planRollback(detected.installedVersion, detected.previousVersion) : undefined;
+    if (action === 'upgrade' && (options.dryRun || rollbackPlan === undefined)) reasons.push(rollbackNote(rollbackPlan, paths.binary, artifact.version));
     if (options.dryRun) {
       mark('detect');
       return { node: node.name, action, status: 'planned', reasons, os: detected.os, arch: detected.arch, init: detected.init, timings };
@@ -409,34 +537,49 @@ async function bootstrapNode(context: NodeContext): Promise<NodeBootstrapResult>
     freshInstall = action === 'install';
     if (action === 'install' || action === 'upgrade') {
       mark('upload');
-      await uploadAgent(session, loaded, paths, sudo);
+      await uploadAgent(session, loaded, paths, sudo, rollbackPlan);
+      switchedFrom = rollbackPlan;
     }
-    if (action === 'install' || action === 'enroll' || (action === 'upgrade' && reasons.length > 1)) {
+    const needsIdentity = problem !== undefined || !detected.configPresent;
+    if (action === 'install' || action === 'enroll' || (action === 'upgrade' && needsIdentity)) {
       mark('enroll');
       await enrollOnNode(session, context, paths, sudo);
     }
     mark('start');
-    await startAgent(session, paths, detected.init, sudo, !freshInstall);
+    await startAgent(session, paths, detected.init, sudo, !freshInstall, rollbackPlan);
     mark('confirm');
     await confirmAgent(context, artifact.version);
+    switchedFrom = undefined;
+    if (action === 'upgrade') {
+      const leftover = await dropRollbackCopies(session, paths, detected.init, sudo, logger, node.name);
+      if (leftover !== undefined) reasons.push(leftover);
+    }
     mark('confirm');
     logger.info('agent bootstrapped', { node: node.name, action, version: artifact.version });
     return { node: node.name, action, status: 'done', reasons, os: detected.os, arch: detected.arch, init: detected.init, timings };
   } catch (error) {
     mark(step);
     const failedStep = error instanceof StepError ? error.step : error instanceof SshError ? toStep(error.step, step) : step;
-    const message = error instanceof StepError || error instanceof SshError ? error.message : `${step} failed: ${error instanceof Error ? error.message : String(error)}`;
+    const raw = error instanceof StepError || error instanceof SshError ? error.message : `${step} failed: ${error instanceof Error ? error.message : String(error)}`;
+    const message = raw.startsWith(`${node.name}:`) ? raw.slice(node.name.length + 1).trimStart() : raw;
     if (freshInstall && session !== undefined && detected !== undefined) await removeInstall(session, paths, detected.init, sudo, logger, node.name);
     logger.error('bootstrap failed', { node: node.name, step: failedStep, error: message });
+    let rollback: RollbackResult | undefined;
+    if (switchedFrom !== undefined && session !== undefined && detected !== undefined) {
+      mark('rollback');
+      rollback = await rollBackUpgrade(session, context, paths, detected.init, sudo, switchedFrom, newVersion);
+      mark('rollback');
+    }
     return {
       node: node.name,
       action,
-      status: 'failed',
+      status: rollback?.status === 'done' ? 'rolled-back' : 'failed',
       reasons,
       ...(detected !== undefined ? { os: detected.os, arch: detected.arch, init: detected.init } : {}),
       timings,
-      error: message.startsWith(`${node.name}:`) ? message : `${node.name}: ${message}`,
+      error: `${node.name}: ${failureMessage(message, newVersion, rollback)}`,
       failedStep,
+      ...(rollback !== undefined ? { rollback } : {}),
     };
   } finally {
     session?.close();

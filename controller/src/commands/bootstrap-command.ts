@@ -1,8 +1,8 @@
 /**
  * The `controller bootstrap` command: installs, upgrades, enrols, starts or removes the agent on
  * each node over SSH and prints one line per node (text) or the report as data (JSON). Exit code 0
- * when every node succeeded, the CLI's failure code when any node failed, and the invalid-input
- * code for invalid options or inventory.
+ * when every node succeeded, the CLI's failure code when any node failed or was rolled back, and
+ * the invalid-input code for invalid options or inventory.
  *
  * Reads and writes: see bootstrap.ts. RPCs: GetState, to confirm that each agent responds.
  */
@@ -24,7 +24,9 @@ interface BootstrapCommandOptions {
   output: 'text' | 'json';
 }
 
-const STEPS: readonly BootstrapStep[] = ['connect', 'detect', 'upload', 'enroll', 'start', 'confirm', 'uninstall'];
+const STEPS: readonly BootstrapStep[] = ['connect', 'detect', 'upload', 'enroll', 'start', 'confirm', 'rollback', 'uninstall'];
+/** Width of the status column, which fits `rolled-back`. */
+const STATUS_WIDTH = 11;
 
 function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(2)} s`;
@@ -34,8 +36,8 @@ function renderNode(result: NodeBootstrapResult): string {
   const timing = STEPS.filter((step) => result.timings[step] !== undefined)
     .map((step) => `${step} ${seconds(result.timings[step] ?? 0)}`)
     .join(', ');
-  const head = `  ${result.node.padEnd(16)} ${(result.action ?? '-').padEnd(10)} ${result.status.padEnd(8)}`;
-  const detail = result.status === 'failed' ? (result.error ?? '') : result.reasons.join('; ');
+  const head = `  ${result.node.padEnd(16)} ${(result.action ?? '-').padEnd(10)} ${result.status.padEnd(STATUS_WIDTH)}`;
+  const detail = result.status === 'failed' || result.status === 'rolled-back' ? (result.error ?? '') : result.reasons.join('; ');
   return `${head} ${detail}${timing ? `\n  ${''.padEnd(16)} ${timing}` : ''}`;
 }
 
@@ -44,10 +46,11 @@ export function renderBootstrap(report: BootstrapReport): string {
   if (report.dryRun) verb = 'Bootstrap plan';
   else if (report.uninstall) verb = 'Uninstall';
   const lines = [`${verb} of cluster ${report.cluster}${report.agentVersion ? ` (agent ${report.agentVersion})` : ''}:`];
-  lines.push(`  ${'node'.padEnd(16)} ${'action'.padEnd(10)} ${'status'.padEnd(8)} details`);
+  lines.push(`  ${'node'.padEnd(16)} ${'action'.padEnd(10)} ${'status'.padEnd(STATUS_WIDTH)} details`);
   for (const node of report.nodes) lines.push(renderNode(node));
   const failed = report.nodes.filter((node) => node.status === 'failed').length;
-  const summary = `${report.nodes.length - failed} of ${report.nodes.length} nodes ${report.dryRun ? 'planned' : 'done'}, ${failed} failed, in ${seconds(report.wallMs)}`;
+  const rolledBack = report.nodes.filter((node) => node.status === 'rolled-back').length;
+  const summary = `${report.nodes.length - failed - rolledBack} of ${report.nodes.length} nodes ${report.dryRun ? 'planned' : 'done'}, ${failed} failed, ${rolledBack} rolled back, in ${seconds(report.wallMs)}`;
   lines.push(summary);
   if (report.dryRun) lines.push('Dry run: nothing was uploaded, enrolled or started.');
   return lines.join('\n') + '\n';
@@ -71,6 +74,7 @@ export function bootstrapJson(report: BootstrapReport): unknown {
       timingsMs: node.timings,
       error: node.error ?? null,
       failedStep: node.failedStep ?? null,
+      rollback: node.rollback ?? null,
     })),
   };
 }
@@ -119,6 +123,6 @@ export function registerBootstrapCommand(program: Command, context: CommandConte
       }
       live?.finish();
       process.stdout.write(options.output === 'json' ? JSON.stringify(bootstrapJson(report), null, 2) + '\n' : renderBootstrap(report));
-      if (report.nodes.some((node) => node.status === 'failed')) process.exitCode = context.exitFailed;
+      if (report.nodes.some((node) => node.status === 'failed' || node.status === 'rolled-back')) process.exitCode = context.exitFailed;
     });
 }

@@ -6,7 +6,7 @@
  * Needs root, iproute2, nftables, openssh-server, sudo and etcd; `.ci/run` installs them.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -15,6 +15,7 @@ import * as YAML from 'yaml';
 import { agentInstallPaths } from '@kubetrust/controller/dist/agent-install';
 import { flagsForNode, itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { loadInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
+import { dropAgentPort, exec, parseBootstrapReport, sshNodesInventory, useSystemdStandIn, type Exec, type NodeJson } from '../harness/bootstrap-support';
 import { ETCD_PEER_PORT } from '../harness/etcd-service';
 import { REPO_ROOT, runController, runNode, testServiceHooks, which, type CommandResult } from '../harness/local-cluster';
 import { NO_SUDO_USER, SUDO_USER, SshNodes, ensureSudoUser, type SshNode } from '../harness/ssh-nodes';
@@ -27,63 +28,6 @@ const FAILING = ['worker-2', 'worker-3', 'worker-4', 'worker-5'] as const;
 const OTHERS = ['worker-6', 'worker-7'] as const;
 const NAMES = [...CLUSTER, ...FAILING, ...OTHERS];
 const ROLES: Record<string, string> = { 'etcd-1': 'etcd', 'etcd-2': 'etcd', 'etcd-3': 'etcd', 'master-1': 'master' };
-
-interface NodeJson {
-  name: string;
-  action: string | null;
-  status: string;
-  reasons: string[];
-  error: string | null;
-  failedStep: string | null;
-  timingsMs: Record<string, number>;
-  init: string | null;
-}
-
-interface Exec {
-  readonly code: number;
-  readonly output: string;
-}
-
-/**
- * Stand-in for systemctl on a node whose view has /run/systemd/system: runs the ExecStart line of a
- * unit in /etc/systemd/system in a session of its own, with a PID file, and logs every call.
- */
-function systemctlStandIn(dir: string): string {
-  return `#!/bin/sh
-echo "$*" >> ${dir}/systemctl.log
-pidfile() { echo "${dir}/$1.pid"; }
-stop() {
-  if [ -f "$(pidfile "$1")" ]; then
-    pid=$(cat "$(pidfile "$1")")
-    kill "$pid" 2>/dev/null
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    rm -f "$(pidfile "$1")"
-  fi
-}
-start() {
-  command=$(sed -n 's/^ExecStart=//p' "/etc/systemd/system/$1")
-  [ -n "$command" ] || { echo "no unit $1" >&2; exit 5; }
-  setsid sh -c "exec $command" </dev/null >>${dir}/$1.log 2>&1 &
-  echo $! > "$(pidfile "$1")"
-}
-case "$1" in
-  daemon-reload|enable) ;;
-  start) start "$2" ;;
-  restart) stop "$2"; start "$2" ;;
-  stop) stop "$2" ;;
-  disable) if [ "$2" = --now ]; then stop "$3"; fi ;;
-  *) echo "unsupported: $*" >&2; exit 1 ;;
-esac
-`;
-}
-
-function exec(command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Exec> {
-  return new Promise((resolve) => {
-    execFile(command, args, { env, timeout: 60_000 }, (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : 1, output: `${stdout}${stderr}` });
-    });
-  });
-}
 
 describe('controller bootstrap on namespaced sshd nodes', function () {
   this.timeout(300_000);
@@ -104,22 +48,8 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
 
   /** Returns the inventory text; `nodeSsh` adds SSH settings to single nodes for the failure tests. */
   function inventoryText(nodeSsh: Record<string, string> = {}): string {
-    const lines = [
-      'apiVersion: kubetrust/v1',
-      'kind: Cluster',
-      'metadata: {name: boot}',
-      'spec:',
-      `  apiServer: {endpoint: "https://${sshNode('master-1').address}:6443"}`,
-      '  pki: {keyAlgorithm: ECDSA-P256}',
-      `  ssh: {privateKeyFile: ${nodes.clientKeyFile}, knownHostsFile: ${knownHosts}, agent: false}`,
-      '  nodes:',
-    ];
-    for (const name of NAMES) {
-      const node = sshNode(name);
-      lines.push(`    - name: ${name}`, `      addresses: [${node.address}]`, `      roles: [${ROLES[name] ?? 'worker'}]`, `      agent: {prefix: ${node.prefix}}`);
-      if (nodeSsh[name] !== undefined) lines.push(`      ssh: ${nodeSsh[name]}`);
-    }
-    return lines.join('\n') + '\n';
+    const entries = NAMES.map((name) => ({ name, node: sshNode(name), roles: ROLES[name] ?? 'worker', ...(nodeSsh[name] !== undefined ? { ssh: nodeSsh[name] } : {}) }));
+    return sshNodesInventory('boot', nodes, sshNode('master-1'), knownHosts, entries);
   }
 
   function writeInventory(nodeSsh: Record<string, string> = {}): string {
@@ -140,13 +70,7 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
       ...extra,
     ]);
     printed.push(result.stdout, result.stderr);
-    let report: { nodes: NodeJson[] };
-    try {
-      report = JSON.parse(result.stdout) as { nodes: NodeJson[] };
-    } catch {
-      throw new Error(`bootstrap printed no JSON (exit ${result.code}):\n${result.stdout}\n${result.stderr}`);
-    }
-    return { result, nodes: new Map(report.nodes.map((node) => [node.name, node])) };
+    return { result, nodes: parseBootstrapReport(result) };
   }
 
   function paths(name: string): ReturnType<typeof agentInstallPaths> {
@@ -395,15 +319,7 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
 
   it('fails a node with a blocked agent port', async () => {
     writeInventory();
-    const namespace = sshNode('worker-5').namespace;
-    for (const args of [
-      ['add', 'table', 'inet', 'kubetrust_test'],
-      ['add', 'chain', 'inet', 'kubetrust_test', 'input', '{ type filter hook input priority 0; }'],
-      ['add', 'rule', 'inet', 'kubetrust_test', 'input', 'tcp', 'dport', '7443', 'drop'],
-    ]) {
-      const added = await exec('ip', ['netns', 'exec', namespace, 'nft', ...args]);
-      assert.equal(added.code, 0, added.output);
-    }
+    await dropAgentPort(sshNode('worker-5').namespace);
     const { result, nodes: report } = await bootstrap(['worker-5'], ['--accept-new']);
     assert.equal(result.code, 1);
     const node = report.get('worker-5')!;
@@ -415,9 +331,7 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
   it('starts and removes the agent through systemd', async () => {
     writeInventory();
     const node = sshNode('worker-6');
-    // The node's own view gets an empty systemd runtime directory and unit directory.
-    await nodes.inNodeMounts(node.index, 'sh', ['-c', 'mount -t tmpfs kubetrust-test /run/systemd && mkdir /run/systemd/system && mount -t tmpfs kubetrust-test /etc/systemd/system']);
-    fs.writeFileSync(path.join(node.binDir, 'systemctl'), systemctlStandIn(node.dir), { mode: 0o755 });
+    await useSystemdStandIn(nodes, node);
     const { result, nodes: report } = await bootstrap(['worker-6'], ['--accept-new']);
     assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
     const done = report.get('worker-6')!;

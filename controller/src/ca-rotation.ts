@@ -71,6 +71,8 @@ export interface CaRotationResult {
   readonly next: CaPhase | undefined;
   /** For a dry run: the items each node would change, in rollout order. */
   readonly dryRun?: readonly { readonly node: string; readonly items: readonly string[] }[];
+  /** For a dry run of a phase that cannot start in the current state: why not. */
+  readonly notNow?: string;
 }
 
 export interface CaRotationOptions {
@@ -280,6 +282,27 @@ function result(rotation: Rotation, ca: CaName, phase: CaPhase, record: CaRotati
   return { ca, phase, record, steps: rotation.steps, complete, next };
 }
 
+/** Returns why `phase` cannot run in the rotation state `current`, or undefined when it can. */
+export function phaseProblem(ca: CaName, phase: CaPhase, current: CaRotationState | undefined): string | undefined {
+  const needs: Record<CaPhase, readonly (CaRotationState | undefined)[]> = {
+    prepare: [undefined, 'prepared'],
+    'update-clients': ['prepared', 'clients-updated'],
+    'update-servers': ['clients-updated', 'servers-updated'],
+    finish: ['servers-updated', 'finishing'],
+    rollback: ['prepared', 'clients-updated', 'servers-updated', 'rolling-back', 'rolled-back'],
+  };
+  if (needs[phase].includes(current)) return undefined;
+  if (phase === 'rollback') {
+    return current === 'finishing'
+      ? `${ca} is finishing: trust files already contain the new CA alone, so the old one cannot come back; run --phase finish to complete it`
+      : `no ${ca} rotation is in progress; there is nothing to roll back`;
+  }
+  const wanted = phase === 'prepare' ? 'no rotation in progress' : `state ${needs[phase][0] ?? ''}`;
+  if (current === undefined) return `${phase} needs ${wanted}, and the ${ca} rotation is not started; run --phase prepare first`;
+  const rollback = current !== 'finishing' && current !== 'rolling-back' && current !== 'rolled-back' ? ' or --phase rollback' : '';
+  return `${phase} needs ${wanted}, and the ${ca} rotation is in state ${current}; run --phase ${NEXT_PHASE[current] ?? PHASE_OF_STATE[current]}${rollback}`;
+}
+
 /** Runs one phase of the rotation of `caName`, or resumes it when it was interrupted. */
 export async function rotateCa(inventory: Inventory, stateDir: string, logger: Logger, caName: string, phase: CaPhase, options: CaRotationOptions = {}): Promise<CaRotationResult> {
   const ca = rotatableCa(inventory, caName);
@@ -294,14 +317,12 @@ export async function rotateCa(inventory: Inventory, stateDir: string, logger: L
     }
     const rotation = new Rotation(inventory, path.resolve(stateDir), logger, ca, files, options);
     const current = record?.state;
-    const wrongState = (needs: string): CaRotationError =>
-      new CaRotationError(`${phase} needs ${needs}, and the ${ca} rotation is ${current === undefined ? 'not started' : `in state ${current}`}; ${current === undefined ? 'run --phase prepare first' : `run --phase ${NEXT_PHASE[current] ?? PHASE_OF_STATE[current]}${current !== 'finishing' && current !== 'rolling-back' && current !== 'rolled-back' ? ' or --phase rollback' : ''}`}`);
-
-    if (options.dryRun === true) return await dryRun(inventory, rotation, ca, phase, record);
+    const problem = phaseProblem(ca, phase, current);
+    if (options.dryRun === true) return await dryRun(inventory, rotation, ca, phase, record, problem);
+    if (problem !== undefined) throw new CaRotationError(problem);
 
     switch (phase) {
       case 'prepare':
-        if (current !== undefined && current !== 'prepared') throw wrongState('no rotation in progress');
         if (record === undefined) {
           await rotation.requireHeld(undefined, phase);
           record = await rotation.createNext(record);
@@ -311,7 +332,6 @@ export async function rotateCa(inventory: Inventory, stateDir: string, logger: L
       case 'update-clients':
       case 'update-servers': {
         const [before, target] = phase === 'update-clients' ? (['prepared', 'clients-updated'] as const) : (['clients-updated', 'servers-updated'] as const);
-        if (current !== before && current !== target) throw wrongState(`state ${before}`);
         if (current === before) {
           await rotation.requireHeld(before, phase);
           record = await rotation.enter(record!, target);
@@ -320,7 +340,6 @@ export async function rotateCa(inventory: Inventory, stateDir: string, logger: L
         return result(rotation, ca, phase, record);
       }
       case 'finish': {
-        if (current !== 'servers-updated' && current !== 'finishing') throw wrongState('state servers-updated');
         if (current === 'servers-updated') {
           await rotation.requireHeld('servers-updated', phase);
           record = await rotation.enter(record!, 'finishing');
@@ -333,13 +352,7 @@ export async function rotateCa(inventory: Inventory, stateDir: string, logger: L
         return { ...finished, record: undefined, next: undefined };
       }
       case 'rollback': {
-        if (record === undefined || current === undefined || current === 'finishing') {
-          throw new CaRotationError(
-            current === 'finishing'
-              ? `${ca} is finishing: trust files already hold the new CA alone, so the old one cannot come back; run --phase finish to complete it`
-              : `no ${ca} rotation is in progress; there is nothing to roll back`,
-          );
-        }
+        if (record === undefined) throw new CaRotationError(`no ${ca} rotation is in progress; there is nothing to roll back`);
         if (current !== 'rolled-back') {
           if (current !== 'rolling-back') record = await rotation.enter(record, 'rolling-back');
           const back = await rotation.push('rolling-back');
@@ -362,17 +375,17 @@ export async function rotateCa(inventory: Inventory, stateDir: string, logger: L
 }
 
 /** Reports what a phase would change on each node, in rollout order, and whether it could start now. */
-async function dryRun(inventory: Inventory, rotation: Rotation, ca: CaName, phase: CaPhase, record: CaRotationRecord | undefined): Promise<CaRotationResult> {
+async function dryRun(inventory: Inventory, rotation: Rotation, ca: CaName, phase: CaPhase, record: CaRotationRecord | undefined, problem: string | undefined): Promise<CaRotationResult> {
   const order = (node: NodeSpec): number => (node.roles.includes('etcd') ? 0 : node.roles.includes('master') ? 1 : 2);
   const nodes = [...inventory.nodes].sort((a, b) => order(a) - order(b));
   const changes = nodes
     .map((node) => ({ node: node.name, items: itemsChangedBy(phase, itemsForNode(inventory, node).filter((item) => belongsTo(item, ca))) }))
     .filter((entry) => entry.items.length > 0);
   const lagging = await rotation.lagging();
-  return { ca, phase, record, steps: [], complete: lagging.length === 0, next: phase, dryRun: changes };
+  return { ca, phase, record, steps: [], complete: lagging.length === 0, next: phase, dryRun: changes, ...(problem !== undefined ? { notNow: problem } : {}) };
 }
 
-/** The rotation in progress and the nodes that do not hold its files yet. */
+/** Status of a CA rotation: the record and the nodes that lack the files of its state. */
 export interface CaRotationStatus {
   readonly record: CaRotationRecord | undefined;
   readonly lagging: readonly LaggingNode[];

@@ -125,8 +125,9 @@ describe('client CA rotation on apiservers that read their client CA only at sta
     const changes = (JSON.parse(prepare.stdout) as { changes: { node: string; items: string[] }[] }).changes;
     assert.deepEqual(changes.map((change) => change.node), ['cp-a', 'cp-b', 'cp-c', 'wk-a'], 'masters before workers, and the etcd member has no file of the cluster CA');
     for (const change of changes) assert.ok(change.items.includes('cluster-ca.crt'), `${change.node}: prepare does not bundle ca.crt`);
-    const servers = JSON.parse((await rotate('update-servers', ['--dry-run', '--output', 'json'])).stdout) as { changes: { node: string; items: string[] }[] };
+    const servers = JSON.parse((await rotate('update-servers', ['--dry-run', '--output', 'json'])).stdout) as { changes: { node: string; items: string[] }[]; notNow: string | null };
     assert.deepEqual(servers.changes.find((change) => change.node === 'cp-a')?.items, ['apiserver']);
+    assert.match(servers.notNow ?? '', /not started; run --phase prepare first/, 'the dry run does not say that update-servers cannot start yet');
     assert.equal(fs.existsSync(path.join(cluster.stateDir, 'pki', 'cluster-ca-next.crt')), false, 'a dry run generated the new CA');
   });
 

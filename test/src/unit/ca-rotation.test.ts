@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ClusterMaterial, StateDir, initState, selfSignedCa } from '@kubetrust/controller';
 import { CaRotationFiles, caView, sideOf, type CaRotationRecord, type CaRotationState } from '@kubetrust/controller/dist/ca-rotation-state';
-import { CaRotationError, caItemNames, rotatableCa, rotateCa } from '@kubetrust/controller/dist/ca-rotation';
+import { CA_PHASES, CaRotationError, caItemNames, phaseProblem, rotatableCa, rotateCa } from '@kubetrust/controller/dist/ca-rotation';
 import { itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { parseInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
 import { silentLogger } from '@kubetrust/shared/dist/log';
@@ -69,6 +69,25 @@ describe('CA rotation states', () => {
     assert.deepEqual(caView('servers-updated'), { trust: ['old', 'new'], client: 'new', server: 'new' });
     assert.deepEqual(caView('finishing'), { trust: ['new'], client: 'new', server: 'new' });
     assert.deepEqual(caView(undefined), { trust: ['old'], client: 'old', server: 'old' });
+  });
+
+  it('lets each phase start only from its own states', () => {
+    const allowed: Record<string, readonly (CaRotationState | undefined)[]> = {
+      prepare: [undefined, 'prepared'],
+      'update-clients': ['prepared', 'clients-updated'],
+      'update-servers': ['clients-updated', 'servers-updated'],
+      finish: ['servers-updated', 'finishing'],
+      rollback: ['prepared', 'clients-updated', 'servers-updated', 'rolling-back', 'rolled-back'],
+    };
+    const states: (CaRotationState | undefined)[] = [undefined, 'prepared', 'clients-updated', 'servers-updated', 'finishing', 'rolling-back', 'rolled-back'];
+    for (const phase of CA_PHASES) {
+      for (const state of states) {
+        const problem = phaseProblem('etcd-ca', phase, state);
+        assert.equal(problem === undefined, allowed[phase]!.includes(state), `${phase} in state ${state ?? 'none'}: ${problem ?? 'allowed'}`);
+      }
+    }
+    assert.match(phaseProblem('etcd-ca', 'update-servers', 'prepared') ?? '', /update-servers needs state clients-updated, and the etcd-ca rotation is in state prepared; run --phase update-clients or --phase rollback/);
+    assert.match(phaseProblem('etcd-ca', 'rollback', 'finishing') ?? '', /cannot come back; run --phase finish/);
   });
 
   it('counts a certificate with serverAuth as serving, even when it is also a client', () => {

@@ -73,6 +73,8 @@ export interface CaRotationResult {
   readonly dryRun?: readonly { readonly node: string; readonly items: readonly string[] }[];
   /** For a dry run of a phase that cannot start in the current state: why not. */
   readonly notNow?: string;
+  /** For a dry run: the nodes that lack the files of the current state, or whose agent did not respond. */
+  readonly lagging?: readonly LaggingNode[];
 }
 
 export interface CaRotationOptions {
@@ -382,7 +384,7 @@ async function dryRun(inventory: Inventory, rotation: Rotation, ca: CaName, phas
     .map((node) => ({ node: node.name, items: itemsChangedBy(phase, itemsForNode(inventory, node).filter((item) => belongsTo(item, ca))) }))
     .filter((entry) => entry.items.length > 0);
   const lagging = await rotation.lagging();
-  return { ca, phase, record, steps: [], complete: lagging.length === 0, next: phase, dryRun: changes, ...(problem !== undefined ? { notNow: problem } : {}) };
+  return { ca, phase, record, steps: [], complete: lagging.length === 0, next: phase, dryRun: changes, lagging, ...(problem !== undefined ? { notNow: problem } : {}) };
 }
 
 /** Status of a CA rotation: the record and the nodes that lack the files of its state. */

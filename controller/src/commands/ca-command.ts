@@ -69,11 +69,11 @@ export function registerCaCommand(program: Command, context: CommandContext): vo
       const state = result.record?.state ?? 'none';
       if (options.output === 'json') {
         const steps = result.steps.map((step) => ({ state: step.state, lagging: step.lagging, rollout: distributeJson(step.report) }));
-        process.stdout.write(JSON.stringify({ ca: result.ca, phase: result.phase, dryRun: options.dryRun, complete: result.complete, state: result.record ?? null, next: result.next ?? null, steps, changes: result.dryRun ?? null, notNow: result.notNow ?? null }, null, 2) + '\n');
+        process.stdout.write(JSON.stringify({ ca: result.ca, phase: result.phase, dryRun: options.dryRun, complete: result.complete, state: result.record ?? null, next: result.next ?? null, steps, changes: result.dryRun ?? null, notNow: result.notNow ?? null, lagging: result.lagging ?? null }, null, 2) + '\n');
       } else if (result.dryRun !== undefined) {
         process.stdout.write(`CA rotation of ${result.ca}: ${result.phase} (dry run); state now ${state}.\n`);
         if (result.notNow !== undefined) process.stdout.write(`The phase cannot start now: ${result.notNow}.\n`);
-        else if (!result.complete) process.stdout.write(`Not every node holds the ${result.ca} files of the current state yet, so the phase would stop before pushing.\n`);
+        else if (!result.complete) process.stdout.write(`The phase would stop before pushing, because these nodes lack the ${result.ca} files of the current state or did not respond: ${describeLagging(result.lagging ?? [])}.\n`);
         for (const change of result.dryRun) process.stdout.write(`  ${change.node}: ${change.items.join(', ')}\n`);
       } else {
         for (const step of result.steps) {
@@ -90,7 +90,11 @@ export function registerCaCommand(program: Command, context: CommandContext): vo
           );
         }
       }
-      if (options.dryRun) return;
+      // A dry run that could not read a node fails like distribute --dry-run does.
+      if (options.dryRun) {
+        if ((result.lagging ?? []).some((entry) => entry.error !== undefined)) process.exitCode = context.exitFailed;
+        return;
+      }
       const last = result.steps.at(-1);
       if (!result.complete) process.exitCode = last !== undefined && distributeExitCode(last.report) !== 0 ? distributeExitCode(last.report) : context.exitFailed;
     });

@@ -129,6 +129,15 @@ describe('client CA rotation on apiservers that read their client CA only at sta
     assert.deepEqual(servers.changes.find((change) => change.node === 'cp-a')?.items, ['apiserver']);
     assert.match(servers.notNow ?? '', /not started; run --phase prepare first/, 'the dry run does not say that update-servers cannot start yet');
     assert.equal(fs.existsSync(path.join(cluster.stateDir, 'pki', 'cluster-ca-next.crt')), false, 'a dry run generated the new CA');
+
+    await cluster.stopAgents(['wk-a']);
+    try {
+      const unreachable = await rotate('prepare', ['--dry-run']);
+      assert.equal(unreachable.code, 1, `a dry run with a stopped agent exited ${unreachable.code}:\n${unreachable.stdout}`);
+      assert.match(unreachable.stdout, /stop before pushing.*wk-a \(/, 'the dry run does not name the node whose agent is stopped');
+    } finally {
+      await cluster.startAgents(['wk-a']);
+    }
   });
 
   it('authenticates old- and new-CA clients on every master from prepare on, and names a master that lags', async () => {

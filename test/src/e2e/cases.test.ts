@@ -241,6 +241,30 @@ spec:
     }
   });
 
+  const DIALED_BY_IP = `
+apiVersion: kubetrust/v1
+kind: Cluster
+metadata: {name: kubelet-ips}
+spec:
+  apiServer: {endpoint: "https://198.51.100.11:6443"}
+  nodes:
+    - {name: cp-a, addresses: [198.51.100.11], roles: [etcd, master]}
+    - {name: wk-a, addresses: [198.51.100.21, 203.0.113.21, "2001:db8::21"], hostnames: [wk-a.example.internal], roles: [worker]}
+    - {name: wk-b, addresses: [198.51.100.22], roles: [worker]}
+`;
+
+  it('puts node IPs in every kubelet serving certificate', () => {
+    // The apiserver dials kubelets by their InternalIP for logs and exec, so every address must be an IP SAN.
+    const inventory = inventoryOf(DIALED_BY_IP);
+    for (const name of namesOf(inventory, 'worker')) {
+      const node = nodeOf(inventory, name);
+      const serving = leafOf(inventory, name, 'kubelet-server');
+      for (const address of node.addresses) assert.ok(serving.sans.ipAddresses.includes(address), `${name}: kubelet serving certificate lacks IP SAN ${address}`);
+      assert.ok(serving.sans.dnsNames.includes(name), `${name}: kubelet serving certificate lacks DNS ${name}`);
+    }
+    assert.ok(leafOf(inventory, 'wk-a', 'kubelet-server').sans.dnsNames.includes('wk-a.example.internal'), 'wk-a: hostname missing from its kubelet serving certificate');
+  });
+
   const EXTERNAL_ETCD = `
 apiVersion: kubetrust/v1
 kind: Cluster

@@ -41,7 +41,7 @@ export interface CaRotationRecord {
   readonly newSerial: string;
 }
 
-/** Which generation of the CA each kind of file uses in a state. */
+/** Generation of the CA that each kind of file uses in a state. */
 export interface CaView {
   readonly trust: readonly ('old' | 'new')[];
   readonly client: 'old' | 'new';
@@ -64,7 +64,7 @@ export function caView(state: CaRotationState | undefined): CaView {
 
 export type CertificateSide = 'client' | 'server';
 
-/** A certificate that can authenticate a server is renewed with the servers; every other one with the clients. */
+/** Returns `server` for a certificate that can authenticate a server, which moves with the servers, and `client` otherwise. */
 export function sideOf(extKeyUsage: readonly ExtKeyUsage[]): CertificateSide {
   return extKeyUsage.includes('serverAuth') ? 'server' : 'client';
 }
@@ -88,12 +88,12 @@ export function generation(generations: CaGenerations, which: 'old' | 'new', ca:
   return generations.next;
 }
 
-/** The CA that signs certificates of `side` in the generations' state. */
+/** Returns the CA that signs certificates of `side` in the generations' state. */
 export function issuerOf(generations: CaGenerations, side: CertificateSide, ca: CaName): KeyMaterial {
   return generation(generations, caView(generations.state)[side], ca);
 }
 
-/** The CA certificates trust files hold in the generations' state, one PEM each. */
+/** Returns the CA certificates that trust files contain in the generations' state, one PEM each. */
 export function trustedCertificates(generations: CaGenerations, ca: CaName): string[] {
   return caView(generations.state).trust.map((which) => generation(generations, which, ca).certificatePem);
 }

@@ -244,14 +244,15 @@ class Rotation {
   }
 
   async createNext(record: CaRotationRecord | undefined): Promise<CaRotationRecord> {
-    const current = await new StateDir(this.stateDir).loadKeyMaterial(new StateDir(this.stateDir).caFiles(this.ca), `${this.ca} CA`);
+    const state = new StateDir(this.stateDir);
+    const current = await state.loadKeyMaterial(state.caFiles(this.ca), `${this.ca} CA`);
     const entry = CATALOGUE.find((candidate) => candidate.kind === 'ca' && candidate.name === this.ca);
     const commonName = entry?.kind === 'ca' ? entry.commonName : this.ca;
     const now = this.now();
     const pair = await generateKeyPair(this.inventory.pki.keyAlgorithm);
     // The same subject as the old CA, as `controller init` expects; the key identifiers tell verifiers which one signed a certificate.
     const certificatePem = selfSignedCa(commonName, pair, this.inventory.pki.caValidityMs, now);
-    await new StateDir(this.stateDir).writeKeyMaterial(this.files.nextFiles(this.ca), certificatePem, privateKeyToPem(pair.privateKey));
+    await state.writeKeyMaterial(this.files.nextFiles(this.ca), certificatePem, privateKeyToPem(pair.privateKey));
     const created: CaRotationRecord = {
       ca: this.ca,
       state: 'prepared',

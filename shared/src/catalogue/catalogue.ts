@@ -81,6 +81,13 @@ function fixedFlag(service: Service, flag: string, value: string): CompanionFlag
   return { service, flag, value: () => value };
 }
 
+/** Formats milliseconds as a Go duration flag value: whole hours as `8760h`, else seconds or milliseconds. */
+export function goDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
 /** Removes duplicates, keeping the first occurrence. */
 function unique(values: readonly string[]): string[] {
   return [...new Set(values)];
@@ -197,6 +204,9 @@ const CAS: readonly CaEntry[] = [
       mode: PRIVATE_MODE,
       roles: ['master'],
       settings: flags('kube-controller-manager', '--cluster-signing-key-file'),
+      // The signer gives the certificates of TLS-bootstrapped kubelets one year unless told
+      // otherwise, so that they would lapse long before the certificates kubetrust issues.
+      companions: [{ service: 'kube-controller-manager', flag: '--cluster-signing-duration', value: ({ inventory }) => goDuration(inventory.pki.certValidityMs) }],
     }),
   },
   {

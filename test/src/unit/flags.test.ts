@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { itemsForNode, servicesForNode, type NodeItem, type ResolvedFile } from '@kubetrust/shared/dist/catalogue';
+import { goDuration, itemsForNode, servicesForNode, type NodeItem, type ResolvedFile } from '@kubetrust/shared/dist/catalogue';
 import { flagsForNode, kubeletDropInFlags, type ComponentFlag } from '@kubetrust/shared/dist/catalogue/flags';
 import { PATH_LAYOUTS, parseInventory, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { runController } from '../harness/local-cluster';
@@ -108,6 +108,7 @@ describe('component flags of a node', () => {
       'kube-controller-manager --kubeconfig=/etc/kubernetes/controller-manager.conf',
       'kube-controller-manager --authentication-kubeconfig=/etc/kubernetes/controller-manager.conf',
       'kube-controller-manager --authorization-kubeconfig=/etc/kubernetes/controller-manager.conf',
+      'kube-controller-manager --cluster-signing-duration=8760h',
       'kube-controller-manager --use-service-account-credentials=true',
       'kube-scheduler --kubeconfig=/etc/kubernetes/scheduler.conf',
       'kube-scheduler --authentication-kubeconfig=/etc/kubernetes/scheduler.conf',
@@ -139,6 +140,15 @@ describe('component flags of a node', () => {
     assert.equal(etcd.get('--client-cert-auth'), 'true');
     assert.equal(etcd.get('--peer-client-cert-auth'), 'true');
     assert.equal(flagsOf(flags, 'kube-controller-manager').get('--use-service-account-credentials'), 'true');
+  });
+
+  it('signs bootstrapped kubelet certificates for certValidity', () => {
+    const inv = inventory("{certValidity: '43800h'}");
+    assert.equal(flagsOf(flagsForNode(inv, node(inv, 'stacked-1')), 'kube-controller-manager').get('--cluster-signing-duration'), '43800h');
+    const defaults = inventory();
+    assert.equal(flagsOf(flagsForNode(defaults, node(defaults, 'stacked-1')), 'kube-controller-manager').get('--cluster-signing-duration'), '8760h');
+    assert.equal(goDuration(90 * 60_000), '5400s');
+    assert.equal(goDuration(1500), '1500ms');
   });
 
   it('shows path overrides in the values', () => {

@@ -189,7 +189,7 @@ const CAS: readonly CaEntry[] = [
         kubeletConfigField('authentication.x509.clientCAFile'),
       ],
     }),
-    // While the CA rotates, ca.crt holds the old and the new CA. The controller-manager's signer
+    // While the CA rotates, ca.crt contains the old and the new CA. The controller-manager's signer
     // certificate must be the one CA that matches its key, and its --client-ca-file must not be a
     // bundle either, so both read this copy of the signing CA alone.
     signerCertificate: file({
@@ -204,8 +204,8 @@ const CAS: readonly CaEntry[] = [
       mode: PRIVATE_MODE,
       roles: ['master'],
       settings: flags('kube-controller-manager', '--cluster-signing-key-file'),
-      // The signer gives the certificates of TLS-bootstrapped kubelets one year unless told
-      // otherwise, so that they would lapse long before the certificates kubetrust issues.
+      // Without this flag the signer gives the certificates of TLS-bootstrapped kubelets one year,
+      // so they would lapse long before the certificates kubetrust issues.
       companions: [{ service: 'kube-controller-manager', flag: '--cluster-signing-duration', value: ({ inventory }) => goDuration(inventory.pki.certValidityMs) }],
     }),
   },

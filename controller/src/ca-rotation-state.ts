@@ -98,7 +98,7 @@ export function trustedCertificates(generations: CaGenerations, ca: CaName): str
   return caView(generations.state).trust.map((which) => generation(generations, which, ca).certificatePem);
 }
 
-/** The content of a trust file: the one CA certificate as stored, or a bundle while the CA rotates. */
+/** Returns the content of a trust file: the one CA certificate as stored, or a bundle while the CA rotates. */
 export function trustPem(generations: CaGenerations, ca: CaName): string {
   const trust = trustedCertificates(generations, ca);
   return trust.length === 1 ? trust[0]! : bundle(trust);

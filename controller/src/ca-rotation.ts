@@ -65,7 +65,7 @@ export interface CaRotationResult {
   /** The record after the phase; undefined once the rotation has finished or is rolled back. */
   readonly record: CaRotationRecord | undefined;
   readonly steps: readonly CaRotationStep[];
-  /** True when every node holds the files of the phase. */
+  /** True when every node has the files of the phase. */
   readonly complete: boolean;
   /** The phase to run next, or undefined when nothing is left to do. */
   readonly next: CaPhase | undefined;
@@ -116,7 +116,7 @@ export function caItemNames(inventory: Inventory, ca: CaName): string[] {
   return [...new Set(inventory.nodes.flatMap((node) => itemsForNode(inventory, node).filter((item) => belongsTo(item, ca)).map((item) => item.name)))];
 }
 
-/** The items of a node that a phase rewrites, for the dry run: trust files, then clients, then servers. */
+/** Lists the items of a node that a phase rewrites, for the dry run. */
 function itemsChangedBy(phase: CaPhase, items: readonly NodeItem[]): string[] {
   const side = (item: NodeItem): CertificateSide | 'trust' => {
     if (item.type === 'static') return 'ca' in item.source && item.source.part === 'certificate' ? 'trust' : 'client';
@@ -162,7 +162,7 @@ export async function laggingNodes(inventory: Inventory, stateDir: string, logge
   }
 }
 
-/** One line per lagging node, for error messages and status output. */
+/** Formats the lagging nodes, one entry each, for error messages and status output. */
 export function describeLagging(lagging: readonly LaggingNode[]): string {
   return lagging.map((entry) => (entry.error !== undefined ? `${entry.node} (${entry.error})` : `${entry.node} (${entry.items.map((item) => `${item.name}: ${item.reasons[0] ?? 'differs'}`).join('; ')})`)).join(', ');
 }
@@ -281,7 +281,8 @@ class Rotation {
 function result(rotation: Rotation, ca: CaName, phase: CaPhase, record: CaRotationRecord | undefined): CaRotationResult {
   const last = rotation.steps.at(-1);
   const complete = last !== undefined && last.lagging.length === 0 && last.report.nodes.every((node) => node.status !== 'failed' && node.status !== 'rolled-back' && node.status !== 'skipped');
-  const next = record === undefined ? undefined : complete ? NEXT_PHASE[record.state] : PHASE_OF_STATE[record.state];
+  let next: CaPhase | undefined;
+  if (record !== undefined) next = complete ? NEXT_PHASE[record.state] : PHASE_OF_STATE[record.state];
   return { ca, phase, record, steps: rotation.steps, complete, next };
 }
 
@@ -300,10 +301,10 @@ export function phaseProblem(ca: CaName, phase: CaPhase, current: CaRotationStat
       ? `${ca} is finishing: trust files already contain the new CA alone, so the old one cannot come back; run --phase finish to complete it`
       : `no ${ca} rotation is in progress; there is nothing to roll back`;
   }
-  const wanted = phase === 'prepare' ? 'no rotation in progress' : `state ${needs[phase][0] ?? ''}`;
-  if (current === undefined) return `${phase} needs ${wanted}, and the ${ca} rotation is not started; run --phase prepare first`;
+  const required = phase === 'prepare' ? 'no rotation in progress' : `state ${needs[phase][0] ?? ''}`;
+  if (current === undefined) return `${phase} needs ${required}, and the ${ca} rotation is not started; run --phase prepare first`;
   const rollback = current !== 'finishing' && current !== 'rolling-back' && current !== 'rolled-back' ? ' or --phase rollback' : '';
-  return `${phase} needs ${wanted}, and the ${ca} rotation is in state ${current}; run --phase ${NEXT_PHASE[current] ?? PHASE_OF_STATE[current]}${rollback}`;
+  return `${phase} needs ${required}, and the ${ca} rotation is in state ${current}; run --phase ${NEXT_PHASE[current] ?? PHASE_OF_STATE[current]}${rollback}`;
 }
 
 /** Runs one phase of the rotation of `caName`, or resumes it when it was interrupted. */

@@ -24,7 +24,7 @@ import type { Logger } from '@kubetrust/shared/dist/log';
 import { parseCsr, readSerialAndValidity, type ParsedCsr } from '@kubetrust/shared/dist/pki';
 import { leafProfile, signLeaf } from './authority';
 import { AgentConnections, type AgentConnection, type ControllerCredentials } from './agent-client';
-import { CaRotationFiles, issuerOf, sideOf, trustPem, trustedCertificates, type CaGenerations, type CaRotationRecord, type CertificateSide } from './ca-rotation-state';
+import { CaRotationFiles, issuerOf, sideOf, trustPem, type CaGenerations, type CaRotationRecord, type CertificateSide } from './ca-rotation-state';
 import { CpuQueue } from './cpu-queue';
 import { markEventLoopPhase } from './event-loop-report';
 import { decideKubelet, decisionReport, finishKubeletBootstraps } from './distribute-kubelet';
@@ -178,7 +178,7 @@ export class ClusterMaterial implements DesiredMaterial {
     return generations;
   }
 
-  /** The CA that signs the certificates of one side: the old or the new one while the CA rotates. */
+  /** Returns the CA that signs the certificates of one side: the old or the new one while the CA rotates. */
   issuer(name: CaName, side: CertificateSide): KeyMaterial {
     return issuerOf(this.generations(name), side, name);
   }
@@ -187,14 +187,9 @@ export class ClusterMaterial implements DesiredMaterial {
     return this.issuer(name, side).certificatePem;
   }
 
-  /** What trust files and kubeconfigs hold for a CA: the CA, or the old and the new CA while it rotates. */
+  /** Returns the content of a CA's trust files and kubeconfig CA fields: the CA, or old and new while it rotates. */
   caCertificate(name: CaName): string {
     return trustPem(this.generations(name), name);
-  }
-
-  /** Every CA certificate a trust file of the CA holds now, one PEM each. */
-  caCertificates(name: CaName): string[] {
-    return trustedCertificates(this.generations(name), name);
   }
 
   staticContent(item: Extract<NodeItem, { type: 'static' }>): string {

@@ -109,7 +109,7 @@ function checkClientCertificate(pem: Buffer, clusterCaPem: string, node: string,
   const block = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(pem.toString('utf8'))?.[0];
   if (block === undefined) return { valid: false, observed: 'the kubelet client certificate file holds no certificate' };
   const certificate = new crypto.X509Certificate(block);
-  // While the cluster CA rotates, `clusterCaPem` holds the old and the new CA; either may have signed it.
+  // While the cluster CA rotates, `clusterCaPem` contains the old and the new CA, and either may have signed it.
   const cas = (clusterCaPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((pem) => new crypto.X509Certificate(pem));
   const subject = certificate.subject.split('\n');
   if (!subject.includes(`CN=system:node:${node}`) || !subject.includes('O=system:nodes')) {

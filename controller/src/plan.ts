@@ -24,7 +24,7 @@ export interface PlannedItem {
 /** The content the controller holds for static items, the CAs kubeconfigs embed, and the CAs that leaves must chain to. */
 export interface DesiredMaterial {
   staticContent(item: Extract<NodeItem, { type: 'static' }>): string;
-  /** What a kubeconfig embeds: the CA, or the old and the new CA while it rotates. */
+  /** Returns the CA certificates a kubeconfig embeds: the CA, or the old and the new CA while it rotates. */
   caCertificate(ca: CaName): string;
   /** The CA that must have signed a certificate of this side. */
   issuerCertificate(ca: CaName, side: CertificateSide): string;

@@ -98,7 +98,7 @@ export interface ControllerApiCredentials {
 export interface ControllerApiOptions {
   readonly inventory: Inventory;
   readonly clusterCa: KeyMaterial;
-  /** What the kubeconfig trusts; the cluster CA's certificate unless given, as while the CA rotates. */
+  /** CA certificates the kubeconfig trusts. Defaults to the cluster CA's certificate; a rotation passes the bundle. */
   readonly certificateAuthorityPem?: string;
   readonly now: Date;
   /** Defaults to the inventory's key algorithm. */

@@ -119,7 +119,7 @@ describe('client CA rotation on apiservers that read their client CA only at sta
     await cluster?.destroy();
   });
 
-  it('lists the phases in order with the files each one changes', async () => {
+  it('lists phase files in order', async () => {
     const prepare = await rotate('prepare', ['--dry-run', '--output', 'json']);
     assert.equal(prepare.code, 0, prepare.stderr);
     const changes = (JSON.parse(prepare.stdout) as { changes: { node: string; items: string[] }[] }).changes;
@@ -140,7 +140,7 @@ describe('client CA rotation on apiservers that read their client CA only at sta
     }
   });
 
-  it('authenticates old- and new-CA clients on every master from prepare on, and names a master that lags', async () => {
+  it('accepts both CAs and names a lagging master', async () => {
     const stateKey = fs.readFileSync(path.join(cluster.stateDir, 'pki', 'cluster-ca.key'), 'utf8');
     const oldClient = await probeCredentials(fs.readFileSync(path.join(cluster.stateDir, 'pki', 'cluster-ca.crt'), 'utf8'), stateKey, 'operator-old');
     const stranger = await generateKeyPair('ECDSA-P256');
@@ -165,10 +165,10 @@ describe('client CA rotation on apiservers that read their client CA only at sta
     // cp-b loses the bundle, as a master whose files were restored from an old backup would.
     const bundle = fs.readFileSync(nodeFile('cp-b', '/etc/kubernetes/pki/ca.crt'));
     fs.writeFileSync(nodeFile('cp-b', '/etc/kubernetes/pki/ca.crt'), splitPem(bundle, 'CERTIFICATE')[0]!);
-    const refused = await rotate('update-clients');
-    assert.equal(refused.code, 2, refused.stdout + refused.stderr);
-    assert.match(refused.stderr, /cp-b \(cluster-ca\.crt: content differs/);
-    assert.doesNotMatch(refused.stderr, /cp-a|cp-c/, 'the refusal names masters that hold the bundle');
+    const rejected = await rotate('update-clients');
+    assert.equal(rejected.code, 2, rejected.stdout + rejected.stderr);
+    assert.match(rejected.stderr, /cp-b \(cluster-ca\.crt: content differs/);
+    assert.doesNotMatch(rejected.stderr, /cp-a|cp-c/, 'the refusal names masters that hold the bundle');
 
     const resumed = await rotate('prepare');
     assert.equal(resumed.code, 0, resumed.stdout + resumed.stderr);
@@ -187,7 +187,7 @@ describe('client CA rotation on apiservers that read their client CA only at sta
     }
   });
 
-  it('stops trusting the old CA on every master after finish', async () => {
+  it('drops the old CA at finish', async () => {
     const oldCa = fs.readFileSync(path.join(cluster.stateDir, 'pki', 'cluster-ca.crt'), 'utf8');
     const oldClient = await probeCredentials(oldCa, fs.readFileSync(path.join(cluster.stateDir, 'pki', 'cluster-ca.key'), 'utf8'), 'operator-old');
     for (const phase of ['update-servers', 'finish']) {

@@ -103,8 +103,8 @@ describe('controller serve', function () {
       const { body } = await get(port, '/metrics');
       return metricValue(body, 'kubetrust_agents_reachable') === 2 && metricValue(body, 'kubetrust_last_rotation_success') === 0 ? true : undefined;
     }, 'the metrics show two reachable agents and a failed round');
-    // The agent may stop after a round planned worker-1 and before the round's expiry check, and
-    // then only the next round logs it; the line also comes through a pipe after the metrics changed.
+    // The agent may stop between a round's plan and its expiry check, so only the next round logs
+    // it. The line also arrives through a pipe after the metrics changed.
     await until(async () => (/node not rotated; retrying with backoff .*node=worker-1/.test(log) ? true : undefined), 'the log names worker-1 as not rotated').catch(() => undefined);
     assert.match(log, /node not rotated; retrying with backoff .*node=worker-1/);
   });

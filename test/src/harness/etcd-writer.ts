@@ -1,8 +1,8 @@
 /**
  * A client that keeps writing to a real etcd cluster through its HTTP gateway while a rollout
- * changes the members' certificates: one key every 50 ms, each write sent to the first member that
- * takes it, as an etcd client with several endpoints does. It records every acknowledged write
- * and every write that no member took, and reads them back afterwards.
+ * changes the members' certificates. It writes one key every 50 ms to the first member that takes
+ * it, as an etcd client with several endpoints does. It records every acknowledged write and every
+ * write that no member took, and reads them back afterwards.
  *
  * The client credentials are loaded before each request, so a test can point it at files that the
  * rollout replaces.
@@ -10,7 +10,7 @@
 import * as crypto from 'node:crypto';
 import { EtcdGatewayClient, type EtcdClientCredentials } from './etcd-gateway';
 
-/** A failed write: when it started and what each member answered. */
+/** Failed write: when it started and the error from each member. */
 export interface FailedWrite {
   readonly at: number;
   readonly errors: readonly string[];

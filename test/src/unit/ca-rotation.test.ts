@@ -50,7 +50,7 @@ const PUSHES: readonly [CaRotationState | undefined, CaRotationState | undefined
 ];
 
 describe('CA rotation states', () => {
-  it('trusts on both sides of every push each CA that signs on either side', () => {
+  it('trusts every signing CA across pushes', () => {
     for (const [from, to] of PUSHES) {
       const before = caView(from);
       const after = caView(to);
@@ -63,7 +63,7 @@ describe('CA rotation states', () => {
     }
   });
 
-  it('moves clients before servers and drops the old CA only at the end', () => {
+  it('moves clients before servers', () => {
     assert.deepEqual(caView('prepared'), { trust: ['old', 'new'], client: 'old', server: 'old' });
     assert.deepEqual(caView('clients-updated'), { trust: ['old', 'new'], client: 'new', server: 'old' });
     assert.deepEqual(caView('servers-updated'), { trust: ['old', 'new'], client: 'new', server: 'new' });
@@ -90,7 +90,7 @@ describe('CA rotation states', () => {
     assert.match(phaseProblem('etcd-ca', 'rollback', 'finishing') ?? '', /cannot come back; run --phase finish/);
   });
 
-  it('counts a certificate with serverAuth as serving, even when it is also a client', () => {
+  it('counts serverAuth as serving', () => {
     assert.equal(sideOf(['serverAuth', 'clientAuth']), 'server');
     assert.equal(sideOf(['serverAuth']), 'server');
     assert.equal(sideOf(['clientAuth']), 'client');
@@ -127,13 +127,13 @@ describe('CA rotation input checks', () => {
     assert.ok(!caItemNames(inventory, 'etcd-ca').includes('apiserver'));
   });
 
-  it('refuses phases out of order before contacting any node', async () => {
+  it('rejects phases out of order', async () => {
     await assert.rejects(rotateCa(inventory, stateDir, silentLogger(), 'etcd-ca', 'update-clients'), /not started; run --phase prepare first/);
     await assert.rejects(rotateCa(inventory, stateDir, silentLogger(), 'etcd-ca', 'finish'), CaRotationError);
     await assert.rejects(rotateCa(inventory, stateDir, silentLogger(), 'etcd-ca', 'rollback'), /nothing to roll back/);
   });
 
-  it('refuses a second CA while one rotates', async () => {
+  it('rejects a second rotating CA', async () => {
     const files = new CaRotationFiles(new StateDir(stateDir));
     const record: CaRotationRecord = { ca: 'front-proxy-ca', state: 'prepared', startedAt: '2026-01-01T00:00:00Z', updatedAt: '2026-01-01T00:00:00Z', oldSerial: '1', newSerial: '2' };
     await files.setRecord(record);
@@ -172,7 +172,7 @@ describe('material during a CA rotation', () => {
 
   const serials = (pem: string): string[] => splitPem(pem, 'CERTIFICATE').map((block) => inspectCertificate(block).serialNumber);
 
-  it('bundles old and new in trust files and kubeconfigs, and signs each side with its phase CA', async () => {
+  it('bundles trust and signs per side', async () => {
     const old = fs.readFileSync(state.caFiles('cluster-ca').certificate, 'utf8');
     const material = await materialIn('clients-updated');
     assert.deepEqual(serials(material.caCertificate('cluster-ca')), [...serials(old), ...serials(next.certificatePem)]);
@@ -195,7 +195,7 @@ describe('material during a CA rotation', () => {
     assert.equal(material.caCertificate('cluster-ca'), fs.readFileSync(state.caFiles('cluster-ca').certificate, 'utf8'));
   });
 
-  it('uses only the new CA while finishing, even before it replaced the old files', async () => {
+  it('uses the new CA while finishing', async () => {
     const material = await materialIn('finishing');
     assert.equal(material.caCertificate('cluster-ca'), next.certificatePem);
     assert.equal(material.issuerCertificate('cluster-ca', 'server'), next.certificatePem);

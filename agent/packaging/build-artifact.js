@@ -1,9 +1,8 @@
 #!/usr/bin/env node
 /**
  * Builds the single-file agent executable: a Node.js single executable application (SEA) made of
- * the Node.js binary that runs this script, an esbuild bundle of the compiled agent and the
- * agent.proto file as an asset. The executable needs no Node.js, no node_modules and no other file
- * on the node. Run it through `npm run package:agent`, which compiles the workspace first.
+ * the Node.js binary that runs this script and an esbuild bundle of the compiled agent. The
+ * executable needs no Node.js, no node_modules and no other file on the node. Run it through `npm run package:agent`, which compiles the workspace first.
  *
  * Usage: node agent/packaging/build-artifact.js [--out DIR]
  *
@@ -98,7 +97,6 @@ async function bundle(workDir) {
 }
 
 function seaBlob(workDir, bundleFile) {
-  const proto = require(path.join(REPO_ROOT, 'proto', 'dist', 'index.js'));
   const blob = path.join(workDir, 'sea-prep.blob');
   const config = {
     main: bundleFile,
@@ -106,7 +104,6 @@ function seaBlob(workDir, bundleFile) {
     disableExperimentalSEAWarning: true,
     useSnapshot: false,
     useCodeCache: false,
-    assets: { [proto.AGENT_PROTO_ASSET]: proto.AGENT_PROTO_PATH },
   };
   const configFile = path.join(workDir, 'sea-config.json');
   fs.writeFileSync(configFile, JSON.stringify(config, null, 2));

@@ -1,7 +1,7 @@
 /**
  * Entry point of the single-file agent executable, a Node.js single executable application that
  * `npm run package:agent` builds (agent/packaging/build-artifact.js). It does what
- * `agent/bin/agent.js` does, and in addition reads agent.proto from the executable's assets.
+ * `agent/bin/agent.js` does.
  *
  * The V8 flags are applied first. Every other module is loaded with require() after that call,
  * because the bundler keeps the order of require() calls but hoists import declarations.
@@ -11,10 +11,6 @@ import { applyRuntimeFlags } from './runtime-flags';
 applyRuntimeFlags();
 
 function main(): void {
-  const sea = require('node:sea') as typeof import('node:sea');
-  const { AGENT_PROTO_ASSET, useEmbeddedAgentProto } = require('@kubetrust/proto') as typeof import('@kubetrust/proto');
-  if (sea.isSea()) useEmbeddedAgentProto(sea.getAsset(AGENT_PROTO_ASSET, 'utf8'));
-
   const { runAgent } = require('./cli') as typeof import('./cli');
   runAgent(process.argv).then(
     (code) => {

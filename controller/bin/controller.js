@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-const { runController } = require('../dist/cli.js');
+const path = require('node:path');
+const { loadController } = require('./bundle-loader.js');
+
+const { runController } = loadController(path.join(__dirname, '..')).exports;
 
 runController(process.argv).then((code) => {
   process.exitCode = code;

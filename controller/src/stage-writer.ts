@@ -1,4 +1,3 @@
-import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 /** One node's files for the staging worker. Each `path` is the absolute path on the node. */
@@ -32,7 +31,8 @@ export class StageWriter {
   private failure: Error | undefined;
 
   constructor() {
-    this.worker = new Worker(path.join(__dirname, 'stage-worker.js'));
+    // Resolved by package name, so that the path holds in the controller's one-file bundle too.
+    this.worker = new Worker(require.resolve('@kubetrust/controller/dist/stage-worker.js'));
     this.worker.on('message', (reply: StageReply) => {
       const waiter = this.pending.get(reply.id);
       this.pending.delete(reply.id);

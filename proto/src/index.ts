@@ -1,12 +1,13 @@
 /**
- * The agent gRPC contract: the loaded service definition and the generated message types.
- * The loader options here are the ones `npm run generate` passes to proto-loader-gen-types, so the
- * generated types describe exactly what the runtime decodes.
+ * The agent gRPC contract: the service definition and the generated message types. The messages
+ * are encoded by src/codec.ts from a schema generated at build time (scripts/generate-schema.js),
+ * so neither program parses agent.proto or loads protobufjs at run time. The generated types are
+ * those of proto-loader-gen-types with the options in this package's `generate` script, and the
+ * codec decodes to exactly that shape.
  */
-import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import * as protobuf from 'protobufjs';
+import { MessageCodec } from './codec';
+import { AGENT_ENUMS, AGENT_MESSAGES, AGENT_SERVICE } from './generated/agent-schema';
 import type { ProtoGrpcType } from './generated/agent';
 
 export type { AgentClient, AgentHandlers } from './generated/kubetrust/agent/v1/Agent';
@@ -29,48 +30,39 @@ export type { RollbackRequest, RollbackRequest__Output } from './generated/kubet
 export type { PrepareKeysResponse, PrepareKeysResponse__Output } from './generated/kubetrust/agent/v1/PrepareKeysResponse';
 export type { ServiceResult, ServiceResult__Output } from './generated/kubetrust/agent/v1/ServiceResult';
 
-/** Absolute path of the agent service's .proto file. */
-export const AGENT_PROTO_PATH = path.join(__dirname, '..', 'kubetrust', 'agent', 'v1', 'agent.proto');
+export { CodecError, MessageCodec } from './codec';
 
-/** Name of the asset that carries agent.proto in the single-file agent executable. */
-export const AGENT_PROTO_ASSET = 'agent.proto';
-
-/** proto-loader options; keep in step with the `generate` script in this package's package.json. */
-export const LOADER_OPTIONS: protoLoader.Options = {
-  keepCase: true,
-  longs: String,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-};
-
-let loaded: ProtoGrpcType | undefined;
-let embeddedSource: string | undefined;
-
-/**
- * Makes loadAgentProto parse this text of agent.proto instead of reading AGENT_PROTO_PATH. The
- * single-file agent executable carries the .proto file inside and has no file to read. Call it
- * before the first loadAgentProto.
- */
-export function useEmbeddedAgentProto(source: string): void {
-  if (loaded !== undefined) throw new Error('useEmbeddedAgentProto must be called before the first loadAgentProto');
-  embeddedSource = source;
+/** The service constructor and definition, as grpc-js's loadPackageDefinition would give them. */
+export interface AgentProto {
+  readonly kubetrust: { readonly agent: { readonly v1: { readonly Agent: ProtoGrpcType['kubetrust']['agent']['v1']['Agent'] } } };
 }
 
-/** Loads the agent service definition once per process. */
-export function loadAgentProto(): ProtoGrpcType {
+let loaded: AgentProto | undefined;
+
+/** The codec of the agent's messages. */
+export const agentCodec = new MessageCodec(AGENT_MESSAGES, AGENT_ENUMS);
+
+/** Builds the agent service definition once per process. */
+export function loadAgentProto(): AgentProto {
   if (loaded === undefined) {
-    loaded = grpc.loadPackageDefinition(agentPackageDefinition()) as unknown as ProtoGrpcType;
+    const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+    for (const method of AGENT_SERVICE.methods) {
+      definition[method.name] = {
+        path: `/${AGENT_SERVICE.name}/${method.name}`,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (message: unknown) => agentCodec.encode(method.requestType, message),
+        requestDeserialize: (bytes: Buffer) => agentCodec.decode(method.requestType, bytes),
+        responseSerialize: (message: unknown) => agentCodec.encode(method.responseType, message),
+        responseDeserialize: (bytes: Buffer) => agentCodec.decode(method.responseType, bytes),
+        // The lower-camel-case alias that proto-loader gives every method, such as `getState`.
+        originalName: method.name.charAt(0).toLowerCase() + method.name.slice(1),
+      };
+    }
+    const Agent = grpc.makeClientConstructor(definition, AGENT_SERVICE.name);
+    loaded = { kubetrust: { agent: { v1: { Agent: Agent as unknown as AgentProto['kubetrust']['agent']['v1']['Agent'] } } } };
   }
   return loaded;
-}
-
-function agentPackageDefinition(): protoLoader.PackageDefinition {
-  if (embeddedSource === undefined) return protoLoader.loadSync(AGENT_PROTO_PATH, LOADER_OPTIONS);
-  // loadSync parses the file with protobufjs the same way, keepCase included, and builds the
-  // definition from the resolved root. agent.proto imports no other file.
-  const root = protobuf.parse(embeddedSource, { keepCase: LOADER_OPTIONS.keepCase === true }).root;
-  return protoLoader.fromJSON(root.toJSON(), LOADER_OPTIONS);
 }
 
 /**

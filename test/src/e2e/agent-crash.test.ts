@@ -13,22 +13,11 @@ import { Installer } from '@kubetrust/agent/dist/install';
 import { StagedKeys } from '@kubetrust/agent/dist/staged-keys';
 import { silentLogger } from '@kubetrust/shared/dist/log';
 import { crashTestPaths } from '../harness/install-child';
+import { seededRandom } from '../harness/seeded-random';
 
 const CHILD = path.join(__dirname, '..', 'harness', 'install-child.js');
 const FILES = 20;
 const TRIALS = 60;
-
-/** mulberry32: a small deterministic generator, so every trial can be replayed from its seed. */
-function generator(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let value = state;
-    value = Math.imul(value ^ (value >>> 15), value | 1);
-    value ^= value + Math.imul(value ^ (value >>> 7), value | 61);
-    return ((value ^ (value >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function runChild(root: string, stateDir: string, generation: number, killAfterMs: number): Promise<'killed' | 'finished'> {
   return new Promise((resolve, reject) => {
@@ -66,7 +55,7 @@ describe('agent install under SIGKILL', function () {
     const outcomes = { killed: 0, finished: 0, old: 0, new: 0 };
     for (let trial = 1; trial <= TRIALS; trial++) {
       const seed = 1000 + trial;
-      const killAfterMs = Math.floor(generator(seed)() * 400);
+      const killAfterMs = Math.floor(seededRandom(seed)() * 400);
       outcomes[await runChild(root, stateDir, trial, killAfterMs)]++;
       await new Installer(root, stateDir, new StagedKeys(stateDir), silentLogger()).recoverInterruptedChange();
       const found = generations(root);

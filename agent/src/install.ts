@@ -7,7 +7,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { FileChange__Output } from '@kubetrust/proto';
-import { commitStagedFile, readFileIfExists, syncDirectory, writeFileAtomic } from '@kubetrust/shared/dist/files';
+import { readFileIfExists, syncDirectory, writeFileAtomic, type WriteOptions } from '@kubetrust/shared/dist/files';
 import { renderKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { stageFile } from '@kubetrust/shared/dist/files';
@@ -91,14 +91,42 @@ async function contentOf(change: FileChange__Output, keys: StagedKeys): Promise<
   }
 }
 
-/** Carries out one journal step; removing a file that is already gone is not an error. */
-async function applyJournalEntry(entry: JournalEntry): Promise<void> {
-  if (entry.remove === true) {
-    await fs.rm(entry.target, { force: true });
-    await syncDirectory(path.dirname(entry.target)).catch(() => undefined);
-    return;
+/**
+ * Carries out journal steps in their order, then fsyncs each directory they touched once. Removing
+ * a file that is already gone is not an error. The caller removes the journal only after this
+ * returns, so a crash before the directories are synced leaves the journal to finish the steps.
+ */
+async function applyJournalEntries(entries: readonly JournalEntry[]): Promise<void> {
+  const renamedIn = new Set<string>();
+  const removedIn = new Set<string>();
+  for (const entry of entries) {
+    if (entry.remove === true) {
+      await fs.rm(entry.target, { force: true });
+      removedIn.add(path.dirname(entry.target));
+    } else if (entry.staged !== undefined) {
+      await fs.rename(entry.staged, entry.target);
+      renamedIn.add(path.dirname(entry.target));
+    }
   }
-  if (entry.staged !== undefined) await commitStagedFile(entry.staged, entry.target);
+  await Promise.all([
+    ...[...renamedIn].map((dir) => syncDirectory(dir)),
+    // A directory whose files were all removed may be gone too.
+    ...[...removedIn].filter((dir) => !renamedIn.has(dir)).map((dir) => syncDirectory(dir).catch(() => undefined)),
+  ]);
+}
+
+/**
+ * Stages files concurrently, so that their fsyncs overlap. When one fails, the files staged by the
+ * others are removed and the first error is thrown.
+ */
+export async function stageConcurrently(items: readonly { readonly target: string; readonly data: Buffer; readonly options: WriteOptions }[]): Promise<JournalEntry[]> {
+  const results = await Promise.allSettled(items.map((item) => stageFile(item.target, item.data, item.options)));
+  const failure = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (failure !== undefined) {
+    await Promise.all(results.map((result) => (result.status === 'fulfilled' ? fs.rm(result.value, { force: true }) : undefined)));
+    throw failure.reason;
+  }
+  return items.map((item, index) => ({ target: item.target, staged: (results[index] as PromiseFulfilledResult<string>).value }));
 }
 
 async function isUnchanged(write: PlannedWrite, manageOwner: boolean): Promise<boolean> {
@@ -175,24 +203,23 @@ export class Installer {
   /** Writes the journal, carries out every step and removes the journal. */
   private async runJournal(changeId: string, journal: readonly JournalEntry[]): Promise<void> {
     await writeFileAtomic(path.join(this.stateDir, JOURNAL), JSON.stringify({ changeId, entries: journal }), { mode: 0o600 });
-    for (const entry of journal) await applyJournalEntry(entry);
+    await applyJournalEntries(journal);
     await fs.rm(path.join(this.stateDir, JOURNAL), { force: true });
   }
 
   private async backup(changeId: string, writes: readonly PlannedWrite[], backupDir: string, restartServices: readonly string[]): Promise<void> {
-    const entries: BackupManifest['entries'][number][] = [];
-    for (const write of writes) {
-      const current = await readFileIfExists(write.target);
-      if (current === undefined) {
-        entries.push({ nodePath: write.nodePath, existed: false, mode: 0, uid: 0, gid: 0 });
-        continue;
-      }
-      const stat = await fs.stat(write.target);
-      const mode = stat.mode & 0o7777;
-      // Backups may hold private keys, so every backup file is private whatever its original mode.
-      await writeFileAtomic(path.join(backupDir, BACKUP_FILES, write.nodePath), current, { mode: 0o600 });
-      entries.push({ nodePath: write.nodePath, existed: true, mode, uid: stat.uid, gid: stat.gid });
-    }
+    // The files are backed up concurrently, so that their fsyncs overlap. The manifest comes last.
+    const entries = await Promise.all(
+      writes.map(async (write): Promise<BackupManifest['entries'][number]> => {
+        const current = await readFileIfExists(write.target);
+        if (current === undefined) return { nodePath: write.nodePath, existed: false, mode: 0, uid: 0, gid: 0 };
+        const stat = await fs.stat(write.target);
+        const mode = stat.mode & 0o7777;
+        // Backups may contain private keys, so every backup file is private whatever its original mode.
+        await writeFileAtomic(path.join(backupDir, BACKUP_FILES, write.nodePath), current, { mode: 0o600 });
+        return { nodePath: write.nodePath, existed: true, mode, uid: stat.uid, gid: stat.gid };
+      }),
+    );
     const manifest: BackupManifest = { changeId, createdAt: new Date().toISOString(), restartServices: [...restartServices], entries };
     await writeFileAtomic(path.join(backupDir, BACKUP_MANIFEST), JSON.stringify(manifest, null, 1), { mode: 0o600 });
   }
@@ -270,17 +297,13 @@ export class Installer {
   }
 
   private async stageAll(writes: readonly PlannedWrite[]): Promise<JournalEntry[]> {
-    const staged: JournalEntry[] = [];
-    try {
-      for (const write of writes) {
-        const owner = this.manageOwner ? { uid: write.uid, gid: write.gid } : {};
-        staged.push({ target: write.target, staged: await stageFile(write.target, write.data, { mode: write.mode, ...owner }) });
-      }
-      return staged;
-    } catch (error) {
-      await Promise.all(staged.map((entry) => (entry.staged === undefined ? undefined : fs.rm(entry.staged, { force: true }))));
-      throw error;
-    }
+    return stageConcurrently(
+      writes.map((write) => ({
+        target: write.target,
+        data: write.data,
+        options: { mode: write.mode, ...(this.manageOwner ? { uid: write.uid, gid: write.gid } : {}) },
+      })),
+    );
   }
 
   /** Completes a change interrupted between its journal and its last rename. */
@@ -289,9 +312,11 @@ export class Installer {
     const data = await readFileIfExists(journalFile);
     if (data === undefined) return;
     const journal = JSON.parse(data.toString('utf8')) as { changeId: string; entries: JournalEntry[] };
+    const remaining: JournalEntry[] = [];
     for (const entry of journal.entries) {
-      if (entry.remove === true || (entry.staged !== undefined && (await readFileIfExists(entry.staged)) !== undefined)) await applyJournalEntry(entry);
+      if (entry.remove === true || (entry.staged !== undefined && (await readFileIfExists(entry.staged)) !== undefined)) remaining.push(entry);
     }
+    await applyJournalEntries(remaining);
     await fs.rm(journalFile, { force: true });
     await syncDirectory(this.stateDir);
     this.logger.warn('completed an interrupted change', { change: journal.changeId, files: journal.entries.length });

@@ -17,7 +17,7 @@
  * and bindings in the Kubernetes API. RPCs: GetState, PrepareKeys, Apply, Rollback.
  */
 import * as crypto from 'node:crypto';
-import { loadAgentProto, type FileChange, type KeyRequest } from '@kubetrust/proto';
+import { loadAgentProto, type FileChange, type KeyRequest, type PrepareKeysResponse__Output } from '@kubetrust/proto';
 import { casForPki, itemsForNode, servicesForNode, type CaName, type KubeletBootstrapFiles, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
@@ -249,6 +249,17 @@ interface Issued {
   readonly ledger: LedgerEntry;
 }
 
+/**
+ * The keys of a node's change, requested from its agent while an earlier node is still being
+ * changed. Only the agent's CSRs are fetched early: the certificates are signed at the node's turn.
+ */
+export interface PrefetchedKeys {
+  readonly connection: AgentConnection;
+  /** The requests sent, by catalogue item name. Each has a fresh key id. */
+  readonly requests: ReadonlyMap<string, KeyRequest>;
+  readonly response: Promise<PrepareKeysResponse__Output | undefined>;
+}
+
 export class NodeRollout {
   constructor(
     private readonly inventory: Inventory,
@@ -299,14 +310,14 @@ export class NodeRollout {
    * Issues and installs the planned changes. When a service is unhealthy afterwards, the node is
    * rolled back to its previous files and its services are restarted and checked again on them.
    */
-  async apply(nodePlan: NodePlan): Promise<NodeReport> {
+  async apply(nodePlan: NodePlan, prefetched?: PrefetchedKeys): Promise<NodeReport> {
     const { plan, pendingRestarts } = nodePlan;
     const pending = nodePlan.planned.filter((entry) => entry.action !== 'unchanged');
     // Nodes of a worker batch start together; each takes its own turn of the event loop to set up.
     await this.cpu.turn();
-    const connection = this.connections.takeOrOpen(this.node);
+    const connection = prefetched?.connection ?? this.connections.takeOrOpen(this.node);
     try {
-      const issued = await this.issue(connection, pending);
+      const issued = await this.issue(connection, pending, prefetched);
       const restarts = servicesForNode(this.node).filter((service) => plan.some((entry) => entry.restarts.includes(service)));
       const changeId = `${this.now().toISOString().replace(/[^0-9]/g, '').slice(0, 14)}-${crypto.randomBytes(4).toString('hex')}`;
       // Recorded before the push: a controller killed after the agent installed the files still has
@@ -391,8 +402,21 @@ export class NodeRollout {
     return { ...rolledBack, error: `${error}; rolled back to the previous files, but still unhealthy: ${after}` };
   }
 
-  /** Asks the agent for keys and CSRs for every certificate to issue, then signs them. */
-  private async issue(connection: AgentConnection, pending: readonly PlannedItem[]): Promise<Map<string, Issued>> {
+  /**
+   * Sends the PrepareKeys call of a planned change now, on the connection that apply then uses.
+   * The caller passes the result to apply, or closes its connection when the node is skipped.
+   */
+  prefetchKeys(nodePlan: NodePlan): PrefetchedKeys {
+    const connection = this.connections.takeOrOpen(this.node);
+    const requests = this.keyRequests(nodePlan.planned.filter((entry) => entry.action !== 'unchanged'));
+    const response = requests.size === 0 ? Promise.resolve(undefined) : connection.prepareKeys({ keys: [...requests.values()] });
+    // A failure surfaces when apply awaits the response; a node that is skipped never awaits it.
+    response.catch(() => undefined);
+    return { connection, requests, response };
+  }
+
+  /** Builds one key request per certificate to issue, by catalogue item name. */
+  private keyRequests(pending: readonly PlannedItem[]): Map<string, KeyRequest> {
     const requests = new Map<string, KeyRequest>();
     for (const { item } of pending) {
       if (item.type === 'static') continue;
@@ -406,9 +430,18 @@ export class NodeRollout {
         ip_addresses: [...sans.ipAddresses],
       });
     }
+    return requests;
+  }
+
+  /**
+   * Gets keys and CSRs from the agent for every certificate to issue, then signs them. `prefetched`
+   * is the PrepareKeys call that prefetchKeys sent for the same plan.
+   */
+  private async issue(connection: AgentConnection, pending: readonly PlannedItem[], prefetched?: PrefetchedKeys): Promise<Map<string, Issued>> {
+    const requests = prefetched?.requests ?? this.keyRequests(pending);
     const issued = new Map<string, Issued>();
     if (requests.size === 0) return issued;
-    const response = await connection.prepareKeys({ keys: [...requests.values()] });
+    const response = (await prefetched?.response) ?? (await connection.prepareKeys({ keys: [...requests.values()] }));
     const csrs = new Map(response.keys.map((key) => [key.key_id, key.csr_pem]));
     for (const { item } of pending) {
       const request = requests.get(item.name);
@@ -606,11 +639,17 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
       const unreachableEtcd = selected.filter((node) => node.roles.includes('etcd') && reports.get(node.name)?.status === 'failed').map((node) => node.name);
       const total = plans.filter((plan) => plan.needsChange).length;
       let done = 0;
+      const prefetched = new Map<string, PrefetchedKeys>();
       const steps = {
+        prefetch: (plan: NodePlan): void => {
+          if (!prefetched.has(plan.node.name)) prefetched.set(plan.node.name, rollout(plan.node).prefetchKeys(plan));
+        },
         apply: async (plan: NodePlan): Promise<NodeReport> => {
           options.onProgress?.({ node: plan.node.name, phase: 'start', done, total });
+          const keys = prefetched.get(plan.node.name);
+          prefetched.delete(plan.node.name);
           try {
-            return await rollout(plan.node).apply(plan);
+            return await rollout(plan.node).apply(plan, keys);
           } catch (error) {
             const message = error instanceof Error ? error.message : String(error);
             logger.error('node failed', { node: plan.node.name, error: message });
@@ -624,7 +663,12 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
         },
       };
       const rolloutOptions = { ...(options.maxParallel !== undefined ? { maxParallel: options.maxParallel } : {}), continueOnError: options.continueOnError === true };
-      for (const report of await rollOut(plans, unreachableEtcd, steps, rolloutOptions)) reports.set(report.name, report);
+      try {
+        for (const report of await rollOut(plans, unreachableEtcd, steps, rolloutOptions)) reports.set(report.name, report);
+      } finally {
+        // Nodes skipped after a failure may have had their keys requested already.
+        for (const keys of prefetched.values()) keys.connection.close();
+      }
       await finishKubeletBootstraps(plans, reports, kubeletPush, open, logger, now, options);
     }
     return { cluster: inventory.name, dryRun, nodes: selected.map((node) => reports.get(node.name)!) };

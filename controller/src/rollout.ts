@@ -26,6 +26,11 @@ export interface RolloutOptions {
 
 /** Per-node steps the rollout calls, behind an interface so that tests can drive it without agents. */
 export interface RolloutSteps {
+  /**
+   * Starts the slow part of a node's change that changes nothing on the node (its agent generating
+   * keys) while earlier nodes are still being changed. Called for the nodes of the next batch.
+   */
+  prefetch?(plan: NodePlan): void;
   apply(plan: NodePlan): Promise<NodeReport>;
   skipped(plan: NodePlan, reason: string): NodeReport;
   onNodeDone?(report: NodeReport): void;
@@ -51,10 +56,24 @@ function etcdBeingCreated(plans: readonly NodePlan[]): boolean {
   return plans.every((plan) => plan.plan.some((entry) => entry.name === 'etcd-server' && entry.action === 'add'));
 }
 
-async function runInBatches(plans: readonly NodePlan[], size: number, steps: RolloutSteps, stopAfterFailure: boolean, label: string): Promise<{ reports: NodeReport[]; stoppedBy?: string }> {
+/**
+ * Applies `plans` in batches of `size`. While a batch runs, the next batch is prefetched, and
+ * `following` (the first batch of the next phase) while the last one runs.
+ */
+async function runInBatches(
+  plans: readonly NodePlan[],
+  size: number,
+  steps: RolloutSteps,
+  stopAfterFailure: boolean,
+  label: string,
+  following: readonly NodePlan[] = [],
+): Promise<{ reports: NodeReport[]; stoppedBy?: string }> {
   const reports: NodeReport[] = [];
   for (let start = 0; start < plans.length; start += size) {
     const batch = plans.slice(start, start + size);
+    if (start === 0) for (const plan of batch) steps.prefetch?.(plan);
+    const next = start + size < plans.length ? plans.slice(start + size, start + 2 * size) : following;
+    for (const plan of next) steps.prefetch?.(plan);
     const results = await Promise.all(
       batch.map(async (plan) => {
         const report = await steps.apply(plan);
@@ -90,16 +109,17 @@ export async function rollOut(plans: readonly NodePlan[], unreachableEtcd: reado
     return skipAll([...etcd, ...masters, ...workers], reason);
   }
 
+  const size = options.maxParallel ?? defaultMaxParallel(workerCount);
   const reports: NodeReport[] = [];
-  const etcdRun = await runInBatches(etcd, etcdBeingCreated(etcd) ? etcd.length : 1, steps, true, 'etcd member');
+  const firstOf = (phase: readonly NodePlan[], batchSize: number): readonly NodePlan[] => phase.slice(0, batchSize);
+  const etcdRun = await runInBatches(etcd, etcdBeingCreated(etcd) ? etcd.length : 1, steps, true, 'etcd member', masters.length > 0 ? firstOf(masters, 1) : firstOf(workers, size));
   reports.push(...etcdRun.reports);
   if (etcdRun.stoppedBy !== undefined) return [...reports, ...skipAll([...masters, ...workers], `not changed: the rollout stopped after etcd member ${etcdRun.stoppedBy} failed`)];
 
-  const masterRun = await runInBatches(masters, 1, steps, true, 'master');
+  const masterRun = await runInBatches(masters, 1, steps, true, 'master', firstOf(workers, size));
   reports.push(...masterRun.reports);
   if (masterRun.stoppedBy !== undefined) return [...reports, ...skipAll(workers, `not changed: the rollout stopped after master ${masterRun.stoppedBy} failed`)];
 
-  const size = options.maxParallel ?? defaultMaxParallel(workerCount);
   const workerRun = await runInBatches(workers, size, steps, options.continueOnError !== true, 'worker');
   reports.push(...workerRun.reports);
   return reports;

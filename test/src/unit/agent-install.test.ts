@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { InvalidRequestError } from '@kubetrust/agent/dist/errors';
-import { Installer } from '@kubetrust/agent/dist/install';
+import { Installer, stageConcurrently } from '@kubetrust/agent/dist/install';
 import { StagedKeys } from '@kubetrust/agent/dist/staged-keys';
 import { AgentConfigError, parseAgentConfig } from '@kubetrust/agent';
 import type { FileChange__Output } from '@kubetrust/proto';
@@ -63,6 +63,19 @@ describe('agent installer', () => {
     }
     assert.ok(!fs.existsSync(path.join(root, 'etc/ok.crt')), 'a valid file of a rejected change was written');
     assert.ok(!fs.existsSync(path.join(dir, 'escape')));
+  });
+
+  it('failed staging removes the other staged files', async () => {
+    const etc = path.join(root, 'etc');
+    fs.mkdirSync(etc, { recursive: true });
+    // A regular file where the second file's directory should be makes its staging fail.
+    fs.writeFileSync(path.join(etc, 'blocker'), 'not a directory');
+    const items = ['a.crt', 'blocker/b.crt', 'c.crt'].map((name) => ({ target: path.join(etc, name), data: Buffer.from(name), options: { mode: 0o644 } }));
+    await assert.rejects(stageConcurrently(items), (error: NodeJS.ErrnoException) => error.code === 'ENOTDIR' || error.code === 'EEXIST');
+    assert.deepEqual(fs.readdirSync(etc), ['blocker']);
+    const staged = await stageConcurrently([items[0]!, items[2]!]);
+    assert.equal(staged.length, 2);
+    assert.deepEqual(fs.readdirSync(etc).filter((name) => name.includes('.tmp-')).length, 2);
   });
 
   it('rejects a path named twice in one change', async () => {

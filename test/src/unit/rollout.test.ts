@@ -138,6 +138,34 @@ describe('rollout order', () => {
     assert.deepEqual(reports.map((report) => report.name), ['worker-2']);
   });
 
+  it('prefetches the next batch early', async () => {
+    const events: string[] = [];
+    const run = recorder(['m2']);
+    const steps = {
+      ...run.steps,
+      prefetch: (nodePlan: NodePlan): void => {
+        events.push(`prefetch ${nodePlan.node.name}`);
+      },
+      apply: async (nodePlan: NodePlan): Promise<NodeReport> => {
+        events.push(`apply ${nodePlan.node.name}`);
+        return run.steps.apply(nodePlan);
+      },
+    };
+    const plans = [plan('e1', ['etcd']), plan('e2', ['etcd']), plan('m1', ['master']), plan('m2', ['master']), plan('m3', ['master']), plan('w1', ['worker'])];
+    await rollOut(plans, [], steps, { maxParallel: 1 });
+    const firstApply = (name: string): number => events.indexOf(`apply ${name}`);
+    const firstPrefetch = (name: string): number => events.indexOf(`prefetch ${name}`);
+    // Within a phase the next node, and across phases the first node of the next phase, are
+    // prefetched before the node before them is applied.
+    assert.ok(firstPrefetch('e2') < firstApply('e1'), events.join(', '));
+    assert.ok(firstPrefetch('m1') < firstApply('e2'), events.join(', '));
+    assert.ok(firstPrefetch('m2') < firstApply('m1'), events.join(', '));
+    assert.ok(firstPrefetch('m3') < firstApply('m2'), events.join(', '));
+    // m2 fails, so m3 is prefetched but never applied, and nothing after it is prefetched.
+    assert.equal(firstApply('m3'), -1);
+    assert.equal(firstPrefetch('w1'), -1);
+  });
+
   it('puts each node in its most sensitive phase', () => {
     assert.equal(phaseOf(['worker', 'master', 'etcd']), 'etcd');
     assert.equal(phaseOf(['worker', 'master']), 'master');

@@ -1,11 +1,18 @@
 /**
  * The agent's line logger against the controller's winston logger: the same calls must print the
- * same lines in both formats, apart from the time, and filter levels the same way.
+ * same lines in both formats, apart from the time, and filter levels the same way. Also checks that
+ * loading the agent's command line does not load winston.
  */
 import { strict as assert } from 'node:assert';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createLineLogger, type LineStream } from '@kubetrust/shared/dist/line-logger';
 import { createLogger } from '@kubetrust/shared/dist/log';
 import { LOG_LEVELS, type LogFields, type LogLevel, type Logger, type LoggerOptions } from '@kubetrust/shared/dist/logger';
+
+const run = promisify(execFile);
+const AGENT_CLI_MODULE = require.resolve('@kubetrust/agent/dist/cli');
+const LINE_LOGGER_MODULE = require.resolve('@kubetrust/shared/dist/line-logger');
 
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 const ISO_TIME_AT_LINE_START = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z /gm;
@@ -251,5 +258,17 @@ describe('line logger options', () => {
     for (const name of ['level', 'message', 'timestamp']) {
       assert.throws(() => createLineLogger({ fields: { [name]: 'x' } }), new RegExp(`invalid default log field "${name}"`));
     }
+  });
+});
+
+describe('agent module graph', () => {
+  it('does not load winston', async () => {
+    const script = `require(${JSON.stringify(AGENT_CLI_MODULE)}); process.stdout.write(JSON.stringify(Object.keys(require.cache)));`;
+    const { stdout } = await run(process.execPath, ['-e', script]);
+    const loaded = JSON.parse(stdout) as string[];
+    assert.ok(loaded.includes(AGENT_CLI_MODULE), `the child did not load ${AGENT_CLI_MODULE}, so the list shows nothing`);
+    assert.ok(loaded.includes(LINE_LOGGER_MODULE), `the agent did not load ${LINE_LOGGER_MODULE}`);
+    const winstonModules = loaded.filter((file) => /[\\/]node_modules[\\/](winston|winston-transport|logform|triple-beam|@dabh[\\/]diagnostics)[\\/]/.test(file));
+    assert.deepEqual(winstonModules, [], 'the agent loads winston or one of its dependencies');
   });
 });

@@ -10,7 +10,7 @@
 import * as v8 from 'node:v8';
 
 // TODO: an idle agent stays above the 45 MB resident goal. docs/benchmarks.md measured 56.9 MB with
-// winston as the logger, and the line logger saves about 1.5 MB of that, so about 55 MB is an
+// winston as the logger, and the line logger saves about 1.4 MB of that, so about 55.5 MB is an
 // estimate for now. Node.js alone takes about 39 MB here. Most of the rest is module code:
 // proto-loader with the .proto parser of protobufjs, grpc-js, and yaml, which is loaded twice
 // because npm installs yaml 2.9.1 into both agent/node_modules and shared/node_modules (the root

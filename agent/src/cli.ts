@@ -9,7 +9,8 @@
  * start or another error occurs.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { LOG_LEVELS, createLogger, type LogLevel } from '@kubetrust/shared/dist/log';
+import { createLineLogger } from '@kubetrust/shared/dist/line-logger';
+import { LOG_LEVELS, type LogLevel } from '@kubetrust/shared/dist/logger';
 import { AgentConfigError, loadAgentConfig, type AgentConfig } from './config';
 import { EnrollError, createEnrollRequest, installEnrollment } from './enroll';
 import { startAgent } from './server';
@@ -61,7 +62,7 @@ async function serve(options: ServeOptions, outcome: Outcome): Promise<void> {
     outcome.code = EXIT_INVALID;
     return;
   }
-  const logger = createLogger({ level: options.logLevel, format: options.logFormat, fields: { component: 'agent', node: config.nodeName } });
+  const logger = createLineLogger({ level: options.logLevel, format: options.logFormat, fields: { component: 'agent', node: config.nodeName } });
   let agent;
   try {
     agent = await startAgent(config, logger);

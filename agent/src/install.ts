@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import type { FileChange__Output } from '@kubetrust/proto';
 import { readFileIfExists, syncDirectory, writeFileAtomic, type WriteOptions } from '@kubetrust/shared/dist/files';
 import { renderKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
-import type { Logger } from '@kubetrust/shared/dist/log';
+import type { Logger } from '@kubetrust/shared/dist/logger';
 import { stageFile } from '@kubetrust/shared/dist/files';
 import { InvalidRequestError } from './errors';
 import { hostPath } from './paths';

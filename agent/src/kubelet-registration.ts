@@ -14,7 +14,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { KubeletBootstrapState__Output as KubeletBootstrapState, KubeletBootstrapWatch } from '@kubetrust/proto';
 import { writeFileAtomic } from '@kubetrust/shared/dist/files';
-import type { Logger } from '@kubetrust/shared/dist/log';
+import type { Logger } from '@kubetrust/shared/dist/logger';
 import { InvalidRequestError } from './errors';
 import { hostPath } from './paths';
 

@@ -18,7 +18,7 @@ import {
 } from '@kubetrust/proto';
 import { LockedError, acquirePidLock } from '@kubetrust/shared/dist/files';
 import { peerUris } from '@kubetrust/shared/dist/identity';
-import type { Logger } from '@kubetrust/shared/dist/log';
+import type { Logger } from '@kubetrust/shared/dist/logger';
 import type { AgentConfig } from './config';
 import { BusyError, HealthCheckFailedError, InvalidRequestError, isFileSystemError } from './errors';
 import { Installer } from './install';

@@ -8,7 +8,7 @@ import * as fs from 'node:fs/promises';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import type { ServiceResult } from '@kubetrust/proto';
-import type { Logger } from '@kubetrust/shared/dist/log';
+import type { Logger } from '@kubetrust/shared/dist/logger';
 import type { HealthCheck, RestartHook, ServiceHooks } from './config';
 import { DEFAULT_HEALTH_TIMEOUT_SECONDS } from './config';
 

@@ -1,20 +1,12 @@
 /**
- * Structured logging for both programs. Messages are constant phrases; data goes in fields.
+ * Structured logging for the controller, with winston. Messages are constant phrases, and data goes in fields.
  * Logs go to stderr so that command output on stdout (plans, JSON reports) stays machine-readable.
+ * The agent does not load this module: it logs with `./line-logger`, which prints the same lines.
  */
 import * as winston from 'winston';
+import { LOG_LEVELS, type LoggerOptions } from './logger';
 
-export type Logger = winston.Logger;
-export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
-export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'];
-
-export interface LoggerOptions {
-  readonly level?: LogLevel;
-  /** `json` for log collectors, `text` for people at a terminal. */
-  readonly format?: 'json' | 'text';
-  /** Set on every line, for example `{component: 'agent', node: 'etcd-1'}`. */
-  readonly fields?: Record<string, string>;
-}
+export { LOG_LEVELS, type LogFields, type LogLevel, type Logger, type LoggerOptions } from './logger';
 
 const textFormat = winston.format.printf((info) => {
   const { level, message, timestamp, ...fields } = info;
@@ -26,7 +18,7 @@ const textFormat = winston.format.printf((info) => {
 });
 
 /** Builds a logger writing to stderr; only entry points call this, everything else receives a logger. */
-export function createLogger(options: LoggerOptions = {}): Logger {
+export function createLogger(options: LoggerOptions = {}): winston.Logger {
   const format =
     options.format === 'json'
       ? winston.format.combine(winston.format.timestamp(), winston.format.json())
@@ -40,6 +32,6 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 }
 
 /** A logger that drops everything, for tests and library callers that pass none. */
-export function silentLogger(): Logger {
+export function silentLogger(): winston.Logger {
   return winston.createLogger({ silent: true, transports: [new winston.transports.Console()] });
 }

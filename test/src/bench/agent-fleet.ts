@@ -15,7 +15,8 @@
 import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { loadAgentConfig, startAgent, type RunningAgent } from '@kubetrust/agent';
-import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
+import { LOG_LEVELS, createLogger, type LogLevel } from '@kubetrust/shared/dist/log';
+import type { Logger as WinstonLogger } from 'winston';
 
 /** How long the agents may take to finish open calls at shutdown before their servers are closed hard. */
 const SHUTDOWN_GRACE_MS = 5_000;
@@ -32,7 +33,7 @@ export function fleetUsage(): FleetUsage {
 }
 
 /** Starts one agent per configuration file; on a failure, stops the agents already started and throws. */
-export async function startFleet(configFiles: readonly string[], logger: Logger): Promise<RunningAgent[]> {
+export async function startFleet(configFiles: readonly string[], logger: WinstonLogger): Promise<RunningAgent[]> {
   const agents: RunningAgent[] = [];
   try {
     for (const file of configFiles) {

@@ -8,9 +8,13 @@
  *
  * Usage: node controller/packaging/build-bundle.js
  *
- * Left out of the bundle and loaded from node_modules when used: ssh2 and cpu-features, which
- * carry native addons, and @kubernetes/client-node, an ES module of about 15 MB that only the
- * commands talking to the Kubernetes API load.
+ * Some packages stay out of the bundle and load from node_modules when used:
+ * - ssh2 and cpu-features, which carry native addons;
+ * - @kubernetes/client-node, an ES module of about 15 MB that only the Kubernetes API commands load;
+ * - prom-client with @opentelemetry/api, which only `serve` loads;
+ * - protobufjs with proto-loader, which grpc-js requires only for its channelz and xDS services.
+ * The code cache contains every bundled function, so each of these would cost every command the
+ * time to read its bytecode.
  */
 'use strict';
 
@@ -22,7 +26,17 @@ const PACKAGE_DIR = path.resolve(__dirname, '..');
 const REPO_ROOT = path.resolve(PACKAGE_DIR, '..');
 const { MANIFEST_VERSION, bundlePaths } = require(path.join(PACKAGE_DIR, 'bin', 'bundle-loader.js'));
 // The worker threads' scripts are loaded by path (require.resolve), never bundled.
-const EXTERNAL = ['ssh2', 'cpu-features', '@kubernetes/client-node', '@kubetrust/shared/dist/pki/key-worker.js', '@kubetrust/controller/dist/stage-worker.js'];
+const EXTERNAL = [
+  'ssh2',
+  'cpu-features',
+  '@kubernetes/client-node',
+  'prom-client',
+  '@opentelemetry/api',
+  'protobufjs',
+  '@grpc/proto-loader',
+  '@kubetrust/shared/dist/pki/key-worker.js',
+  '@kubetrust/controller/dist/stage-worker.js',
+];
 
 /**
  * The files the loader checks before it uses the bundle: every compiled file of the workspace, and

@@ -222,8 +222,23 @@ export function readSerialAndValidity(pem: string | Buffer): Pick<CertificateInf
  */
 export function isSignedBy(certificatePem: string, issuerPem: string): boolean {
   const certificate = new crypto.X509Certificate(firstCertificateDer(certificatePem, 'the certificate'));
-  const issuer = new crypto.X509Certificate(firstCertificateDer(issuerPem, 'the issuer certificate'));
-  return certificate.checkIssued(issuer) && certificate.verify(issuer.publicKey);
+  const issuer = parsedIssuer(issuerPem);
+  return certificate.checkIssued(issuer.certificate) && certificate.verify(issuer.publicKey);
+}
+
+/** Issuers are a cluster's few CAs, checked against every certificate of every node. */
+const MAX_CACHED_ISSUERS = 32;
+const issuerCache = new Map<string, { readonly certificate: crypto.X509Certificate; readonly publicKey: crypto.KeyObject }>();
+
+/** Returns the parsed issuer certificate and public key of `issuerPem`, parsing each PEM once. */
+function parsedIssuer(issuerPem: string): { readonly certificate: crypto.X509Certificate; readonly publicKey: crypto.KeyObject } {
+  const cached = issuerCache.get(issuerPem);
+  if (cached !== undefined) return cached;
+  const certificate = new crypto.X509Certificate(firstCertificateDer(issuerPem, 'the issuer certificate'));
+  const parsed = { certificate, publicKey: certificate.publicKey };
+  if (issuerCache.size >= MAX_CACHED_ISSUERS) issuerCache.clear();
+  issuerCache.set(issuerPem, parsed);
+  return parsed;
 }
 
 /**

@@ -639,17 +639,23 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
       const unreachableEtcd = selected.filter((node) => node.roles.includes('etcd') && reports.get(node.name)?.status === 'failed').map((node) => node.name);
       const total = plans.filter((plan) => plan.needsChange).length;
       let done = 0;
-      const prefetched = new Map<string, PrefetchedKeys>();
+      const prefetched = new Map<string, Promise<PrefetchedKeys>>();
       const steps = {
         prefetch: (plan: NodePlan): void => {
-          if (!prefetched.has(plan.node.name)) prefetched.set(plan.node.name, rollout(plan.node).prefetchKeys(plan));
+          if (prefetched.has(plan.node.name)) return;
+          // Each request is built and sent in a turn of its own, so that prefetching a batch of
+          // hundreds of workers does not hold the event loop.
+          const keys = cpu.turn().then(() => rollout(plan.node).prefetchKeys(plan));
+          // A failure surfaces when apply awaits the keys; a node that is skipped never awaits them.
+          keys.catch(() => undefined);
+          prefetched.set(plan.node.name, keys);
         },
         apply: async (plan: NodePlan): Promise<NodeReport> => {
           options.onProgress?.({ node: plan.node.name, phase: 'start', done, total });
           const keys = prefetched.get(plan.node.name);
           prefetched.delete(plan.node.name);
           try {
-            return await rollout(plan.node).apply(plan, keys);
+            return await rollout(plan.node).apply(plan, await keys);
           } catch (error) {
             const message = error instanceof Error ? error.message : String(error);
             logger.error('node failed', { node: plan.node.name, error: message });
@@ -667,7 +673,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
         for (const report of await rollOut(plans, unreachableEtcd, steps, rolloutOptions)) reports.set(report.name, report);
       } finally {
         // Nodes skipped after a failure may have had their keys requested already.
-        for (const keys of prefetched.values()) keys.connection.close();
+        for (const keys of prefetched.values()) keys.then((unused) => unused.connection.close()).catch(() => undefined);
       }
       await finishKubeletBootstraps(plans, reports, kubeletPush, open, logger, now, options);
     }

@@ -154,8 +154,10 @@ export function inspectCertificate(pem: string | Buffer): CertificateInfo {
 function readCertificateInfo(pem: string | Buffer): CertificateInfo {
   const block = firstCertificateBlock(pem, 'the input');
   const der = pemBlockToDer(block);
+  const formatted = formatPem(block);
   // OpenSSL parses the whole certificate here and provides the CA flag, the extended key usages and the public key.
   const certificate = new crypto.X509Certificate(der);
+  rememberParsed(formatted, certificate);
   const tbs = readTbsCertificate(der);
   const subjectAltName = tbs.extensions.find((extension) => extension.oid === OID.subjectAltName);
   const names = subjectAltName
@@ -163,7 +165,7 @@ function readCertificateInfo(pem: string | Buffer): CertificateInfo {
     : { dnsNames: [], ipAddresses: [], uris: [] };
 
   return {
-    pem: formatPem(block),
+    pem: formatted,
     subject: decodeName(tbs.subject, 'subject'),
     issuer: decodeName(tbs.issuer, 'issuer'),
     serialNumber: formatSerialNumber(readInteger(tbs.serialNumber, 'serialNumber')),
@@ -221,9 +223,21 @@ export function readSerialAndValidity(pem: string | Buffer): Pick<CertificateInf
  * present and requires keyCertSign when the issuer has a key usage extension.
  */
 export function isSignedBy(certificatePem: string, issuerPem: string): boolean {
-  const certificate = new crypto.X509Certificate(firstCertificateDer(certificatePem, 'the certificate'));
+  const certificate = recentlyParsed.get(certificatePem) ?? new crypto.X509Certificate(firstCertificateDer(certificatePem, 'the certificate'));
   const issuer = parsedIssuer(issuerPem);
   return certificate.checkIssued(issuer.certificate) && certificate.verify(issuer.publicKey);
+}
+
+/**
+ * Certificates that readCertificateInfo parsed last, by their normalised PEM (the `pem` of its
+ * result). Planning inspects a node's certificate and then checks its signature with that PEM.
+ */
+const MAX_RECENTLY_PARSED = 32;
+const recentlyParsed = new Map<string, crypto.X509Certificate>();
+
+function rememberParsed(pem: string, certificate: crypto.X509Certificate): void {
+  if (recentlyParsed.size >= MAX_RECENTLY_PARSED) recentlyParsed.delete(recentlyParsed.keys().next().value as string);
+  recentlyParsed.set(pem, certificate);
 }
 
 /** Issuers are a cluster's few CAs, checked against every certificate of every node. */

@@ -9,12 +9,10 @@
  */
 import * as v8 from 'node:v8';
 
-// TODO: an idle agent stays above the 45 MB resident goal. docs/benchmarks.md measured 56.9 MB with
-// winston as the logger, and the line logger saves about 1.4 MB of that, so about 55.5 MB is an
-// estimate for now. Node.js alone takes about 39 MB here. Most of the rest is module code:
-// proto-loader with the .proto parser of protobufjs, grpc-js, and yaml, which is loaded twice
-// because npm installs yaml 2.9.1 into both agent/node_modules and shared/node_modules (the root
-// has 2.9.0). A service definition built ahead and one copy of yaml would remove part of it.
+// TODO: an idle agent stays at about 53 MB resident, above the 45 MB goal. A bare Node.js process
+// takes about 39 MB here, and a TLS and HTTP/2 server touches about 6 MB more of the node binary,
+// which leaves no room for the heap of grpc-js, yaml and the agent within 45 MB. Only a smaller
+// runtime would meet it (docs/benchmarks.md, Footprint).
 
 export const RUNTIME_FLAGS: readonly string[] = [
   // The young generation stays at its initial 1 MB semi-spaces instead of growing to 16 MB each,

@@ -602,7 +602,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     }, material.caCertificate('cluster-ca'));
     const rollout = (node: NodeSpec): NodeRollout =>
       new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS, open, cpu, kubeletPush, options.renewal ?? {});
-    // Compiling the service definition takes tens of milliseconds; done here, it does not hold up the first node.
+    // Built before the distribute phase starts, so that the phase's figures leave it out.
     loadAgentProto();
     markEventLoopPhase('distribute');
 

@@ -55,6 +55,24 @@ function describe(kind: FileKind, data: Buffer): Partial<FileState__Output> {
   }
 }
 
+/**
+ * Descriptions of recently read contents, by kind and SHA-256. An agent serves GetState for the
+ * same unchanged files on every plan and rotation round, and parsing each private key and
+ * kubeconfig again was most of that work. Failed descriptions are not kept.
+ */
+const MAX_DESCRIBED = 1024;
+const described = new Map<string, Partial<FileState__Output>>();
+
+function describeOnce(kind: FileKind, data: Buffer, sha256: string): Partial<FileState__Output> {
+  const key = `${kind}:${sha256}`;
+  const cached = described.get(key);
+  if (cached !== undefined) return cached;
+  const description = describe(kind, data);
+  if (described.size >= MAX_DESCRIBED) described.delete(described.keys().next().value as string);
+  described.set(key, description);
+  return description;
+}
+
 /** Reads `hostPath` as `kind` and reports it under the node path `nodePath`. */
 export async function readFileState(hostPath: string, nodePath: string, kind: FileKind): Promise<FileState__Output> {
   let data: Buffer;
@@ -67,7 +85,9 @@ export async function readFileState(hostPath: string, nodePath: string, kind: Fi
   }
   const base: FileState__Output = { ...ABSENT, path: nodePath, exists: true, sha256: sha256Hex(data), mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid };
   try {
-    return { ...base, ...describe(kind, data) };
+    const description = describeOnce(kind, data, base.sha256);
+    // A copy, so that a caller changing its result cannot change what later reads return.
+    return { ...base, ...description, ...(description.kubeconfig ? { kubeconfig: { ...description.kubeconfig } } : {}) };
   } catch (error) {
     const kindName = String(kind).replace('FILE_KIND_', '').toLowerCase().replace('_', ' ');
     return { ...base, error: `not a valid ${kindName}: ${(error as Error).message}` };

@@ -31,7 +31,7 @@ export class StageWriter {
   private failure: Error | undefined;
 
   constructor() {
-    // Resolved by package name, so that the path holds in the controller's one-file bundle too.
+    // Resolved by package name, so that the path stays valid in the controller's one-file bundle too.
     this.worker = new Worker(require.resolve('@kubetrust/controller/dist/stage-worker.js'));
     this.worker.on('message', (reply: StageReply) => {
       const waiter = this.pending.get(reply.id);

@@ -9,8 +9,8 @@
  * - encode writes every field that is set (not null or undefined), default values included, in
  *   field number order. Strings, booleans, uint32 and bytes are converted the way protobufjs's
  *   `fromObject` converts them, and an enum takes its name or its number.
- * - decode fills every field that is not part of a oneof with its default (empty string, false,
- *   0, empty buffer, the enum's zero name, null for a message, [] for a repeated field), sets the
+ * - decode fills every field that is not part of a oneof with its default: empty string, false,
+ *   0, empty buffer, the enum's zero name, null for a message, [] for a repeated field. It sets the
  *   oneof's own key to the name of the member that is present, skips unknown fields and returns
  *   an unknown enum number as the number.
  */

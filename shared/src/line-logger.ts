@@ -1,10 +1,10 @@
 /**
  * A structured logger without dependencies, for the node agent, which runs on every node. It writes
  * the same lines as the winston logger of `./log` (winston 3.19, logform 2.7): one entry per line,
- * to stderr unless another stream is given. In place of winston and the 16 packages that winston
- * loads, it lowers the peak resident memory of a Node.js 20.20 process that only requires
- * `agent/dist/cli.js` by 4 to 5 MB, and the resident memory after a full collection with the
- * agent's V8 flags by about 1.4 MB (medians of 5 runs, 2-core virtual machine).
+ * to stderr unless another stream is given. It replaces winston and the 16 packages that winston
+ * loads. A Node.js 20.20 process that only requires `agent/dist/cli.js` peaks 4 to 5 MB lower, and
+ * keeps about 1.4 MB less after a full collection with the agent's V8 flags (medians of 5 runs,
+ * 2-core virtual machine).
  *
  * NOTE: two winston behaviours are left out because they drop entries or data. Winston drops the
  * fields of a call whose message contains a printf token such as `%s` or `%d`, and drops a whole entry

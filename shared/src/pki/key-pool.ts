@@ -58,7 +58,7 @@ export class KeyPool {
     const parameters = keyGenerationParameters(algorithm);
     const threads = Math.min(options.threads, Math.max(1, Math.ceil(total / options.batchSize)));
     for (let index = 0; index < threads && total > 0; index++) {
-      // Resolved by package name, so that the path holds in the controller's one-file bundle too.
+      // Resolved by package name, so that the path stays valid in the controller's one-file bundle too.
       const worker = new Worker(require.resolve('@kubetrust/shared/dist/pki/key-worker.js'), { workerData: { parameters } });
       worker.on('message', (result: KeyGenerationResult) => this.onKeys(worker, result));
       worker.on('error', (error) => this.fail(new Error(`key generation failed: ${error.message}`, { cause: error })));

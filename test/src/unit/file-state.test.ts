@@ -45,13 +45,13 @@ describe('node file state', () => {
     const { privatePem, publicSha256 } = keyPair();
     fs.writeFileSync(path.join(dir, 'one.key'), privatePem, { mode: 0o600 });
     fs.writeFileSync(path.join(dir, 'two.key'), privatePem, { mode: 0o640 });
-    const one = await readFileState(path.join(dir, 'one.key'), '/etc/one.key', 'FILE_KIND_PRIVATE_KEY');
-    const two = await readFileState(path.join(dir, 'two.key'), '/etc/two.key', 'FILE_KIND_PRIVATE_KEY');
-    assert.equal(one.path, '/etc/one.key');
-    assert.equal(two.path, '/etc/two.key');
-    assert.equal(one.mode, 0o600);
-    assert.equal(two.mode, 0o640);
-    assert.equal(two.public_key_sha256, publicSha256);
+    const firstFile = await readFileState(path.join(dir, 'one.key'), '/etc/one.key', 'FILE_KIND_PRIVATE_KEY');
+    const secondFile = await readFileState(path.join(dir, 'two.key'), '/etc/two.key', 'FILE_KIND_PRIVATE_KEY');
+    assert.equal(firstFile.path, '/etc/one.key');
+    assert.equal(secondFile.path, '/etc/two.key');
+    assert.equal(firstFile.mode, 0o600);
+    assert.equal(secondFile.mode, 0o640);
+    assert.equal(secondFile.public_key_sha256, publicSha256);
   });
 
   it('changed kubeconfig result stays private', async () => {

@@ -132,9 +132,9 @@ function formatText(entry: Record<string, unknown>): string {
 
 /**
  * Formats the entry as one JSON object like logform 2.7's `json()` format, which uses
- * safe-stable-stringify 2.5: object keys sorted, a circular reference as the string "[Circular]",
- * a BigInt as a decimal string. `undefined`, functions and symbols are left out of objects and are
- * `null` in arrays, as with JSON.stringify.
+ * safe-stable-stringify 2.5. Object keys are sorted, a circular reference becomes the string
+ * "[Circular]" and a BigInt a decimal string. As with JSON.stringify, `undefined`, functions and
+ * symbols are left out of objects and become `null` in arrays.
  */
 function formatJson(entry: Record<string, unknown>): string {
   return stringifyValue(entry, '', []) ?? '{}';

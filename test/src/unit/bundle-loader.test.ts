@@ -140,10 +140,16 @@ process.stdout.write(JSON.stringify({ source: r.source, codeCache: r.codeCache, 
   it('runs the controller command from the bundle without loading the compiled modules', () => {
     const probe = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-bundle-probe-')), 'probe.js');
     temporaryDirs.push(path.dirname(probe));
-    fs.writeFileSync(
-      probe,
-      "process.on('exit', () => { process.stderr.write('PROBE ' + JSON.stringify(Object.keys(require.cache).filter((file) => /[\\\\/](controller|shared|proto)[\\\\/]dist[\\\\/]/.test(file))) + '\\n'); });\n",
-    );
+    // At exit, the probe prints every loaded file of the compiled controller, shared or proto packages.
+    const probeScript = [
+      "const compiled = /[\\\\/](controller|shared|proto)[\\\\/]dist[\\\\/]/;",
+      "process.on('exit', () => {",
+      "  const loaded = Object.keys(require.cache).filter((file) => compiled.test(file));",
+      "  process.stderr.write('PROBE ' + JSON.stringify(loaded) + '\\n');",
+      '});',
+      '',
+    ].join('\n');
+    fs.writeFileSync(probe, probeScript);
     const result = spawnSync(process.execPath, ['--require', probe, path.join(CONTROLLER_DIR, 'bin', 'controller.js'), '--version'], { encoding: 'utf8' });
     assert.equal(result.status, 0, result.stderr);
     assert.match(result.stdout, /^\d+\.\d+\.\d+/);

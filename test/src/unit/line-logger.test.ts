@@ -100,7 +100,9 @@ function outputOf(logger: Logger, call: LogCall): string[] {
       thrown = error;
     }
   });
-  return thrown === undefined ? chunks : [...chunks, `throws: ${thrown instanceof Error ? thrown.message : String(thrown)}`];
+  if (thrown === undefined) return chunks;
+  const reason = thrown instanceof Error ? thrown.message : String(thrown);
+  return [...chunks, `throws: ${reason}`];
 }
 
 function maskTextTimes(chunks: readonly string[]): string[] {

@@ -3,23 +3,19 @@
  * identity and accepts only the agent identity of the node it means to reach.
  */
 import * as tls from 'node:tls';
-import * as grpc from '@grpc/grpc-js';
-import {
-  ErrorReason,
-  loadAgentProto,
-  reasonOf,
-  responseOf,
-  type AgentClient as GeneratedAgentClient,
-  type ApplyRequest,
-  type ApplyResponse__Output,
-  type GetStateRequest,
-  type NodeState__Output,
-  type PrepareKeysRequest,
-  type PrepareKeysResponse__Output,
-  type RollbackRequest,
+import type {
+  ApplyRequest,
+  ApplyResponse__Output,
+  GetStateRequest,
+  NodeState__Output,
+  PrepareKeysRequest,
+  PrepareKeysResponse__Output,
+  RollbackRequest,
 } from '@kubetrust/proto';
+import { ErrorReason, GrpcStatus, agentCodec, agentMethod, reasonOf, responseOf, type AgentMethodName } from '@kubetrust/proto/dist/wire';
 import { agentIdentity, peerUris } from '@kubetrust/shared/dist/identity';
 import type { NodeSpec } from '@kubetrust/shared/dist/inventory';
+import { UnaryChannel, type CallFailure } from './grpc-unary';
 
 export interface ControllerCredentials {
   readonly managementCaPem: string;
@@ -58,7 +54,7 @@ export class AgentCallError extends Error {
   constructor(
     readonly node: string,
     readonly method: string,
-    readonly code: grpc.status | undefined,
+    readonly code: GrpcStatus | undefined,
     message: string,
     /** The agent's typed reason, when the agent sent one. */
     readonly reason?: ErrorReason,
@@ -68,27 +64,22 @@ export class AgentCallError extends Error {
   }
 }
 
-/** Strips grpc-js's connection boilerplate so that the cause itself is what the operator reads. */
+/** Drops a final period, which would read as part of the address that often ends the details. */
 function cause(details: string): string {
-  return details
-    .replace(/^No connection established\. Last error: (Error: )?/, '')
-    .replace(/\s*Resolution note:\s*$/, '')
-    .trim()
-    // grpc-js ends its sentence with a period, which would read as part of the address.
-    .replace(/\.$/, '');
+  return details.trim().replace(/\.$/, '');
 }
 
-function describe(node: NodeSpec, method: string, error: grpc.ServiceError, attempts: number): AgentCallError {
+function describe(node: NodeSpec, method: string, error: CallFailure, attempts: number): AgentCallError {
   const reason = reasonOf(error);
   const details = cause(error.details);
   let message: string;
   if (reason === ErrorReason.Busy) {
     message = `agent at ${node.agent.endpoint} stayed busy with another change after ${attempts} attempts of ${method} (${details}); run the command again when that change has finished`;
-  } else if (error.code === grpc.status.UNAVAILABLE && /certificate|TLS|SSL|agent certificate does not carry/i.test(error.details)) {
+  } else if (error.code === GrpcStatus.UNAVAILABLE && /certificate|TLS|SSL|agent certificate does not carry/i.test(error.details)) {
     message = `TLS handshake with the agent at ${node.agent.endpoint} failed (${details}); the agent must present the identity \`controller enroll --node ${node.name}\` issued with this state directory`;
-  } else if (error.code === grpc.status.UNAVAILABLE || error.code === grpc.status.DEADLINE_EXCEEDED) {
+  } else if (error.code === GrpcStatus.UNAVAILABLE || error.code === GrpcStatus.DEADLINE_EXCEEDED) {
     message = `agent unreachable at ${node.agent.endpoint} (${details}); check that the agent runs there with the configuration from \`controller enroll\``;
-  } else if (error.code === grpc.status.UNAUTHENTICATED || error.code === grpc.status.PERMISSION_DENIED) {
+  } else if (error.code === GrpcStatus.UNAUTHENTICATED || error.code === GrpcStatus.PERMISSION_DENIED) {
     message = `agent at ${node.agent.endpoint} rejected the controller (${details}); re-enrol the node so it trusts this controller's management CA`;
   } else {
     message = `${method} failed${reason !== undefined ? ` (${reason})` : ''}: ${details}`;
@@ -118,7 +109,7 @@ function secureContextFor(credentials: ControllerCredentials): tls.SecureContext
 }
 
 export class AgentConnection {
-  private readonly client: GeneratedAgentClient;
+  private readonly channel: UnaryChannel;
 
   constructor(
     private readonly cluster: string,
@@ -127,7 +118,12 @@ export class AgentConnection {
     private readonly options: AgentConnectionOptions = {},
   ) {
     const expected = agentIdentity(cluster, node.name);
-    const channelCredentials = grpc.credentials.createFromSecureContext(secureContextFor(credentials), {
+    this.channel = new UnaryChannel({
+      host: node.agent.host,
+      port: node.agent.port,
+      // TLS server names must be DNS names; the agent certificate carries the node name as one.
+      serverName: node.name,
+      secureContext: secureContextFor(credentials),
       // The agent must present its own node's identity, not merely any certificate the management CA signed.
       checkServerIdentity: (hostname, certificate) => {
         const hostError = tls.checkServerIdentity(hostname, certificate);
@@ -138,51 +134,34 @@ export class AgentConnection {
         return undefined;
       },
     });
-    const target = node.agent.host.includes(':') ? `ipv6:[${node.agent.host}]:${node.agent.port}` : `${node.agent.host}:${node.agent.port}`;
-    const proto = loadAgentProto();
-    this.client = new proto.kubetrust.agent.v1.Agent(target, channelCredentials, {
-      'grpc.max_receive_message_length': 64 * 1024 * 1024,
-      // TLS server names must be DNS names; the agent certificate carries the node name as one.
-      'grpc.ssl_target_name_override': node.name,
-      'grpc.default_authority': node.name,
-      // No two channels share a connection, because each checks its own node's identity. In the
-      // process-wide pool, every channel close scans all open subchannels, so the cost grows quadratically
-      // with the number of nodes.
-      'grpc.use_local_subchannel_pool': 1,
-    });
   }
 
   /** Makes one call, repeating it while the agent refuses it as busy; see ACTION_BY_REASON. */
-  private async call<Req, Res>(method: 'GetState' | 'PrepareKeys' | 'Apply' | 'Rollback', request: Req, deadlineMs: number): Promise<Res> {
+  private async call<Req, Res>(name: AgentMethodName, request: Req, deadlineMs: number): Promise<Res> {
+    const method = agentMethod(name);
     const delays = this.options.busyRetryDelaysMs ?? BUSY_RETRY_DELAYS_MS;
+    const encoded = agentCodec.encode(method.requestType, request);
     for (let attempt = 1; ; attempt++) {
-      const outcome = await this.callOnce<Req, Res>(method, request, deadlineMs);
-      if (!('error' in outcome)) return outcome.response;
+      const outcome = await this.channel.call(method.path, encoded, deadlineMs);
+      if (!('error' in outcome)) return this.decode<Res>(name, method.responseType, outcome.message);
       const reason = reasonOf(outcome.error);
       const action = reason === undefined ? 'stop' : ACTION_BY_REASON[reason];
       if (action === 'response') {
-        const encoded = responseOf(outcome.error);
-        if (encoded !== undefined) return loadAgentProto().kubetrust.agent.v1.Agent.service[method].responseDeserialize(encoded) as Res;
+        const carried = responseOf(outcome.error);
+        if (carried !== undefined) return this.decode<Res>(name, method.responseType, carried);
       }
       const delay = delays[attempt - 1];
-      if (action !== 'retry' || delay === undefined) throw describe(this.node, method, outcome.error, attempt);
+      if (action !== 'retry' || delay === undefined) throw describe(this.node, name, outcome.error, attempt);
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
 
-  private callOnce<Req, Res>(method: 'GetState' | 'PrepareKeys' | 'Apply' | 'Rollback', request: Req, deadlineMs: number): Promise<{ response: Res } | { error: grpc.ServiceError }> {
-    return new Promise((resolve, reject) => {
-      const invoke = this.client[method].bind(this.client) as unknown as (
-        request: Req,
-        options: grpc.CallOptions,
-        callback: (error: grpc.ServiceError | null, response?: Res) => void,
-      ) => void;
-      invoke(request, { deadline: Date.now() + deadlineMs }, (error, response) => {
-        if (error !== null) resolve({ error });
-        else if (response === undefined) reject(new AgentCallError(this.node.name, method, undefined, `${method} returned no response`));
-        else resolve({ response });
-      });
-    });
+  private decode<Res>(name: AgentMethodName, responseType: string, bytes: Buffer): Res {
+    try {
+      return agentCodec.decode(responseType, bytes) as Res;
+    } catch (error) {
+      throw new AgentCallError(this.node.name, name, GrpcStatus.INTERNAL, `${name} returned a response that does not decode: ${(error as Error).message}`);
+    }
   }
 
   getState(request: GetStateRequest): Promise<NodeState__Output> {
@@ -202,7 +181,7 @@ export class AgentConnection {
   }
 
   close(): void {
-    this.client.close();
+    this.channel.close();
   }
 
   get clusterName(): string {

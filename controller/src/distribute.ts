@@ -17,7 +17,7 @@
  * and bindings in the Kubernetes API. RPCs: GetState, PrepareKeys, Apply, Rollback.
  */
 import * as crypto from 'node:crypto';
-import { loadAgentProto, type FileChange, type KeyRequest, type PrepareKeysResponse__Output } from '@kubetrust/proto';
+import type { FileChange, KeyRequest, PrepareKeysResponse__Output } from '@kubetrust/proto';
 import { casForPki, itemsForNode, servicesForNode, type CaName, type KubeletBootstrapFiles, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
@@ -602,8 +602,6 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     }, material.caCertificate('cluster-ca'));
     const rollout = (node: NodeSpec): NodeRollout =>
       new NodeRollout(inventory, node, material, state, logger, now, options.capToCa === true, options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS, open, cpu, kubeletPush, options.renewal ?? {});
-    // Built before the distribute phase starts, so that the phase's figures leave it out.
-    loadAgentProto();
     markEventLoopPhase('distribute');
 
     // Plan every node before changing any, so that ordering decisions see the whole cluster.

@@ -6,8 +6,8 @@
  * codec decodes to exactly that shape.
  */
 import * as grpc from '@grpc/grpc-js';
-import { MessageCodec } from './codec';
-import { AGENT_ENUMS, AGENT_MESSAGES, AGENT_SERVICE } from './generated/agent-schema';
+import { AGENT_SERVICE } from './generated/agent-schema';
+import { ErrorReason, REASON_METADATA_KEY, RESPONSE_METADATA_KEY, agentCodec, statusOfReason } from './wire';
 import type { ProtoGrpcType } from './generated/agent';
 
 export type { AgentClient, AgentHandlers } from './generated/kubetrust/agent/v1/Agent';
@@ -31,6 +31,20 @@ export type { PrepareKeysResponse, PrepareKeysResponse__Output } from './generat
 export type { ServiceResult, ServiceResult__Output } from './generated/kubetrust/agent/v1/ServiceResult';
 
 export { CodecError, MessageCodec } from './codec';
+export {
+  ErrorReason,
+  GrpcStatus,
+  REASON_METADATA_KEY,
+  RESPONSE_METADATA_KEY,
+  agentCodec,
+  agentMethod,
+  reasonOf,
+  responseOf,
+  statusOfReason,
+  type AgentMethod,
+  type AgentMethodName,
+  type FailureMetadata,
+} from './wire';
 
 /** The service constructor and definition, as grpc-js's loadPackageDefinition would give them. */
 export interface AgentProto {
@@ -38,9 +52,6 @@ export interface AgentProto {
 }
 
 let loaded: AgentProto | undefined;
-
-/** The codec of the agent's messages. */
-export const agentCodec = new MessageCodec(AGENT_MESSAGES, AGENT_ENUMS);
 
 /** Builds the agent service definition once per process. */
 export function loadAgentProto(): AgentProto {
@@ -65,67 +76,10 @@ export function loadAgentProto(): AgentProto {
   return loaded;
 }
 
-/**
- * Why an agent call failed, sent as the `kubetrust-reason` trailer beside the gRPC status so that
- * callers decide from the reason, never from the message text. STATUS_BY_REASON below is the one
- * place that maps a reason to its gRPC status.
- */
-export const ErrorReason = {
-  /** The client presented no certificate or one the agent's management CA did not issue. */
-  Unauthenticated: 'UNAUTHENTICATED',
-  /** The client is authenticated but is not the controller identity this agent accepts. */
-  PermissionDenied: 'PERMISSION_DENIED',
-  /** The request is malformed: a path outside the install root, an unknown staged key or key algorithm, and so on. */
-  InvalidRequest: 'INVALID_REQUEST',
-  /** A file system call on the node failed (no space, read-only, permission, I/O error). For Apply
-   * nothing of the change set was installed. */
-  FileSystem: 'FILE_SYSTEM',
-  /** The files were installed, but a restarted service failed its health check. The call's
-   * response is still sent, in the `kubetrust-response-bin` trailer, so the caller can roll back. */
-  HealthCheckFailed: 'HEALTH_CHECK_FAILED',
-  /** Another change runs on the node. Nothing was done, and the call can be repeated later. */
-  Busy: 'BUSY',
-  /** Anything else that went wrong on the node. */
-  Internal: 'INTERNAL',
-} as const;
-export type ErrorReason = (typeof ErrorReason)[keyof typeof ErrorReason];
-
-export const REASON_METADATA_KEY = 'kubetrust-reason';
-/** Binary trailer with the serialised response of a call that failed with HEALTH_CHECK_FAILED. */
-export const RESPONSE_METADATA_KEY = 'kubetrust-response-bin';
-
-const STATUS_BY_REASON: Record<ErrorReason, grpc.status> = {
-  UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
-  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
-  INVALID_REQUEST: grpc.status.INVALID_ARGUMENT,
-  FILE_SYSTEM: grpc.status.ABORTED,
-  HEALTH_CHECK_FAILED: grpc.status.FAILED_PRECONDITION,
-  BUSY: grpc.status.UNAVAILABLE,
-  INTERNAL: grpc.status.INTERNAL,
-};
-
-/** Returns the gRPC status an agent sends for a reason. */
-export function statusOfReason(reason: ErrorReason): grpc.status {
-  return STATUS_BY_REASON[reason];
-}
-
 /** Builds the gRPC error an agent handler returns for a typed reason, with the serialised response when there is one. */
 export function agentError(reason: ErrorReason, message: string, response?: Buffer): Partial<grpc.StatusObject> {
   const metadata = new grpc.Metadata();
   metadata.set(REASON_METADATA_KEY, reason);
   if (response !== undefined) metadata.set(RESPONSE_METADATA_KEY, response);
-  return { code: STATUS_BY_REASON[reason], details: message, metadata };
-}
-
-/** Returns the serialised response that a failed call carried in its trailer, if any. */
-export function responseOf(error: grpc.ServiceError): Buffer | undefined {
-  const value = error.metadata?.get(RESPONSE_METADATA_KEY)[0];
-  return Buffer.isBuffer(value) ? value : undefined;
-}
-
-/** Reads the typed reason from a failed call, or undefined when the failure did not come from an agent handler. */
-export function reasonOf(error: grpc.ServiceError): ErrorReason | undefined {
-  const value = error.metadata?.get(REASON_METADATA_KEY)[0];
-  const reasons = Object.values(ErrorReason) as string[];
-  return typeof value === 'string' && reasons.includes(value) ? (value as ErrorReason) : undefined;
+  return { code: statusOfReason(reason) as grpc.status, details: message, metadata };
 }

@@ -1,5 +1,5 @@
 import * as crypto from 'node:crypto';
-import { bitString, integer, nullValue, objectIdentifier, sequence, toDer } from './asn1';
+import { bitString, integer, nullValue, objectIdentifier, readDerElement, sequence, toDer } from './asn1';
 
 export const KEY_ALGORITHMS = ['RSA-2048', 'RSA-3072', 'RSA-4096', 'ECDSA-P256', 'ECDSA-P384'] as const;
 export type KeyAlgorithm = (typeof KEY_ALGORITHMS)[number];
@@ -93,6 +93,11 @@ export function publicKeyToDer(key: crypto.KeyObject): Buffer {
  * is in the canonical form, publicKeyToDer later returns it without an export.
  */
 export function publicKeyFromSpki(der: Buffer): crypto.KeyObject {
+  const imported = importCanonicalSpki(der);
+  if (imported !== undefined && exportMatchesJwk(imported, der)) {
+    canonicalKeys.set(imported, der);
+    return imported;
+  }
   const key = crypto.createPublicKey({ key: der, format: 'der', type: 'spki' });
   const built = buildSpkiFromJwk(key);
   if (built !== undefined && built.equals(der) && exportMatchesJwk(key, built)) canonicalKeys.set(key, built);
@@ -175,6 +180,85 @@ function canonicalSpki(key: crypto.KeyObject): Buffer | undefined {
   if (usable === undefined) canonicalKeys.delete(key);
   else canonicalKeys.set(key, usable);
   return usable;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canonical SubjectPublicKeyInfo to a key through JWK.
+//
+// OpenSSL 3.0 reads SPKI DER through its decoder framework: about 0.13 ms for a P-256 key and 0.10
+// ms for RSA on a 2-vCPU VM (Node 20), while a JWK import took 0.07 ms and 0.005 ms. A CSR's key is
+// read once per certificate, so a key in the canonical form is imported from its JWK instead.
+
+const JWK_CURVES: Readonly<Record<string, string>> = { prime256v1: 'P-256', secp384r1: 'P-384' };
+/** The canonical SPKI of each named curve up to its point, built on first use. */
+const curvePrefixes = new Map<string, Buffer>();
+/** AlgorithmIdentifier of rsaEncryption with NULL parameters, as DER. */
+let rsaAlgorithmDer: Buffer | undefined;
+
+function curvePrefix(name: string, curve: { readonly oid: string; readonly coordinateOctets: number }): Buffer {
+  let prefix = curvePrefixes.get(name);
+  if (prefix === undefined) {
+    const pointOctets = 1 + 2 * curve.coordinateOctets;
+    const template = toDer(sequence([sequence([objectIdentifier(OID_EC_PUBLIC_KEY), objectIdentifier(curve.oid)]), bitString(Buffer.alloc(pointOctets))]));
+    prefix = template.subarray(0, template.length - pointOctets);
+    curvePrefixes.set(name, prefix);
+  }
+  return prefix;
+}
+
+/** Returns the contents of a positive INTEGER in the minimal form, without its sign octet; undefined otherwise. */
+function positiveInteger(der: Buffer, element: { readonly tag: number; readonly start: number; readonly end: number }): Buffer | undefined {
+  if (element.tag !== 0x02 || element.end === element.start) return undefined;
+  const first = der[element.start]!;
+  if (first >= 0x80) return undefined;
+  if (first === 0) {
+    if (element.end - element.start < 2 || der[element.start + 1]! < 0x80) return undefined;
+    return der.subarray(element.start + 1, element.end);
+  }
+  return der.subarray(element.start, element.end);
+}
+
+/** Reads an RSA SPKI whose every part is in the form OpenSSL writes; undefined for anything else. */
+function canonicalRsaJwk(der: Buffer): crypto.JsonWebKey | undefined {
+  rsaAlgorithmDer ??= toDer(sequence([objectIdentifier(OID_RSA_ENCRYPTION), nullValue()]));
+  const outer = readDerElement(der, 0, der.length, 'subjectPublicKeyInfo');
+  if (outer.tag !== 0x30 || outer.end !== der.length) return undefined;
+  const algorithm = readDerElement(der, outer.start, outer.end, 'algorithm');
+  if (!der.subarray(outer.start, algorithm.end).equals(rsaAlgorithmDer)) return undefined;
+  const bits = readDerElement(der, algorithm.end, outer.end, 'subjectPublicKey');
+  if (bits.tag !== 0x03 || bits.end !== outer.end || der[bits.start] !== 0) return undefined;
+  const rsaKey = readDerElement(der, bits.start + 1, bits.end, 'RSAPublicKey');
+  if (rsaKey.tag !== 0x30 || rsaKey.end !== bits.end) return undefined;
+  const modulusElement = readDerElement(der, rsaKey.start, rsaKey.end, 'modulus');
+  const exponentElement = readDerElement(der, modulusElement.end, rsaKey.end, 'publicExponent');
+  if (exponentElement.end !== rsaKey.end) return undefined;
+  const modulus = positiveInteger(der, modulusElement);
+  const exponent = positiveInteger(der, exponentElement);
+  if (modulus === undefined || exponent === undefined) return undefined;
+  return { kty: 'RSA', n: modulus.toString('base64url'), e: exponent.toString('base64url') };
+}
+
+/**
+ * Imports SPKI DER through JWK when it is in the canonical form: a named curve with an
+ * uncompressed point, or RSA with NULL parameters and minimal integers. Returns undefined for any
+ * other input, which then goes through createPublicKey and its error messages.
+ */
+function importCanonicalSpki(der: Buffer): crypto.KeyObject | undefined {
+  let jwk: crypto.JsonWebKey | undefined;
+  for (const [name, curve] of Object.entries(CURVES)) {
+    const prefix = curvePrefix(name, curve);
+    if (der.length !== prefix.length + 1 + 2 * curve.coordinateOctets || der[prefix.length] !== 0x04 || !der.subarray(0, prefix.length).equals(prefix)) continue;
+    const x = der.subarray(prefix.length + 1, prefix.length + 1 + curve.coordinateOctets);
+    const y = der.subarray(prefix.length + 1 + curve.coordinateOctets);
+    jwk = { kty: 'EC', crv: JWK_CURVES[name], x: x.toString('base64url'), y: y.toString('base64url') };
+  }
+  try {
+    jwk ??= canonicalRsaJwk(der);
+    return jwk === undefined ? undefined : crypto.createPublicKey({ key: jwk, format: 'jwk' });
+  } catch {
+    // A point off the curve, a malformed element and the like: createPublicKey reports it.
+    return undefined;
+  }
 }
 
 /** Encodes the public key (of a public or private key) as SubjectPublicKeyInfo PEM "PUBLIC KEY". */

@@ -27,6 +27,7 @@ import {
   readSerialAndValidity,
   splitPem,
 } from '@kubetrust/shared/dist/pki/index';
+import { publicKeyFromSpki } from '@kubetrust/shared/dist/pki/keys';
 
 const execFileAsync = promisify(execFile);
 const OPENSSL = '/usr/bin/openssl';
@@ -786,6 +787,68 @@ describe('fast certificate readers', () => {
       assert.equal(fast.notBefore.getTime(), full.notBefore.getTime());
       assert.equal(fast.notAfter.getTime(), full.notAfter.getTime());
     }
+  });
+
+  it('read SubjectPublicKeyInfo into the key that createPublicKey reads, or fail as it does', async () => {
+    const inputs: { label: string; der: Buffer }[] = [];
+    for (const algorithm of ['ECDSA-P256', 'ECDSA-P384', 'RSA-2048'] as const) {
+      const der = (await generateKeyPair(algorithm)).publicKey.export({ type: 'spki', format: 'der' });
+      inputs.push({ label: algorithm, der });
+      const offCurve = Buffer.from(der);
+      offCurve[offCurve.length - 1]! ^= 0x01;
+      inputs.push({ label: `${algorithm} with its last octet changed`, der: offCurve });
+    }
+    // P-256 with a compressed point: same algorithm identifier, a 33-octet point.
+    const p256 = inputs[0]!.der;
+    const point = p256.subarray(p256.length - 65);
+    const compressed = crypto.ECDH.convertKey(point, 'prime256v1', undefined, undefined, 'compressed') as Buffer;
+    inputs.push({ label: 'P-256, compressed point', der: Buffer.concat([Buffer.from([0x30, 0x39]), p256.subarray(2, 23), Buffer.from([0x03, 0x22, 0x00]), compressed]) });
+    // RSA without the NULL parameters, which RFC 3279 requires but some encoders leave out.
+    const rsa = inputs[4]!.der;
+    const withoutNull = Buffer.concat([rsa.subarray(0, 4), Buffer.from([0x30, 0x0b]), rsa.subarray(6, 17), rsa.subarray(19)]);
+    withoutNull.writeUInt16BE(withoutNull.length - 4, 2);
+    inputs.push({ label: 'RSA without NULL parameters', der: withoutNull });
+
+    let accepted = 0;
+    for (const { label, der } of inputs) {
+      let expected: crypto.KeyObject | Error;
+      try {
+        expected = crypto.createPublicKey({ key: der, format: 'der', type: 'spki' });
+      } catch (error) {
+        expected = error as Error;
+      }
+      if (expected instanceof Error) {
+        assert.throws(() => publicKeyFromSpki(der), Error, label);
+        continue;
+      }
+      const key = publicKeyFromSpki(der);
+      assert.ok(key.equals(expected), label);
+      assert.deepEqual(publicKeyToDer(key), expected.export({ type: 'spki', format: 'der' }), label);
+      accepted += 1;
+    }
+    // The three canonical keys and the compressed point at least; the others depend on OpenSSL's leniency.
+    assert.ok(accepted >= 4, `only ${accepted} inputs were accepted`);
+  });
+
+  it('read a canonical SubjectPublicKeyInfo without the DER decoder', async () => {
+    const keys = await Promise.all((['ECDSA-P256', 'ECDSA-P384', 'RSA-2048'] as const).map((algorithm) => generateKeyPair(algorithm)));
+    // The module object itself: the namespace that `import *` gives has getters only.
+    const cryptoModule = require('node:crypto') as { createPublicKey: typeof crypto.createPublicKey };
+    const original = cryptoModule.createPublicKey;
+    const formats: string[] = [];
+    cryptoModule.createPublicKey = ((input: Parameters<typeof crypto.createPublicKey>[0]) => {
+      formats.push(typeof input === 'object' && 'format' in input ? String(input.format) : 'pem');
+      return original(input);
+    }) as typeof crypto.createPublicKey;
+    try {
+      for (const { publicKey } of keys) {
+        const der = publicKey.export({ type: 'spki', format: 'der' });
+        assert.ok(publicKeyFromSpki(der).equals(publicKey));
+      }
+    } finally {
+      cryptoModule.createPublicKey = original;
+    }
+    assert.deepEqual(formats, ['jwk', 'jwk', 'jwk']);
   });
 
   it('derive the same public key DER as export', async () => {

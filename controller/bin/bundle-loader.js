@@ -41,13 +41,9 @@ function bundleIsCurrent(manifestFile) {
   for (const input of manifest.inputs) {
     if (!Array.isArray(input) || input.length !== 3) return false;
     const [relative, size, mtimeMs] = input;
-    let stat;
-    try {
-      stat = fs.statSync(path.join(root, relative));
-    } catch {
-      return false;
-    }
-    if (stat.size !== size || stat.mtimeMs !== mtimeMs) return false;
+    // No exception for a missing file: this runs for every input at every start.
+    const stat = fs.statSync(path.join(root, relative), { throwIfNoEntry: false });
+    if (stat === undefined || stat.size !== size || stat.mtimeMs !== mtimeMs) return false;
   }
   return true;
 }

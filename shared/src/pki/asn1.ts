@@ -97,8 +97,16 @@ export function setOf(children: Asn1[]): Asn1 {
   return forge.asn1.create(Class.UNIVERSAL, Type.SET, true, children);
 }
 
+/** The DER contents of each OID encoded so far; a certificate repeats the same dozen OIDs. */
+const oidContents = new Map<string, string>();
+
 export function objectIdentifier(oid: string): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.OID, false, forge.asn1.oidToDer(oid).getBytes());
+  let contents = oidContents.get(oid);
+  if (contents === undefined) {
+    contents = forge.asn1.oidToDer(oid).getBytes();
+    if (oidContents.size < 256) oidContents.set(oid, contents);
+  }
+  return forge.asn1.create(Class.UNIVERSAL, Type.OID, false, contents);
 }
 
 /** Encodes a non-negative INTEGER in the minimal number of octets. */

@@ -14,7 +14,6 @@ import * as fsSync from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { itemsForNode, type CaName, type NodeItem, type ResolvedFile, type Service } from '@kubetrust/shared/dist/catalogue';
 import { sha256Hex, writeFileAtomic } from '@kubetrust/shared/dist/files';
@@ -37,8 +36,6 @@ const NODE_CONCURRENCY = 16;
 const EC_KEY_BATCH = 32;
 /** Upper bound for the one syncfs of OUT; a healthy disk needs well under a second. */
 const SYNC_TIMEOUT_MS = 10 * 60_000;
-/** The shortest time between the starts of two syncs that push staged files to disk early. */
-const EARLY_SYNC_INTERVAL_MS = 100;
 
 /** Invalid input to `controller issue`: an unknown node, an unusable output directory. */
 export class IssueInputError extends Error {
@@ -364,40 +361,6 @@ async function fsyncPath(target: string): Promise<void> {
 }
 
 /**
- * Runs `sync --file-system OUT` now and then while nodes are still being staged: at most one at a
- * time, and EARLY_SYNC_INTERVAL_MS or more apart. The kernel writes dirty pages back only after
- * about 30 s, so without these the disk would idle while nodes are issued, and the final syncfs
- * would then write everything while the CPU idles. They only start the writing earlier; a failed
- * one is ignored, and the syncfs of syncStaged still gives the durability.
- */
-class EarlyWriteback {
-  private running: Promise<void> | undefined;
-  private lastStart = performance.now();
-
-  constructor(private readonly outDir: string) {}
-
-  /** Starts a sync unless one runs or the last one started less than the interval ago. */
-  nudge(): void {
-    const now = performance.now();
-    if (this.running !== undefined || now - this.lastStart < EARLY_SYNC_INTERVAL_MS) return;
-    this.lastStart = now;
-    this.running = execFile('sync', ['--file-system', this.outDir], { timeout: SYNC_TIMEOUT_MS }).then(
-      () => {
-        this.running = undefined;
-      },
-      () => {
-        this.running = undefined;
-      },
-    );
-  }
-
-  /** Waits for the sync that runs, if any. */
-  async finished(): Promise<void> {
-    await this.running;
-  }
-}
-
-/**
  * Puts every staged file and directory on disk before the swap. Runs syncfs on OUT's file system,
  * or fsyncs each file and directory where `sync --file-system` is missing or fails.
  */
@@ -555,20 +518,18 @@ async function stageAll(
   const limitNodes = createLimiter(NODE_CONCURRENCY);
   const keys = new KeyPool(inventory.pki.keyAlgorithm, plans.reduce((sum, plan) => sum + plan.items.filter((item) => item.type !== 'static').length, 0), keyPoolOptions(inventory.pki.keyAlgorithm, options.keyParallelism));
   const writer = new StageWriter();
-  const writeback = new EarlyWriteback(outDir);
   const now = options.now ?? (() => new Date());
   let done = 0;
   const results = await Promise.allSettled(
     plans.map((plan) =>
       limitNodes(async () => {
         const staged = await new NodeIssuer(inventory, plan.node, material, keys, now, logger, options.capToCa === true).stage(plan.items, outDir, writer);
-        writeback.nudge();
         options.onNodeStaged?.({ node: plan.node.name, done: ++done, total: plans.length });
         return staged;
       }),
     ),
   );
-  await Promise.all([keys.close(), writer.close(), writeback.finished()]);
+  await Promise.all([keys.close(), writer.close()]);
   const staged = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
   const failed = results.findIndex((result) => result.status === 'rejected');
   if (failed === -1) return staged;

@@ -361,37 +361,6 @@ describe('controller issue key generation', function () {
     });
   }
 
-  it('starts writing staged files to disk while later nodes are still being staged', async () => {
-    const inventory = inventoryOf();
-    const workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-offline-writeback-'));
-    const savedPath = process.env.PATH;
-    const events = path.join(workdir, 'events');
-    try {
-      await initState(inventory, path.join(workdir, 'state'), silentLogger());
-      const bin = path.join(workdir, 'bin');
-      fs.mkdirSync(bin);
-      // Records each call, then syncs for real.
-      fs.writeFileSync(path.join(bin, 'sync'), `#!/bin/sh\necho sync >> '${events}'\nexec /bin/sync "$@"\n`, { mode: 0o755 });
-      process.env.PATH = `${bin}:${savedPath ?? ''}`;
-      await issueOffline(inventory, path.join(workdir, 'state'), silentLogger(), {
-        outDir: path.join(workdir, 'out'),
-        onNodeStaged: ({ done }) => {
-          fs.appendFileSync(events, `staged ${done}\n`);
-          // Each node takes 60 ms, so that the staging outlasts the interval between syncs.
-          const until = Date.now() + 60;
-          while (Date.now() < until);
-        },
-      });
-      const lines = fs.readFileSync(events, 'utf8').trim().split('\n');
-      const lastStaged = lines.map((line) => line.startsWith('staged')).lastIndexOf(true);
-      assert.ok(lines.slice(0, lastStaged).includes('sync'), `no sync before the last node was staged: ${lines.join(', ')}`);
-      assert.equal(lines.at(-1), 'sync', 'the final sync must come after every node is staged');
-    } finally {
-      process.env.PATH = savedPath;
-      fs.rmSync(workdir, { recursive: true, force: true });
-    }
-  });
-
   const syncCommands: [string, string | undefined, RegExp][] = [
     ['is missing', undefined, /the sync command was not found/],
     ['fails', '#!/bin/sh\necho "sync: unrecognized option --file-system" >&2\nexit 1\n', /sync --file-system failed: sync: unrecognized option/],

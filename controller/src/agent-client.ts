@@ -192,10 +192,13 @@ export class AgentConnection {
 /** How long a connection that planned a node waits for that node's change before it is closed. */
 export const KEEP_FOR_APPLY_MS = 60_000;
 /**
- * Connections kept open at one time. Each open connection took about 100 KB of the controller's
- * memory (1,006 nodes, Node 20), and a larger heap makes garbage collection pauses longer.
+ * Connections kept open at one time. Each open connection takes about 100 KB of the controller's
+ * memory (1,006 nodes, Node 20). A node whose planning connection was not kept needs a second
+ * handshake for its change, and Node.js reads the agent's whole certificate chain into objects on
+ * the main thread for each one. At 1,006 nodes with 256 kept, the changes of a worker batch
+ * opened 100 connections at once, and their handshakes held the event loop for up to 78 ms.
  */
-export const MAX_KEPT_CONNECTIONS = 256;
+export const MAX_KEPT_CONNECTIONS = 1024;
 
 /**
  * Connections that distribute keeps between planning a node and changing it, so that each node

@@ -101,11 +101,35 @@ export function uniqueSerial(used: ReadonlySet<string> | undefined, draw: () => 
   }
 }
 
+/** The fields of a CA certificate that every leaf it signs is checked against. */
+interface CaFacts {
+  readonly subject: { readonly commonName: string; readonly organizations: readonly string[] };
+  readonly notAfter: Date;
+}
+
+/**
+ * CA facts by certificate PEM. inspectCertificate keeps only the 32 certificates read last, which a
+ * distribute that also reads the nodes' certificates passes through quickly, and copies its result.
+ */
+const caFacts = new Map<string, CaFacts>();
+const CA_FACTS_LIMIT = 16;
+
+function caFactsOf(ca: KeyMaterial): CaFacts {
+  let facts = caFacts.get(ca.certificatePem);
+  if (facts === undefined) {
+    const info = inspectCertificate(ca.certificatePem);
+    facts = { subject: { commonName: info.subject.commonName, organizations: [...(info.subject.organizations ?? [])] }, notAfter: info.notAfter };
+    if (caFacts.size >= CA_FACTS_LIMIT) caFacts.clear();
+    caFacts.set(ca.certificatePem, facts);
+  }
+  return facts;
+}
+
 function notAfterFor(ca: KeyMaterial, label: string, validityMs: number, now: Date, capToCa: boolean): Date {
-  const caInfo = inspectCertificate(ca.certificatePem);
+  const caInfo = caFactsOf(ca);
   const requested = new Date(now.getTime() + validityMs);
   if (requested.getTime() <= caInfo.notAfter.getTime()) return requested;
-  if (capToCa) return caInfo.notAfter;
+  if (capToCa) return new Date(caInfo.notAfter.getTime());
   throw new IssueError(
     `${label} would expire at ${requested.toISOString()}, after its CA "${caInfo.subject.commonName}" expires at ${caInfo.notAfter.toISOString()}; ` +
       'shorten pki.certValidity, renew the CA, or pass --cap-to-ca to end the certificate with its CA',
@@ -113,9 +137,9 @@ function notAfterFor(ca: KeyMaterial, label: string, validityMs: number, now: Da
 }
 
 function checkSubjectDiffersFromCa(ca: KeyMaterial, profile: LeafProfile, label: string): void {
-  const caSubject = inspectCertificate(ca.certificatePem).subject;
+  const caSubject = caFactsOf(ca).subject;
   const organizations = profile.organizations ?? [];
-  const caOrganizations = caSubject.organizations ?? [];
+  const caOrganizations = caSubject.organizations;
   const sameOrganizations = organizations.length === caOrganizations.length && organizations.every((value, index) => value === caOrganizations[index]);
   if (profile.commonName === caSubject.commonName && sameOrganizations) {
     throw new IssueError(`${label} would have the subject of its CA (CN "${caSubject.commonName}"); rename the node or the identity so that the two differ`);

@@ -206,7 +206,16 @@ function buildProgram(): Command {
   registerCaCommand(program, commandContext);
   registerKubeApiCommands(program, commandContext);
 
+  markRequiredOptions(program);
   return program;
+}
+
+/** Adds "(required)" to the help of every required option, which commander's help leaves unmarked. */
+function markRequiredOptions(command: Command): void {
+  for (const option of command.options) {
+    if (option.mandatory && !option.description.endsWith('(required)')) option.description = `${option.description} (required)`;
+  }
+  for (const subcommand of command.commands) markRequiredOptions(subcommand);
 }
 
 interface DistributeCliOptions {

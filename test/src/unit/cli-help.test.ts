@@ -4,7 +4,7 @@
 import { strict as assert } from 'node:assert';
 import { runController } from '../harness/local-cluster';
 
-/** The help line of one option, found by its flags. */
+/** Returns the help line of one option, found by its flags. */
 function optionLine(help: string, flags: string): string {
   const line = help.split('\n').find((candidate) => candidate.trimStart().startsWith(flags));
   assert.ok(line !== undefined, `no line for ${flags} in:\n${help}`);

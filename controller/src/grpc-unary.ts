@@ -20,7 +20,12 @@ export interface UnaryTarget {
   readonly secureContext: tls.SecureContext;
   /** Checks the server's certificate after the chain has verified; returns an Error to refuse it. */
   readonly checkServerIdentity: (hostname: string, certificate: tls.PeerCertificate) => Error | undefined;
+  /** The largest response accepted, in bytes; DEFAULT_MAX_RESPONSE_BYTES unless set. */
+  readonly maxResponseBytes?: number;
 }
+
+/** The largest response a call accepts unless its target sets another limit, as grpc-js's `grpc.max_receive_message_length` did. */
+export const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
 /** Trailers of a call, by lower-case key; `-bin` values decoded to Buffers. */
 export class CallMetadata implements FailureMetadata {
@@ -118,6 +123,8 @@ export class UnaryChannel {
     return new Promise<UnaryOutcome>((resolve) => {
       let settled = false;
       const chunks: Buffer[] = [];
+      let received = 0;
+      const maxBytes = this.target.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
       let headers: http2.IncomingHttpHeaders | undefined;
       let trailers: http2.IncomingHttpHeaders | undefined;
       const settle = (outcome: UnaryOutcome): void => {
@@ -143,7 +150,15 @@ export class UnaryChannel {
       }, deadlineMs);
       stream.on('response', (received) => (headers = received));
       stream.on('trailers', (received) => (trailers = received));
-      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        if (received <= maxBytes + MESSAGE_PREFIX_BYTES) {
+          chunks.push(chunk);
+          return;
+        }
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        settle(failure(GrpcStatus.RESOURCE_EXHAUSTED, `the response is larger than the limit of ${maxBytes} bytes`));
+      });
       let streamError: Error | undefined;
       // The close handler below reports it, with the connection's error when there is one.
       stream.on('error', (error: Error) => (streamError = error));

@@ -133,6 +133,16 @@ describe('unary gRPC client', function () {
     });
   });
 
+  it('refuses a response above the size limit with RESOURCE_EXHAUSTED', async () => {
+    await withChannel({ maxResponseBytes: 1024 * 1024 }, async (channel) => {
+      const error = expectFailure(await channel.call('/test.Unary/Large', Buffer.alloc(0), 10_000));
+      assert.equal(error.code, GrpcStatus.RESOURCE_EXHAUSTED);
+      assert.match(error.details, /1048576 bytes/);
+      // The connection still serves the next call.
+      assert.equal(expectMessage(await channel.call('/test.Unary/Echo', Buffer.from('after'), 5_000)).toString(), 'echo:after');
+    });
+  });
+
   it('gives the status, message and trailers of a failed call, binary values decoded', async () => {
     await withChannel({}, async (channel) => {
       const error = expectFailure(await channel.call('/test.Unary/Fail', Buffer.alloc(0), 5_000));

@@ -164,7 +164,7 @@ export class UnaryChannel {
       stream.on('error', (error: Error) => (streamError = error));
       stream.on('close', () => {
         if (settled) return;
-        // A connection that fails cancels its pending streams with an error whose cause holds the reason.
+        // A failed connection cancels its pending streams with an error whose cause is the failure.
         const cause = streamError?.cause instanceof Error ? streamError.cause : streamError;
         const connectionError = this.sessionError ?? cause;
         if (headers === undefined) {

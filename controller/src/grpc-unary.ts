@@ -1,6 +1,6 @@
 /**
- * A gRPC client for unary calls only, over one HTTP/2 connection with mutual TLS. It speaks the
- * wire format of the gRPC over HTTP/2 specification: each message framed with a compression flag
+ * A gRPC client for unary calls only, over one HTTP/2 connection with mutual TLS. It implements
+ * the wire format of the gRPC over HTTP/2 specification: each message framed with a compression flag
  * and a 32-bit length, the status and message in `grpc-status` and `grpc-message`, and metadata in
  * the trailers, `-bin` keys base64-encoded.
  *
@@ -18,16 +18,16 @@ export interface UnaryTarget {
   /** The TLS server name and the `:authority` of each call. */
   readonly serverName: string;
   readonly secureContext: tls.SecureContext;
-  /** Checks the server's certificate after the chain has verified; returns an Error to refuse it. */
+  /** Checks the server's certificate after the chain has verified; returns an Error to reject it. */
   readonly checkServerIdentity: (hostname: string, certificate: tls.PeerCertificate) => Error | undefined;
-  /** The largest response accepted, in bytes; DEFAULT_MAX_RESPONSE_BYTES unless set. */
+  /** The largest response accepted, in bytes. Defaults to DEFAULT_MAX_RESPONSE_BYTES. */
   readonly maxResponseBytes?: number;
 }
 
 /** The largest response a call accepts unless its target sets another limit, as grpc-js's `grpc.max_receive_message_length` did. */
 export const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
-/** Trailers of a call, by lower-case key; `-bin` values decoded to Buffers. */
+/** Trailers of a call by lower-case key, with `-bin` values decoded to Buffers. */
 export class CallMetadata implements FailureMetadata {
   private readonly values = new Map<string, (string | Buffer)[]>();
 
@@ -69,7 +69,7 @@ function readMetadata(headers: http2.IncomingHttpHeaders): CallMetadata {
   return metadata;
 }
 
-/** `grpc-message` is percent-encoded; a malformed encoding is shown as it came. */
+/** Decodes the percent-encoded `grpc-message`, and returns a malformed encoding as it came. */
 function decodeMessage(raw: string | string[] | undefined): string {
   const text = Array.isArray(raw) ? raw.join(',') : raw ?? '';
   try {
@@ -114,7 +114,7 @@ export class UnaryChannel {
     return session;
   }
 
-  /** Sends one request message to `path` and resolves with the response message or the failure; never rejects. */
+  /** Sends one request message to `path` and resolves with the response message or the failure. The promise never rejects. */
   call(path: string, request: Buffer, deadlineMs: number): Promise<UnaryOutcome> {
     if (this.closed) return Promise.resolve(failure(GrpcStatus.UNAVAILABLE, 'the channel was closed'));
     const session = this.connect();
@@ -198,7 +198,7 @@ export class UnaryChannel {
     });
   }
 
-  /** Closes the connection once its calls have finished; later calls fail. */
+  /** Closes the connection once its calls have finished. Later calls fail. */
   close(): void {
     this.closed = true;
     this.session?.close();

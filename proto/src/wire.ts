@@ -19,7 +19,7 @@ export interface AgentMethod {
   readonly responseType: string;
 }
 
-/** Returns a method of the agent service; throws for a name the service does not define. */
+/** Returns a method of the agent service. Throws for a name the service does not define. */
 export function agentMethod(name: AgentMethodName): AgentMethod {
   const method = AGENT_SERVICE.methods.find((candidate) => candidate.name === name);
   if (method === undefined) throw new Error(`the agent service defines no method ${name}`);

@@ -97,7 +97,7 @@ export function setOf(children: Asn1[]): Asn1 {
   return forge.asn1.create(Class.UNIVERSAL, Type.SET, true, children);
 }
 
-/** The DER contents of each OID encoded so far; a certificate repeats the same dozen OIDs. */
+/** The DER contents of each OID encoded so far. A certificate repeats the same dozen OIDs. */
 const oidContents = new Map<string, string>();
 
 export function objectIdentifier(oid: string): Asn1 {

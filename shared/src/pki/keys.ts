@@ -206,7 +206,7 @@ function curvePrefix(name: string, curve: { readonly oid: string; readonly coord
   return prefix;
 }
 
-/** Returns the contents of a positive INTEGER in the minimal form, without its sign octet; undefined otherwise. */
+/** Returns the contents of a positive INTEGER in the minimal form without its sign octet, or undefined for any other INTEGER. */
 function positiveInteger(der: Buffer, element: { readonly tag: number; readonly start: number; readonly end: number }): Buffer | undefined {
   if (element.tag !== 0x02 || element.end === element.start) return undefined;
   const first = der[element.start]!;
@@ -218,7 +218,7 @@ function positiveInteger(der: Buffer, element: { readonly tag: number; readonly 
   return der.subarray(element.start, element.end);
 }
 
-/** Reads an RSA SPKI whose every part is in the form OpenSSL writes; undefined for anything else. */
+/** Reads an RSA SPKI whose every part is in the form OpenSSL writes, and returns undefined for anything else. */
 function canonicalRsaJwk(der: Buffer): crypto.JsonWebKey | undefined {
   rsaAlgorithmDer ??= toDer(sequence([objectIdentifier(OID_RSA_ENCRYPTION), nullValue()]));
   const outer = readDerElement(der, 0, der.length, 'subjectPublicKeyInfo');

@@ -14,7 +14,7 @@ function optionLine(help: string, flags: string): string {
 describe('controller help', function () {
   this.timeout(30_000);
 
-  it('marks the required options of distribute and no others', async () => {
+  it('marks required distribute options', async () => {
     const result = await runController(['distribute', '--help']);
     assert.equal(result.code, 0, result.stderr);
     assert.match(optionLine(result.stdout, '-i, --inventory'), /\(required\)$/);
@@ -22,7 +22,7 @@ describe('controller help', function () {
     assert.doesNotMatch(optionLine(result.stdout, '--dry-run'), /\(required\)/);
   });
 
-  it('marks required options of nested commands, once', async () => {
+  it('marks nested command options once', async () => {
     const result = await runController(['ca', 'rotate', '--help']);
     assert.equal(result.code, 0, result.stderr);
     const marked = result.stdout.split('\n').filter((line) => line.includes('(required)'));

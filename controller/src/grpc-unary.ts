@@ -148,8 +148,8 @@ export class UnaryChannel {
         stream.close(http2.constants.NGHTTP2_CANCEL);
         settle(failure(GrpcStatus.DEADLINE_EXCEEDED, `Deadline exceeded after ${deadlineMs} ms`));
       }, deadlineMs);
-      stream.on('response', (received) => (headers = received));
-      stream.on('trailers', (received) => (trailers = received));
+      stream.on('response', (responseHeaders) => (headers = responseHeaders));
+      stream.on('trailers', (trailerHeaders) => (trailers = trailerHeaders));
       stream.on('data', (chunk: Buffer) => {
         received += chunk.length;
         if (received <= maxBytes + MESSAGE_PREFIX_BYTES) {

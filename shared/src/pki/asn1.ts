@@ -1,25 +1,52 @@
-// DER encoding and decoding shared by certificates and certification requests, built on
-// node-forge's ASN.1 primitives. forge keeps primitive values as binary strings, one character
-// per byte, so values cross to Buffer with the 'binary' (latin1) encoding.
+// DER encoding and decoding shared by certificates and certification requests. A parsed element
+// keeps its own bytes, so the DER of a parsed part (a signed TBSCertificate, an issuer name) is
+// exactly the bytes that were read.
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
-import type * as Forge from 'node-forge';
 
-// Only forge's ASN.1 and byte-buffer modules. `import 'node-forge'` loads every part of forge
-// (ciphers, TLS, PKCS#12, ...), which adds about 4 MB to the heap of each agent and controller and
-// about 20 ms to each CLI start.
-const forge = {
-  asn1: require('node-forge/lib/asn1') as typeof Forge.asn1,
-  util: require('node-forge/lib/util') as typeof Forge.util,
-};
+/** The class bits of a tag octet. */
+const Class = { UNIVERSAL: 0x00, CONTEXT_SPECIFIC: 0x80 } as const;
 
-export type Asn1 = Forge.asn1.Asn1;
+/** Universal tag numbers (X.680, section 8.4) that certificates and requests use. */
+const Type = {
+  BOOLEAN: 1,
+  INTEGER: 2,
+  BITSTRING: 3,
+  OCTETSTRING: 4,
+  NULL: 5,
+  OID: 6,
+  UTF8: 12,
+  SEQUENCE: 16,
+  SET: 17,
+  NUMERIC_STRING: 18,
+  PRINTABLESTRING: 19,
+  TELETEX_STRING: 20,
+  IA5STRING: 22,
+  UTCTIME: 23,
+  GENERALIZEDTIME: 24,
+  BMPSTRING: 30,
+} as const;
 
-const { Class, Type } = forge.asn1;
+/** The constructed bit of a tag octet. */
+const CONSTRUCTED = 0x20;
 
-/** ASN.1 universal tags that forge.asn1.Type does not name. */
-const NUMERIC_STRING = 18;
-const TELETEX_STRING = 20;
+/** Elements nest deeper than this only in hostile input: a certificate needs about 8 levels. */
+const MAX_DEPTH = 64;
+
+/** One DER element: a primitive with its contents octets, or a constructed element with its elements. */
+export interface Asn1 {
+  /** Class bits of the tag octet: 0x00 universal, 0x40 application, 0x80 context-specific, 0xc0 private. */
+  readonly tagClass: number;
+  /** Tag number, 0 to 30. */
+  readonly type: number;
+  readonly constructed: boolean;
+  /** Contents octets of a primitive element, or the elements of a constructed one. */
+  readonly value: Buffer | readonly Asn1[];
+  /** For an element that parseDer read: the input, where the element starts in it and where it ends. toDer returns those bytes unchanged. */
+  readonly source: Buffer | undefined;
+  readonly sourceStart: number;
+  readonly sourceEnd: number;
+}
 
 export const OID = {
   commonName: '2.5.4.3',
@@ -41,45 +68,120 @@ export const OID = {
   ecdsaWithSHA512: '1.2.840.10045.4.3.4',
 } as const;
 
+function isElementList(value: Buffer | readonly Asn1[]): value is readonly Asn1[] {
+  return !Buffer.isBuffer(value);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Encoding and decoding whole structures
 
+/** Encodes an element. A parsed element gives back the bytes it was read from. */
 export function toDer(node: Asn1): Buffer {
-  return Buffer.from(forge.asn1.toDer(node).getBytes(), 'binary');
+  if (node.source !== undefined) {
+    return node.source.subarray(node.sourceStart, node.sourceEnd);
+  }
+  // Two passes over the tree: the first records the contents length of each element in pre-order,
+  // the second writes tags, lengths and contents into one buffer.
+  const lengths: number[] = [];
+  const output = Buffer.allocUnsafe(measure(node, lengths));
+  const cursor: WriteCursor = { output, offset: 0, index: 0 };
+  write(node, cursor, lengths);
+  return output;
 }
 
-interface FromDerOptions {
-  readonly strict: boolean;
-  readonly parseAllBytes: boolean;
-  readonly decodeBitStrings: boolean;
+interface WriteCursor {
+  readonly output: Buffer;
+  offset: number;
+  index: number;
 }
 
-// The typings declare only the boolean form of the second argument.
-const forgeFromDer = forge.asn1.fromDer as unknown as (
-  bytes: Forge.util.ByteBuffer,
-  options: FromDerOptions,
-) => Asn1;
+/** Returns the encoded length of `node` and appends the contents length of it and of each element below it. */
+function measure(node: Asn1, lengths: number[]): number {
+  if (node.source !== undefined) {
+    return node.sourceEnd - node.sourceStart;
+  }
+  const slot = lengths.length;
+  lengths.push(0);
+  let contentsLength = 0;
+  if (isElementList(node.value)) {
+    for (const child of node.value) contentsLength += measure(child, lengths);
+  } else {
+    contentsLength = node.value.length;
+  }
+  lengths[slot] = contentsLength;
+  return 1 + lengthOctets(contentsLength) + contentsLength;
+}
+
+function write(node: Asn1, cursor: WriteCursor, lengths: readonly number[]): void {
+  const { output } = cursor;
+  if (node.source !== undefined) {
+    output.set(node.source.subarray(node.sourceStart, node.sourceEnd), cursor.offset);
+    cursor.offset += node.sourceEnd - node.sourceStart;
+    return;
+  }
+  const contentsLength = lengths[cursor.index++]!;
+  output[cursor.offset++] = node.tagClass | (node.constructed ? CONSTRUCTED : 0) | node.type;
+  if (contentsLength <= 0x7f) {
+    output[cursor.offset++] = contentsLength;
+  } else {
+    const count = lengthOctets(contentsLength) - 1;
+    output[cursor.offset++] = 0x80 | count;
+    for (let shift = (count - 1) * 8; shift >= 0; shift -= 8) output[cursor.offset++] = Math.floor(contentsLength / 2 ** shift) & 0xff;
+  }
+  if (isElementList(node.value)) {
+    for (const child of node.value) write(child, cursor, lengths);
+  } else {
+    output.set(node.value, cursor.offset);
+    cursor.offset += node.value.length;
+  }
+}
+
+/** Counts the length octets that DER uses for contents of `length` octets. */
+function lengthOctets(length: number): number {
+  let count = 1;
+  if (length > 0x7f) {
+    for (let rest = length; rest > 0; rest = Math.floor(rest / 256)) count += 1;
+  }
+  return count;
+}
 
 /**
- * Parses DER into a forge tree whose re-encoding is byte-identical to the input.
- *
- * forge also accepts BER (indefinite and non-minimal lengths), so the input is re-encoded and
- * compared. Signature checks over a parsed part and the copy of an issuer name rely on that byte
- * identity. BIT STRING contents stay undecoded because forge would otherwise guess at nested
- * ASN.1 inside signatures and keys.
+ * Parses one DER element that fills `der`. Accepts only what DER allows of lengths (definite, in
+ * the fewest octets) and one-octet tags. Primitive contents are views into `der`.
  */
 export function parseDer(der: Buffer, context: string): Asn1 {
-  let node: Asn1;
   try {
-    const bytes = forge.util.createBuffer(der.toString('binary'));
-    node = forgeFromDer(bytes, { strict: true, parseAllBytes: true, decodeBitStrings: false });
+    const { node, end } = readElement(der, 0, der.length, 0);
+    if (end !== der.length) {
+      throw new Error(`${der.length - end} octets follow the element`);
+    }
+    return node;
   } catch (err) {
     throw new Error(`${context} is not valid DER: ${errorMessage(err)}`, { cause: err });
   }
-  if (!toDer(node).equals(der)) {
-    throw new Error(`${context} is BER but not DER: it uses indefinite or non-minimal lengths`);
+}
+
+function readElement(der: Buffer, offset: number, limit: number, depth: number): { node: Asn1; end: number } {
+  const element = readDerElement(der, offset, limit, 'element');
+  const constructed = (element.tag & CONSTRUCTED) !== 0;
+  let value: Buffer | Asn1[];
+  if (constructed) {
+    if (depth >= MAX_DEPTH) {
+      throw new Error(`elements nest deeper than ${MAX_DEPTH} levels`);
+    }
+    const children: Asn1[] = [];
+    let position = element.start;
+    while (position < element.end) {
+      const child = readElement(der, position, element.end, depth + 1);
+      children.push(child.node);
+      position = child.end;
+    }
+    value = children;
+  } else {
+    value = der.subarray(element.start, element.end);
   }
-  return node;
+  const node: Asn1 = { tagClass: element.tag & 0xc0, type: element.tag & 0x1f, constructed, value, source: der, sourceStart: offset, sourceEnd: element.end };
+  return { node, end: element.end };
 }
 
 export function errorMessage(err: unknown): string {
@@ -89,24 +191,84 @@ export function errorMessage(err: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // Building nodes
 
-export function sequence(children: Asn1[]): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.SEQUENCE, true, children);
+/** Builds an element with the same fields as a parsed one, so that V8 keeps one object shape for both. */
+function element(tagClass: number, type: number, constructed: boolean, value: Buffer | readonly Asn1[]): Asn1 {
+  return { tagClass, type, constructed, value, source: undefined, sourceStart: 0, sourceEnd: 0 };
 }
 
-export function setOf(children: Asn1[]): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.SET, true, children);
+function primitive(tagClass: number, type: number, contents: Buffer): Asn1 {
+  return element(tagClass, type, false, contents);
+}
+
+export function sequence(children: readonly Asn1[]): Asn1 {
+  return element(Class.UNIVERSAL, Type.SEQUENCE, true, children);
+}
+
+export function setOf(children: readonly Asn1[]): Asn1 {
+  return element(Class.UNIVERSAL, Type.SET, true, children);
 }
 
 /** The DER contents of each OID encoded so far. A certificate repeats the same dozen OIDs. */
-const oidContents = new Map<string, string>();
+const oidContents = new Map<string, Buffer>();
 
 export function objectIdentifier(oid: string): Asn1 {
   let contents = oidContents.get(oid);
   if (contents === undefined) {
-    contents = forge.asn1.oidToDer(oid).getBytes();
+    contents = encodeOid(oid);
     if (oidContents.size < 256) oidContents.set(oid, contents);
   }
-  return forge.asn1.create(Class.UNIVERSAL, Type.OID, false, contents);
+  return primitive(Class.UNIVERSAL, Type.OID, contents);
+}
+
+/** Encodes dotted-decimal OID text as contents octets: the first two arcs in one subidentifier, each in base 128. */
+function encodeOid(oid: string): Buffer {
+  const arcs = oid.split('.').map((arc) => (/^\d+$/.test(arc) ? BigInt(arc) : -1n));
+  const [first = -1n, second = -1n] = arcs;
+  if (arcs.length < 2 || arcs.some((arc) => arc < 0n) || first > 2n || (first < 2n && second >= 40n)) {
+    throw new Error(`invalid OBJECT IDENTIFIER "${oid}"`);
+  }
+  const octets: number[] = [];
+  for (const subidentifier of [first * 40n + second, ...arcs.slice(2)]) {
+    const groups = [Number(subidentifier & 0x7fn)];
+    for (let rest = subidentifier >> 7n; rest > 0n; rest >>= 7n) {
+      groups.unshift(Number(rest & 0x7fn) | 0x80);
+    }
+    octets.push(...groups);
+  }
+  return Buffer.from(octets);
+}
+
+/** Decodes OID contents octets to dotted-decimal text, refusing subidentifiers that DER would encode shorter. */
+function decodeOid(bytes: Buffer, context: string): string {
+  const subidentifiers: Array<number | bigint> = [];
+  // A subidentifier stays a number while it is exact and becomes a bigint beyond that.
+  let value: number | bigint = 0;
+  let started = false;
+  for (const byte of bytes) {
+    if (!started && byte === 0x80) {
+      throw new Error(`${context}: OBJECT IDENTIFIER subidentifier is not in the fewest octets`);
+    }
+    started = true;
+    if (typeof value === 'number' && value < 2 ** 45) {
+      value = value * 128 + (byte & 0x7f);
+    } else {
+      value = (BigInt(value) << 7n) | BigInt(byte & 0x7f);
+    }
+    if ((byte & 0x80) === 0) {
+      subidentifiers.push(value);
+      value = 0;
+      started = false;
+    }
+  }
+  const [head] = subidentifiers;
+  if (head === undefined || started) {
+    throw new Error(`${context}: truncated OBJECT IDENTIFIER`);
+  }
+  let first = 2;
+  if (head < 40) first = 0;
+  else if (head < 80) first = 1;
+  const second = typeof head === 'number' ? head - first * 40 : head - BigInt(first * 40);
+  return [first, second, ...subidentifiers.slice(1)].join('.');
 }
 
 /** Encodes a non-negative INTEGER in the minimal number of octets. */
@@ -122,45 +284,44 @@ export function integer(value: bigint): Asn1 {
   if (Number.parseInt(hex.slice(0, 2), 16) >= 0x80) {
     hex = `00${hex}`;
   }
-  return forge.asn1.create(Class.UNIVERSAL, Type.INTEGER, false, Buffer.from(hex, 'hex').toString('binary'));
+  return primitive(Class.UNIVERSAL, Type.INTEGER, Buffer.from(hex, 'hex'));
 }
 
 export function booleanTrue(): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.BOOLEAN, false, '\xff');
+  return primitive(Class.UNIVERSAL, Type.BOOLEAN, Buffer.from([0xff]));
 }
 
 export function nullValue(): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.NULL, false, '');
+  return primitive(Class.UNIVERSAL, Type.NULL, Buffer.alloc(0));
 }
 
 export function utf8String(text: string): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.UTF8, false, Buffer.from(text, 'utf8').toString('binary'));
+  return primitive(Class.UNIVERSAL, Type.UTF8, Buffer.from(text, 'utf8'));
 }
 
 export function octetString(bytes: Buffer): Asn1 {
-  return forge.asn1.create(Class.UNIVERSAL, Type.OCTETSTRING, false, bytes.toString('binary'));
+  return primitive(Class.UNIVERSAL, Type.OCTETSTRING, bytes);
 }
 
 export function bitString(bytes: Buffer, unusedBits = 0): Asn1 {
-  const contents = String.fromCharCode(unusedBits) + bytes.toString('binary');
-  return forge.asn1.create(Class.UNIVERSAL, Type.BITSTRING, false, contents);
+  return primitive(Class.UNIVERSAL, Type.BITSTRING, Buffer.concat([Buffer.from([unusedBits]), bytes]));
 }
 
 /** Builds a constructed context-specific node: an EXPLICIT tag, or an IMPLICIT tag on a SEQUENCE or SET. */
-export function contextConstructed(tagNumber: number, children: Asn1[]): Asn1 {
-  return forge.asn1.create(Class.CONTEXT_SPECIFIC, tagNumber, true, children);
+export function contextConstructed(tagNumber: number, children: readonly Asn1[]): Asn1 {
+  return element(Class.CONTEXT_SPECIFIC, tagNumber, true, children);
 }
 
 /** Builds a primitive context-specific node, as an IMPLICIT tag on a string type gives. */
 export function contextPrimitive(tagNumber: number, bytes: Buffer): Asn1 {
-  return forge.asn1.create(Class.CONTEXT_SPECIFIC, tagNumber, false, bytes.toString('binary'));
+  return primitive(Class.CONTEXT_SPECIFIC, tagNumber, bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Reading nodes. `context` names the position in the structure for error messages.
 
-export function childrenOf(node: Asn1, context: string): Asn1[] {
-  if (!Array.isArray(node.value)) {
+export function childrenOf(node: Asn1, context: string): readonly Asn1[] {
+  if (!isElementList(node.value)) {
     throw new Error(`${context}: expected a constructed value`);
   }
   return node.value;
@@ -184,16 +345,17 @@ export function expectUniversal(node: Asn1, type: number, typeName: string, cont
   }
 }
 
+/** Returns the contents octets of a primitive element. For a parsed element they are a view into its DER, so never change them. */
 export function primitiveBytes(node: Asn1, context: string): Buffer {
-  if (typeof node.value !== 'string') {
+  if (isElementList(node.value)) {
     throw new Error(`${context}: expected a primitive value`);
   }
-  return Buffer.from(node.value, 'binary');
+  return node.value;
 }
 
 export function readOid(node: Asn1, context: string): string {
   expectUniversal(node, Type.OID, 'OBJECT IDENTIFIER', context);
-  return forge.asn1.derToOid(primitiveBytes(node, context).toString('binary'));
+  return decodeOid(primitiveBytes(node, context), context);
 }
 
 /** Decodes a two's complement INTEGER of any size. */
@@ -240,7 +402,7 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
 
 /** Decodes the string types that X.509 names use in practice. */
 export function readString(node: Asn1, context: string): string {
-  if (node.tagClass !== Class.UNIVERSAL || typeof node.value !== 'string') {
+  if (node.tagClass !== Class.UNIVERSAL || isElementList(node.value)) {
     throw new Error(`${context}: expected a string`);
   }
   switch (node.type as number) {
@@ -248,15 +410,22 @@ export function readString(node: Asn1, context: string): string {
       return utf8Decoder.decode(primitiveBytes(node, context));
     case Type.PRINTABLESTRING:
     case Type.IA5STRING:
-    case NUMERIC_STRING:
-    case TELETEX_STRING:
+    case Type.NUMERIC_STRING:
+    case Type.TELETEX_STRING:
       return primitiveBytes(node, context).toString('latin1');
     case Type.BMPSTRING:
-      // forge decodes UCS-2 to a JavaScript string while parsing.
-      return node.value;
+      return decodeBmpString(primitiveBytes(node, context), context);
     default:
       throw new Error(`${context}: unsupported string type with tag number ${node.type}`);
   }
+}
+
+/** Decodes a BMPString: UCS-2, two octets per character, most significant first. */
+function decodeBmpString(bytes: Buffer, context: string): string {
+  if (bytes.length % 2 !== 0) {
+    throw new Error(`${context}: BMPString of ${bytes.length} octets: expected an even number`);
+  }
+  return Buffer.from(bytes).swap16().toString('utf16le');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,9 +446,9 @@ export function encodeTime(date: Date): Asn1 {
     pad(date.getUTCSeconds(), 2) +
     'Z';
   if (year >= 1950 && year <= 2049) {
-    return forge.asn1.create(Class.UNIVERSAL, Type.UTCTIME, false, pad(year % 100, 2) + rest);
+    return primitive(Class.UNIVERSAL, Type.UTCTIME, Buffer.from(pad(year % 100, 2) + rest, 'latin1'));
   }
-  return forge.asn1.create(Class.UNIVERSAL, Type.GENERALIZEDTIME, false, pad(year, 4) + rest);
+  return primitive(Class.UNIVERSAL, Type.GENERALIZEDTIME, Buffer.from(pad(year, 4) + rest, 'latin1'));
 }
 
 const UTC_TIME = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
@@ -588,7 +757,19 @@ const SIGNATURE_ALGORITHMS: readonly SignatureAlgorithm[] = [
 /** Hash for signing with each ECDSA curve, of the same strength as the curve. */
 const ECDSA_HASHES: Readonly<Record<string, HashName>> = { prime256v1: 'sha256', secp384r1: 'sha384' };
 
+/** The algorithm of each signing key seen so far. Reading a key's details is a native call of about 30 µs, twice per certificate. */
+const algorithmsByKey = new WeakMap<crypto.KeyObject, SignatureAlgorithm>();
+
 function signatureAlgorithmFor(key: crypto.KeyObject): SignatureAlgorithm {
+  let algorithm = algorithmsByKey.get(key);
+  if (algorithm === undefined) {
+    algorithm = findSignatureAlgorithm(key);
+    algorithmsByKey.set(key, algorithm);
+  }
+  return algorithm;
+}
+
+function findSignatureAlgorithm(key: crypto.KeyObject): SignatureAlgorithm {
   const curve = key.asymmetricKeyDetails?.namedCurve;
   let hash: HashName | undefined;
   if (key.asymmetricKeyType === 'rsa') {
@@ -631,7 +812,7 @@ export function signStructure(data: Asn1, privateKey: crypto.KeyObject): Buffer 
   }
   const algorithm = signatureAlgorithmFor(privateKey);
   // The data is encoded once and the outer SEQUENCE is put around the bytes, which gives the same
-  // DER as encoding the whole tree and saves forge a second pass over the certificate.
+  // DER as encoding the whole tree without a second pass over the certificate.
   const dataDer = toDer(data);
   const signature = crypto.sign(algorithm.hash, dataDer, signingOptions(privateKey));
   return derSequence([dataDer, toDer(signatureAlgorithmIdentifier(privateKey)), toDer(bitString(signature))]);
@@ -649,10 +830,18 @@ function derLength(length: number): Buffer {
   return Buffer.from([0x80 | octets.length, ...octets]);
 }
 
+/** Encodes the tag octet and length octets of an element whose contents are `length` octets long. */
+function derHeader(tag: number, length: number): Buffer {
+  if (length <= 0x7f) {
+    return Buffer.from([tag, length]);
+  }
+  return Buffer.concat([Buffer.from([tag]), derLength(length)]);
+}
+
 /** Encodes a SEQUENCE whose elements are already DER. */
 function derSequence(elements: readonly Buffer[]): Buffer {
   const contents = Buffer.concat(elements);
-  return Buffer.concat([Buffer.from([0x30]), derLength(contents.length), contents]);
+  return Buffer.concat([derHeader(0x30, contents.length), contents]);
 }
 
 /** A tag-length-value element in a DER buffer: its first tag octet and where its contents start and end. */

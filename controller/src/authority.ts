@@ -146,21 +146,37 @@ function checkSubjectDiffersFromCa(ca: KeyMaterial, profile: LeafProfile, label:
   }
 }
 
+/** A leaf certificate with the serial number and expiry written in it. */
+export interface IssuedLeaf {
+  readonly certificatePem: string;
+  /** Lowercase hex without leading zeros, as inspectCertificate gives it. */
+  readonly serialNumber: string;
+  /** In whole seconds, as the certificate encodes it. */
+  readonly notAfter: Date;
+}
+
 /**
  * Signs a leaf for `publicKey` with the CA. Throws IssueError when the leaf would outlive the CA
  * (unless capped) or would carry the CA's own subject.
  */
 export function signLeaf(ca: KeyMaterial, profile: LeafProfile, publicKey: SubjectPublicKey, validityMs: number, now: Date, options: SignOptions = {}): string {
+  return issueLeaf(ca, profile, publicKey, validityMs, now, options).certificatePem;
+}
+
+/** Signs a leaf as signLeaf does and returns its serial number and expiry, which the ledger records, without parsing it again. */
+export function issueLeaf(ca: KeyMaterial, profile: LeafProfile, publicKey: SubjectPublicKey, validityMs: number, now: Date, options: SignOptions = {}): IssuedLeaf {
   const label = profile.label ?? `certificate "${profile.commonName}"`;
   checkSubjectDiffersFromCa(ca, profile, label);
   if (subjectKeyAlgorithm(publicKey) === undefined) {
     throw new IssueError(`${label}: the public key is not RSA 2048/3072/4096 or ECDSA P-256/P-384; request a key of a supported algorithm`);
   }
+  const serialNumber = uniqueSerial(options.usedSerials);
+  const notAfter = notAfterFor(ca, label, validityMs, now, options.capToCa === true);
   const template: CertificateTemplate = {
     subject: { commonName: profile.commonName, organizations: profile.organizations ?? [] },
-    serialNumber: uniqueSerial(options.usedSerials),
+    serialNumber,
     notBefore: new Date(now.getTime() - NOT_BEFORE_BACKDATE_MS),
-    notAfter: notAfterFor(ca, label, validityMs, now, options.capToCa === true),
+    notAfter,
     isCA: false,
     keyUsage: leafKeyUsage(publicKey),
     extKeyUsage: profile.extKeyUsage,
@@ -168,5 +184,11 @@ export function signLeaf(ca: KeyMaterial, profile: LeafProfile, publicKey: Subje
     ipAddresses: profile.ipAddresses ?? [],
     uris: profile.uris ?? [],
   };
-  return createCertificate(template, publicKey, { issuer: { certificatePem: ca.certificatePem, privateKey: ca.privateKey }, privateKey: ca.privateKey });
+  const certificatePem = createCertificate(template, publicKey, { issuer: { certificatePem: ca.certificatePem, privateKey: ca.privateKey }, privateKey: ca.privateKey });
+  return {
+    certificatePem,
+    serialNumber: serialNumber.toString(16),
+    // The certificate keeps whole seconds.
+    notAfter: new Date(Math.floor(notAfter.getTime() / 1000) * 1000),
+  };
 }

@@ -21,8 +21,8 @@ import type { FileChange, KeyRequest, PrepareKeysResponse__Output } from '@kubet
 import { casForPki, itemsForNode, servicesForNode, type CaName, type KubeletBootstrapFiles, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
-import { parseCsr, readSerialAndValidity, type ParsedCsr } from '@kubetrust/shared/dist/pki';
-import { leafProfile, signLeaf } from './authority';
+import { parseCsr, type ParsedCsr } from '@kubetrust/shared/dist/pki';
+import { issueLeaf, leafProfile } from './authority';
 import { AgentConnections, type AgentConnection, type ControllerCredentials } from './agent-client';
 import { CaRotationFiles, issuerOf, sideOf, trustPem, type CaGenerations, type CaRotationRecord, type CertificateSide } from './ca-rotation-state';
 import { CpuQueue } from './cpu-queue';
@@ -461,7 +461,7 @@ export class NodeRollout {
     const now = this.now();
     const usedSerials = this.material.usedSerials(item.parent);
     // The names come from the catalogue; checkCsr has already made sure the CSR asked for exactly these.
-    const certificatePem = signLeaf(
+    const info = issueLeaf(
       ca,
       leafProfile(item, this.node.name),
       csr.publicKey,
@@ -469,7 +469,7 @@ export class NodeRollout {
       now,
       { capToCa: this.capToCa, usedSerials },
     );
-    const info = readSerialAndValidity(certificatePem);
+    const { certificatePem } = info;
     usedSerials.add(info.serialNumber);
     this.logger.info('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, notAfter: info.notAfter.toISOString() });
     return {

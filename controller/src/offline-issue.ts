@@ -20,8 +20,8 @@ import { sha256Hex, writeFileAtomic } from '@kubetrust/shared/dist/files';
 import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { renderKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import type { Logger } from '@kubetrust/shared/dist/log';
-import { KeyPool, inspectCertificate, isEcAlgorithm, readSerialAndValidity, type KeyAlgorithm, type SubjectPublicKey } from '@kubetrust/shared/dist/pki';
-import { leafProfile, signLeaf } from './authority';
+import { KeyPool, inspectCertificate, isEcAlgorithm, type KeyAlgorithm, type SubjectPublicKey } from '@kubetrust/shared/dist/pki';
+import { issueLeaf, leafProfile } from './authority';
 import { sideOf } from './ca-rotation-state';
 import { ClusterMaterial } from './distribute';
 import { markEventLoopPhase } from './event-loop-report';
@@ -307,8 +307,8 @@ class NodeIssuer {
   private sign(item: Exclude<NodeItem, { type: 'static' }>, publicKey: SubjectPublicKey): { certificatePem: string; certificate: ManifestCertificate } {
     const now = this.now();
     const usedSerials = this.material.usedSerials(item.parent);
-    const certificatePem = signLeaf(this.material.issuer(item.parent, item.type === 'leaf' ? sideOf(item.extKeyUsage) : 'client'), leafProfile(item, this.node.name), publicKey, this.inventory.pki.certValidityMs, now, { usedSerials, capToCa: this.capToCa });
-    const info = readSerialAndValidity(certificatePem);
+    const info = issueLeaf(this.material.issuer(item.parent, item.type === 'leaf' ? sideOf(item.extKeyUsage) : 'client'), leafProfile(item, this.node.name), publicKey, this.inventory.pki.certValidityMs, now, { usedSerials, capToCa: this.capToCa });
+    const { certificatePem } = info;
     usedSerials.add(info.serialNumber);
     const certificate: ManifestCertificate = { serialNumber: info.serialNumber, notAfter: info.notAfter.toISOString(), issuer: item.parent };
     this.ledger.push({ node: this.node.name, name: item.name, ca: item.parent, serialNumber: info.serialNumber, notAfter: certificate.notAfter, issuedAt: now.toISOString() });

@@ -3,8 +3,8 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { IssueError, selfSignedCa, signLeaf, uniqueSerial, type KeyMaterial } from '@kubetrust/controller';
-import { generateKeyPair, inspectCertificate, privateKeyToPem, type KeyAlgorithm } from '@kubetrust/shared/dist/pki';
+import { IssueError, issueLeaf, selfSignedCa, signLeaf, uniqueSerial, type KeyMaterial } from '@kubetrust/controller';
+import { generateKeyPair, inspectCertificate, privateKeyToPem, readSerialAndValidity, type KeyAlgorithm } from '@kubetrust/shared/dist/pki';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const NOW = new Date('2026-12-04T12:00:00Z');
@@ -60,6 +60,22 @@ describe('certificate profile', () => {
     const info = inspectCertificate(signLeaf(rsaCa, { commonName: 'leaf', extKeyUsage: ['clientAuth'] }, key.publicKey, DAY_MS, NOW));
     assert.equal(info.notBefore.getTime(), NOW.getTime() - 5 * 60 * 1000);
     assert.equal(info.notAfter.getTime(), NOW.getTime() + DAY_MS);
+  });
+
+  it('reports the serial and expiry it signed', async () => {
+    const shortCa = await makeCa('ECDSA-P256', 10 * DAY_MS + 789);
+    const key = await generateKeyPair('ECDSA-P256');
+    const odd = new Date(NOW.getTime() + 456);
+    const cases = [
+      issueLeaf(rsaCa, { commonName: 'leaf', extKeyUsage: ['clientAuth'] }, key.publicKey, DAY_MS + 999, odd),
+      issueLeaf(shortCa, { commonName: 'leaf', extKeyUsage: ['serverAuth'] }, key.publicKey, 365 * DAY_MS, odd, { capToCa: true }),
+    ];
+    for (const leaf of cases) {
+      const read = readSerialAndValidity(leaf.certificatePem);
+      assert.equal(leaf.serialNumber, read.serialNumber);
+      assert.equal(leaf.notAfter.toISOString(), read.notAfter.toISOString());
+    }
+    assert.equal(cases[0]!.notAfter.toISOString(), '2026-12-05T12:00:01.000Z');
   });
 
   it('refuses a leaf that would outlive its CA', async () => {

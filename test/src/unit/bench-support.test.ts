@@ -1,6 +1,9 @@
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { parseInventory } from '@kubetrust/shared/dist/inventory';
-import { BenchError, DEFAULT_SUBNETS, inventoryYaml, maxWorkers, parseSubnets, workerAddress } from '../bench/bench-support';
+import { BenchError, DEFAULT_SUBNETS, inventoryYaml, maxWorkers, parseSubnets, staleBundleMessage, workerAddress } from '../bench/bench-support';
 
 describe('benchmark loopback networks', () => {
   it('keeps the default addresses', () => {
@@ -32,5 +35,29 @@ describe('benchmark loopback networks', () => {
     assert.equal(new Set(addresses).size, 200);
     for (const address of addresses) assert.match(address, /^127\.0\.5[78]\.\d+$/);
     assert.equal(inventory.nodes.find((node) => node.name === 'master-1')?.addresses[0], '127.0.57.21');
+  });
+});
+
+describe('benchmark preflight', () => {
+  it('refuses a bundle older than its inputs', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-bundle-'));
+    try {
+      const input = path.join(dir, 'cli.js');
+      fs.writeFileSync(input, 'module.exports = {};\n');
+      const stat = fs.statSync(input);
+      const manifest = path.join(dir, 'cli.bundle.json');
+      fs.writeFileSync(manifest, JSON.stringify({ version: 1, root: '.', inputs: [['cli.js', stat.size, stat.mtimeMs]] }));
+      assert.equal(staleBundleMessage(manifest), undefined);
+      fs.utimesSync(input, new Date(), new Date(stat.mtimeMs + 5000));
+      assert.match(staleBundleMessage(manifest) ?? '', /is missing or older than the files it was built from; run `npm run build`/);
+      fs.rmSync(manifest);
+      assert.match(staleBundleMessage(manifest) ?? '', /cli\.bundle\.json\) is missing/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('finds the built bundle current', () => {
+    assert.equal(staleBundleMessage(), undefined);
   });
 });

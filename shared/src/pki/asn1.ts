@@ -162,7 +162,10 @@ export function parseDer(der: Buffer, context: string): Asn1 {
 }
 
 function readElement(der: Buffer, offset: number, limit: number, depth: number): { node: Asn1; end: number } {
-  const element = readDerElement(der, offset, limit, 'element');
+  const element = derElementAt(der, offset, limit);
+  if (typeof element === 'string') {
+    throw new Error(element);
+  }
   const constructed = (element.tag & CONSTRUCTED) !== 0;
   let value: Buffer | Asn1[];
   if (constructed) {
@@ -854,23 +857,38 @@ export interface DerElement {
 /**
  * Reads the element at `offset` of `der` without decoding its contents. Accepts only one-octet
  * tags and definite lengths in the minimal form, and throws when the element does not fit inside
- * `limit`.
+ * `limit`. `context` starts the error message.
  */
 export function readDerElement(der: Buffer, offset: number, limit: number, context: string): DerElement {
+  const element = derElementAt(der, offset, limit);
+  if (typeof element === 'string') {
+    throw new Error(`${context}: ${element}`);
+  }
+  return element;
+}
+
+/** Reads the element at `offset` as readDerElement does, and returns what is wrong with it as text. */
+function derElementAt(der: Buffer, offset: number, limit: number): DerElement | string {
   if (offset + 2 > limit) {
-    throw new Error(`${context}: truncated element at offset ${offset}`);
+    return `the input ends inside the element at offset ${offset}`;
   }
   const tag = der[offset]!;
   if ((tag & 0x1f) === 0x1f) {
-    throw new Error(`${context}: multi-octet tag at offset ${offset}`);
+    return `multi-octet tag at offset ${offset}, which certificates do not use`;
   }
   const first = der[offset + 1]!;
   let start = offset + 2;
   let length = first;
-  if (first > 0x7f) {
+  if (first === 0x80) {
+    return `indefinite length at offset ${offset}, which only BER allows; encode the input as DER`;
+  }
+  if (first > 0x80) {
     const count = first & 0x7f;
-    if (count === 0 || count > 4 || start + count > limit) {
-      throw new Error(`${context}: invalid length at offset ${offset}`);
+    if (count > 4) {
+      return `length of ${count} octets at offset ${offset}: at most 4 are supported`;
+    }
+    if (start + count > limit) {
+      return `the input ends inside the length at offset ${offset}`;
     }
     length = 0;
     for (let index = 0; index < count; index++) {
@@ -878,11 +896,11 @@ export function readDerElement(der: Buffer, offset: number, limit: number, conte
     }
     start += count;
     if (length <= 0x7f || der[offset + 2] === 0) {
-      throw new Error(`${context}: length at offset ${offset} is not in the minimal form DER requires`);
+      return `length at offset ${offset} is not in the minimal form DER requires`;
     }
   }
   if (start + length > limit) {
-    throw new Error(`${context}: element at offset ${offset} runs past its parent`);
+    return `the element at offset ${offset} has ${length} octets of contents, but only ${limit - start} remain in the input or in the element around it`;
   }
   return { tag, start, end: start + length };
 }

@@ -120,14 +120,8 @@ function write(node: Asn1, cursor: WriteCursor, lengths: readonly number[]): voi
     return;
   }
   const contentsLength = lengths[cursor.index++]!;
-  output[cursor.offset++] = node.tagClass | (node.constructed ? CONSTRUCTED : 0) | node.type;
-  if (contentsLength <= 0x7f) {
-    output[cursor.offset++] = contentsLength;
-  } else {
-    const count = lengthOctets(contentsLength) - 1;
-    output[cursor.offset++] = 0x80 | count;
-    for (let shift = (count - 1) * 8; shift >= 0; shift -= 8) output[cursor.offset++] = Math.floor(contentsLength / 2 ** shift) & 0xff;
-  }
+  output[cursor.offset] = node.tagClass | (node.constructed ? CONSTRUCTED : 0) | node.type;
+  cursor.offset = writeLength(output, cursor.offset + 1, contentsLength);
   if (isElementList(node.value)) {
     for (const child of node.value) write(child, cursor, lengths);
   } else {
@@ -146,6 +140,24 @@ function lengthOctets(length: number): number {
 }
 
 /**
+ * Writes the length octets of `length` at `offset` as DER requires: one octet up to 127, otherwise
+ * a count octet and the fewest octets after it. Returns the offset after them.
+ */
+function writeLength(output: Buffer, offset: number, length: number): number {
+  if (length <= 0x7f) {
+    output[offset] = length;
+    return offset + 1;
+  }
+  const count = lengthOctets(length) - 1;
+  let position = offset;
+  output[position++] = 0x80 | count;
+  for (let shift = (count - 1) * 8; shift >= 0; shift -= 8) {
+    output[position++] = Math.floor(length / 2 ** shift) & 0xff;
+  }
+  return position;
+}
+
+/**
  * Parses one DER element that fills `der`. Accepts only what DER allows of lengths (definite, in
  * the fewest octets) and one-octet tags. Primitive contents are views into `der`.
  */
@@ -161,6 +173,7 @@ export function parseDer(der: Buffer, context: string): Asn1 {
   }
 }
 
+/** Reads the element at `offset` and, for a constructed one, every element inside it. */
 function readElement(der: Buffer, offset: number, limit: number, depth: number): { node: Asn1; end: number } {
   const element = derElementAt(der, offset, limit);
   if (typeof element === 'string') {
@@ -821,30 +834,18 @@ export function signStructure(data: Asn1, privateKey: crypto.KeyObject): Buffer 
   return derSequence([dataDer, toDer(signatureAlgorithmIdentifier(privateKey)), toDer(bitString(signature))]);
 }
 
-/** Encodes a definite length as DER requires: one octet up to 127, otherwise the fewest octets after a count octet. */
-function derLength(length: number): Buffer {
-  if (length <= 0x7f) {
-    return Buffer.from([length]);
-  }
-  const octets: number[] = [];
-  for (let rest = length; rest > 0; rest = Math.floor(rest / 256)) {
-    octets.unshift(rest % 256);
-  }
-  return Buffer.from([0x80 | octets.length, ...octets]);
-}
-
-/** Encodes the tag octet and length octets of an element whose contents are `length` octets long. */
-function derHeader(tag: number, length: number): Buffer {
-  if (length <= 0x7f) {
-    return Buffer.from([tag, length]);
-  }
-  return Buffer.concat([Buffer.from([tag]), derLength(length)]);
-}
-
 /** Encodes a SEQUENCE whose elements are already DER. */
 function derSequence(elements: readonly Buffer[]): Buffer {
-  const contents = Buffer.concat(elements);
-  return Buffer.concat([derHeader(0x30, contents.length), contents]);
+  let contentsLength = 0;
+  for (const part of elements) contentsLength += part.length;
+  const output = Buffer.allocUnsafe(1 + lengthOctets(contentsLength) + contentsLength);
+  output[0] = 0x30;
+  let offset = writeLength(output, 1, contentsLength);
+  for (const part of elements) {
+    output.set(part, offset);
+    offset += part.length;
+  }
+  return output;
 }
 
 /** A tag-length-value element in a DER buffer: its first tag octet and where its contents start and end. */

@@ -197,6 +197,25 @@ async function canonicalPath(target: string): Promise<string> {
   }
 }
 
+/**
+ * Entries that an issue leaves in OUT only when it is stopped midway: a node's staging directory
+ * (`.<node>.staging-XXXXXX`) or the old tree it moved aside (`.<node>.replaced-<hex>`). Both can
+ * hold private keys.
+ */
+const LEFTOVER_ENTRY = /^\..+\.(?:staging-[A-Za-z0-9]{6}|replaced-[0-9a-f]{8})$/;
+
+/** Tells whether an entry of OUT is a staging directory or an old tree that a stopped issue left behind. */
+export function isIssueLeftover(entry: string): boolean {
+  return LEFTOVER_ENTRY.test(entry);
+}
+
+/** Removes what a stopped issue left in OUT and returns the names removed. */
+async function removeLeftovers(outDir: string): Promise<string[]> {
+  const leftovers = (await fs.readdir(outDir)).filter(isIssueLeftover).sort();
+  await Promise.all(leftovers.map((entry) => fs.rm(path.join(outDir, entry), { recursive: true, force: true })));
+  return leftovers;
+}
+
 /** Rejects an output directory that overlaps the state directory, or that contains files unless `force` is set. */
 async function checkOutDir(outDir: string, stateRoot: string, force: boolean): Promise<void> {
   const [out, state] = await Promise.all([canonicalPath(outDir), canonicalPath(stateRoot)]);
@@ -215,6 +234,8 @@ async function checkOutDir(outDir: string, stateRoot: string, force: boolean): P
     if (code === 'ENOTDIR') throw new IssueInputError(`--out ${outDir} is a file, not a directory; choose a directory path`);
     throw error;
   }
+  // What a stopped issue left behind is removed once the state is locked, so it does not count.
+  entries = entries.filter((entry) => !isIssueLeftover(entry));
   if (entries.length > 0 && !force) {
     const shown = entries.sort().slice(0, 5).join(', ');
     throw new IssueInputError(
@@ -568,6 +589,9 @@ export async function issueOffline(inventory: Inventory, stateDir: string, logge
   try {
     const material = await ClusterMaterial.load(state, inventory);
     await fs.mkdir(outDir, { recursive: true, mode: 0o700 });
+    for (const entry of await removeLeftovers(outDir)) {
+      logger.info('removed what a stopped issue left behind', { path: path.join(outDir, entry) });
+    }
     markEventLoopPhase('issue');
     const staged = await stageAll(inventory, plans, outDir, material, logger, options);
     try {

@@ -21,7 +21,7 @@ import { inspectCertificate, isSignedBy, normalizeIp, publicKeySha256, splitPem,
 import { renewalDue } from '@kubetrust/shared/dist/rotation';
 import { AgentConnection } from './agent-client';
 import { ClusterMaterial } from './distribute';
-import { createLimiter, formatMode, pathBelow, readManifest, MANIFEST_FILE } from './offline-issue';
+import { createLimiter, formatMode, isIssueLeftover, pathBelow, readManifest, MANIFEST_FILE } from './offline-issue';
 import { queriesFor } from './plan';
 import { StateDir } from './state-dir';
 
@@ -625,10 +625,23 @@ async function readSnapshots(
     if (!(await isDirectory(outDir))) throw new ValidateInputError(`--out ${outDir} is not a directory; pass the --out directory of \`controller issue\``);
     const remedy = outRemedy(outDir);
     const tree = await readTree(outDir, catalogue, remedy);
-    return { ...tree, problems: [...tree.problems, ...(await checkManifest(outDir, inventory, tree.snapshots, remedy))], remedy };
+    const problems = [...tree.problems, ...(await checkManifest(outDir, inventory, tree.snapshots, remedy)), ...(await findLeftovers(outDir))];
+    return { ...tree, problems, remedy };
   }
   const live = await readLive(inventory, catalogue, material!, logger, options.concurrency ?? DEFAULT_LIVE_CONCURRENCY);
   return { ...live, remedy: LIVE_REMEDY };
+}
+
+/** Reports the staging directories and old trees that a stopped `controller issue` left in OUT. */
+async function findLeftovers(outDir: string): Promise<Problem[]> {
+  const leftovers = (await fs.readdir(outDir)).filter(isIssueLeftover).sort();
+  return leftovers.map((entry) => ({
+    node: '',
+    path: path.join(outDir, entry),
+    check: 'manifest',
+    message: 'left behind by a `controller issue` that was stopped midway; it may contain private keys',
+    fix: 'run `controller issue` with the same --out again, which removes it, or delete it',
+  }));
 }
 
 /** Orders problems by node in inventory order, tree-wide problems first, then by path. */

@@ -279,6 +279,24 @@ describe('controller issue offline', function () {
     for (const file of merged.files) assert.equal(file.sha256, after.get(file.hostPath), file.hostPath);
   });
 
+  it('removes what a stopped issue left', async () => {
+    const stopped = path.join(workdir, 'stopped');
+    fs.cpSync(outDir, stopped, { recursive: true });
+    // A stopped run leaves a staging directory with a key in it, and an old tree moved aside.
+    const staging = path.join(stopped, '.cp-1.staging-Ab12Cd');
+    fs.mkdirSync(path.join(staging, 'etc/kubernetes/pki'), { recursive: true });
+    fs.writeFileSync(path.join(staging, 'etc/kubernetes/pki/ca.key'), 'stale key\n');
+    fs.mkdirSync(path.join(stopped, '.wk-1.replaced-0a1b2c3d'));
+    const rejected = path.join(workdir, 'only-leftovers');
+    fs.mkdirSync(path.join(rejected, '.etcd-1.staging-Zz99Yy'), { recursive: true });
+
+    await issueOffline(inventory, stateDir, silentLogger(), { outDir: stopped, nodes: ['wk-1'], force: true });
+    assert.deepEqual(fs.readdirSync(stopped).filter((entry) => entry.startsWith('.')), []);
+    // A directory that holds only leftovers counts as empty, so no --force is needed.
+    await issueOffline(inventory, stateDir, silentLogger(), { outDir: rejected, nodes: ['etcd-1'] });
+    assert.deepEqual(fs.readdirSync(rejected).sort(), ['etcd-1', 'manifest.json']);
+  });
+
   it('rejects --out inside the state directory', async () => {
     await assert.rejects(
       issueOffline(inventory, stateDir, silentLogger(), { outDir: path.join(stateDir, 'tree') }),
@@ -492,6 +510,21 @@ describe('controller validate --out', function () {
     const missing = problemsOf(result, 'missing');
     assert.deepEqual(missing.map((problem) => `${problem.node}:${problem.path}`), ['etcd-1:/etc/kubernetes/pki/etcd/peer.key'], describeProblems(result));
     assert.match(missing[0]!.fix, /controller issue --nodes etcd-1 --force/);
+  });
+
+  it('reports what a stopped issue left', async () => {
+    const tree = copyTree();
+    fs.mkdirSync(path.join(tree, '.cp-1.staging-Ab12Cd'));
+    fs.mkdirSync(path.join(tree, '.wk-1.replaced-0a1b2c3d'));
+    const result = await validate(tree);
+    assert.equal(result.ok, false);
+    assert.deepEqual(
+      result.problems.map((problem) => path.basename(problem.path)),
+      ['.cp-1.staging-Ab12Cd', '.wk-1.replaced-0a1b2c3d'],
+      describeProblems(result),
+    );
+    assert.match(result.problems[0]!.message, /stopped midway; it may contain private keys/);
+    assert.match(result.problems[0]!.fix, /run `controller issue` with the same --out again/);
   });
 
   it('reports a missing node directory once', async () => {

@@ -131,8 +131,8 @@ function notAfterFor(ca: KeyMaterial, label: string, validityMs: number, now: Da
   if (requested.getTime() <= caInfo.notAfter.getTime()) return requested;
   if (capToCa) return new Date(caInfo.notAfter.getTime());
   throw new IssueError(
-    `${label} would expire at ${requested.toISOString()}, after its CA "${caInfo.subject.commonName}" expires at ${caInfo.notAfter.toISOString()}; ` +
-      'shorten pki.certValidity, renew the CA, or pass --cap-to-ca to end the certificate with its CA',
+    `${label} would expire at ${requested.toISOString()}, after its CA (CN "${caInfo.subject.commonName}") expires at ${caInfo.notAfter.toISOString()}; ` +
+      'shorten pki.certValidity, replace the CA with `controller ca rotate`, or pass --cap-to-ca to end the certificate with its CA',
   );
 }
 

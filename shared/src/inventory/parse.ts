@@ -609,17 +609,31 @@ function readExtraSans(apiServer: MappingReader, issues: IssueList): readonly st
       return;
     }
 
-    const suggestion = suggestDnsName(value, isDnsNameOrWildcard);
-    issues.add(
-      path,
-      `extra SAN "${value}" is neither an IP address nor a valid DNS name`,
-      suggestion === undefined
-        ? 'write an IP address such as 192.0.2.100, a lowercase DNS name such as api.demo.example, or a wildcard such as *.demo.example'
-        : `write ${suggestion}`,
-    );
+    issues.add(path, `extra SAN "${value}" is neither an IP address nor a valid DNS name`, extraSanFix(value));
     valid = false;
   });
   return valid ? sans : undefined;
+}
+
+/** Suggests what to write instead of an extra SAN that is neither an IP address nor a DNS name. */
+function extraSanFix(value: string): string {
+  const slash = value.indexOf('/');
+  const network = slash === -1 ? undefined : normalizeIP(value.slice(0, slash));
+  if (network !== undefined) {
+    return `write the single address ${network}: a certificate names addresses, not networks`;
+  }
+  const hostAndPort = /^([^:]+):\d+$/.exec(value);
+  if (hostAndPort !== null) {
+    return `write ${hostAndPort[1]} without the port: a certificate names hosts, and the port belongs in apiServer.endpoint`;
+  }
+  if (value.includes(':')) {
+    return 'write a valid IPv6 address such as 2001:db8::10, or a DNS name such as api.demo.example';
+  }
+  const suggestion = suggestDnsName(value, isDnsNameOrWildcard);
+  if (suggestion !== undefined) {
+    return `write ${suggestion}`;
+  }
+  return 'write an IP address such as 192.0.2.100, a lowercase DNS name such as api.demo.example, or a wildcard such as *.demo.example';
 }
 
 function readPki(pki: MappingReader, issues: IssueList): PkiSpec | undefined {

@@ -83,7 +83,7 @@ describe('certificate profile', () => {
     const key = await generateKeyPair('ECDSA-P256');
     assert.throws(
       () => signLeaf(shortCa, { label: 'apiserver for node cp-1', commonName: 'kube-apiserver', extKeyUsage: ['serverAuth'] }, key.publicKey, 365 * DAY_MS, NOW),
-      (error: Error) => error instanceof IssueError && /apiserver for node cp-1 would expire at 2027-12-04.*after its CA "unit-ca" expires at 2026-12-14.*--cap-to-ca/.test(error.message),
+      (error: Error) => error instanceof IssueError && /apiserver for node cp-1 would expire at 2027-12-04.*after its CA \(CN "unit-ca"\) expires at 2026-12-14.*`controller ca rotate`.*--cap-to-ca/.test(error.message),
     );
   });
 

@@ -723,6 +723,27 @@ describe('inventory', () => {
         mentions: [],
       },
       {
+        title: 'extra SAN that is a network',
+        edits: [['spec.apiServer.extraSANs', ['10.0.0.1/24']]],
+        path: 'spec.apiServer.extraSANs[0]',
+        message: /"10.0.0.1\/24" is neither/,
+        mentions: ['write the single address 10.0.0.1', 'not networks'],
+      },
+      {
+        title: 'extra SAN with a port',
+        edits: [['spec.apiServer.extraSANs', ['api.demo.example:6443']]],
+        path: 'spec.apiServer.extraSANs[0]',
+        message: /"api.demo.example:6443" is neither/,
+        mentions: ['write api.demo.example without the port'],
+      },
+      {
+        title: 'extra SAN with a broken IPv6 address',
+        edits: [['spec.apiServer.extraSANs', ['fe80::1::2']]],
+        path: 'spec.apiServer.extraSANs[0]',
+        message: /"fe80::1::2" is neither/,
+        mentions: ['a valid IPv6 address'],
+      },
+      {
         title: 'extra SAN with a wildcard inside',
         edits: [['spec.apiServer.extraSANs', ['api.*.example']]],
         path: 'spec.apiServer.extraSANs[0]',

@@ -205,16 +205,21 @@ async function canonicalPath(target: string): Promise<string> {
 const LEFTOVER_ENTRY = /^\..+\.(?:staging-[A-Za-z0-9]{6}|replaced-[0-9a-f]{8})$/;
 
 /** Tells whether an entry of OUT is a staging directory or an old tree that a stopped issue left behind. */
-export function isIssueLeftover(entry: string): boolean {
+function isIssueLeftover(entry: string): boolean {
   return LEFTOVER_ENTRY.test(entry);
 }
 
 // TODO: an issue stopped by a signal leaves its staging directories, with their keys, in OUT
 // until the next issue removes them or `validate --out` reports them. It has no signal handler.
 
+/** Lists, sorted, the entries of OUT that a stopped issue left behind. */
+export async function listIssueLeftovers(outDir: string): Promise<string[]> {
+  return (await fs.readdir(outDir)).filter(isIssueLeftover).sort();
+}
+
 /** Removes what a stopped issue left in OUT and returns the names removed. */
 async function removeLeftovers(outDir: string): Promise<string[]> {
-  const leftovers = (await fs.readdir(outDir)).filter(isIssueLeftover).sort();
+  const leftovers = await listIssueLeftovers(outDir);
   await Promise.all(leftovers.map((entry) => fs.rm(path.join(outDir, entry), { recursive: true, force: true })));
   return leftovers;
 }

@@ -21,7 +21,7 @@ import { inspectCertificate, isSignedBy, normalizeIp, publicKeySha256, splitPem,
 import { renewalDue } from '@kubetrust/shared/dist/rotation';
 import { AgentConnection } from './agent-client';
 import { ClusterMaterial } from './distribute';
-import { createLimiter, formatMode, isIssueLeftover, pathBelow, readManifest, MANIFEST_FILE } from './offline-issue';
+import { createLimiter, formatMode, listIssueLeftovers, pathBelow, readManifest, MANIFEST_FILE } from './offline-issue';
 import { queriesFor } from './plan';
 import { StateDir } from './state-dir';
 
@@ -634,7 +634,7 @@ async function readSnapshots(
 
 /** Reports the staging directories and old trees that a stopped `controller issue` left in OUT. */
 async function findLeftovers(outDir: string): Promise<Problem[]> {
-  const leftovers = (await fs.readdir(outDir)).filter(isIssueLeftover).sort();
+  const leftovers = await listIssueLeftovers(outDir);
   return leftovers.map((entry) => ({
     node: '',
     path: path.join(outDir, entry),

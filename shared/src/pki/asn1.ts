@@ -254,7 +254,7 @@ function encodeOid(oid: string): Buffer {
   return Buffer.from(octets);
 }
 
-/** Decodes OID contents octets to dotted-decimal text, refusing subidentifiers that DER would encode shorter. */
+/** Decodes OID contents octets to dotted-decimal text, and rejects subidentifiers that DER would encode shorter. */
 function decodeOid(bytes: Buffer, context: string): string {
   const subidentifiers: Array<number | bigint> = [];
   // A subidentifier stays a number while it is exact and becomes a bigint beyond that.

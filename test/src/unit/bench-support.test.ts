@@ -39,7 +39,7 @@ describe('benchmark loopback networks', () => {
 });
 
 describe('benchmark preflight', () => {
-  it('refuses a bundle older than its inputs', () => {
+  it('rejects a bundle older than its inputs', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-bundle-'));
     try {
       const input = path.join(dir, 'cli.js');

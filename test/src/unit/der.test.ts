@@ -54,7 +54,7 @@ describe('DER encoding', () => {
     }
   });
 
-  it('refuses invalid OID text', () => {
+  it('rejects invalid OID text', () => {
     for (const oid of ['1', '3.1', '1.40', '1.2.x', '']) {
       assert.throws(() => objectIdentifier(oid), /invalid OBJECT IDENTIFIER/, oid);
     }
@@ -109,7 +109,7 @@ describe('DER parsing', () => {
     ['a multi-octet tag', '1f8100 00', /multi-octet tag/],
   ];
   for (const [name, input, message] of invalid) {
-    it(`refuses ${name}`, () => {
+    it(`rejects ${name}`, () => {
       assert.throws(() => parseDer(hex(input), 'sample'), (error: Error) => {
         assert.match(error.message, /^sample is not valid DER: /);
         assert.match(error.message, message);
@@ -118,14 +118,14 @@ describe('DER parsing', () => {
     });
   }
 
-  it('refuses nesting deeper than 64', () => {
+  it('rejects nesting deeper than 64', () => {
     let node = parseDer(hex('0500'), 'null');
     for (let depth = 0; depth < 70; depth++) node = sequence([node]);
     const der = toDer(node);
     assert.throws(() => parseDer(der, 'deep'), /deep is not valid DER: elements nest deeper than 64 levels/);
   });
 
-  it('refuses OID subidentifiers with padding', () => {
+  it('rejects OID subidentifiers with padding', () => {
     assert.throws(() => readOid(parseDer(hex('0603 2a8001'), 'oid'), 'oid'), /not in the fewest octets/);
     assert.throws(() => readOid(parseDer(hex('0602 2a86'), 'oid'), 'oid'), /truncated OBJECT IDENTIFIER/);
     assert.throws(() => readOid(parseDer(hex('0600'), 'oid'), 'oid'), /truncated OBJECT IDENTIFIER/);

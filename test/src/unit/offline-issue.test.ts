@@ -292,7 +292,7 @@ describe('controller issue offline', function () {
 
     await issueOffline(inventory, stateDir, silentLogger(), { outDir: stopped, nodes: ['wk-1'], force: true });
     assert.deepEqual(fs.readdirSync(stopped).filter((entry) => entry.startsWith('.')), []);
-    // A directory that holds only leftovers counts as empty, so no --force is needed.
+    // A directory that contains only leftovers counts as empty, so no --force is needed.
     await issueOffline(inventory, stateDir, silentLogger(), { outDir: rejected, nodes: ['etcd-1'] });
     assert.deepEqual(fs.readdirSync(rejected).sort(), ['etcd-1', 'manifest.json']);
   });

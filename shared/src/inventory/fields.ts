@@ -74,6 +74,9 @@ export function expectString(
  * A field that is absent or null counts as not set.
  */
 export class MappingReader {
+  /** Allowed fields that an unknown field of this mapping misspells, which reportUnknownFields has already named. */
+  private readonly misspelled = new Set<string>();
+
   private constructor(
     readonly path: string,
     private readonly mapping: Mapping,
@@ -185,6 +188,11 @@ export class MappingReader {
   }
 
   private reportMissing(key: string, example: string): void {
+    // The unknown-field issue already gives the rename as its fix. A second fix to add the field
+    // would have the operator write it twice.
+    if (this.misspelled.has(key)) {
+      return;
+    }
     const where = this.path === '' ? 'at the top level' : `under ${this.path}`;
     this.issues.add(this.pathOf(key), `missing required field "${key}"`, `add ${key}: ${example} ${where}`);
   }
@@ -196,6 +204,9 @@ export class MappingReader {
         continue;
       }
       const similar = findSimilarName(name, allowed);
+      if (similar !== undefined) {
+        this.misspelled.add(similar);
+      }
       const fix =
         similar === undefined
           ? `remove "${name}" or rename it to one of the allowed fields: ${allowed.join(', ')}`

@@ -1127,6 +1127,18 @@ describe('inventory', () => {
       });
     }
 
+    it('names a misspelled required field once', () => {
+      const issues = issuesOf(editedYaml([['spec.nodes[1].addresses', REMOVE], ['spec.nodes[1].adresses', ['192.0.2.12']]]));
+      const rename = issues.filter((issue) => issue.path === 'spec.nodes[1].adresses');
+      assert.equal(rename.length, 1, formatIssues(issues));
+      assert.match(rename[0]!.fix, /rename "adresses" to "addresses"/);
+      assert.deepEqual(
+        issues.filter((issue) => issue.path === 'spec.nodes[1].addresses'),
+        [],
+        `a misspelled field was also reported as missing:\n${formatIssues(issues)}`,
+      );
+    });
+
     it('reports YAML syntax as one issue', () => {
       const issues = issuesOf('spec:\n  nodes: [a, b\n  apiServer: {endpoint: x\n');
 

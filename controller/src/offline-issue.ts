@@ -200,7 +200,7 @@ async function canonicalPath(target: string): Promise<string> {
 /**
  * Entries that an issue leaves in OUT only when it is stopped midway: a node's staging directory
  * (`.<node>.staging-XXXXXX`) or the old tree it moved aside (`.<node>.replaced-<hex>`). Both can
- * hold private keys.
+ * contain private keys.
  */
 const LEFTOVER_ENTRY = /^\..+\.(?:staging-[A-Za-z0-9]{6}|replaced-[0-9a-f]{8})$/;
 
@@ -212,7 +212,7 @@ function isIssueLeftover(entry: string): boolean {
 // TODO: an issue stopped by a signal leaves its staging directories, with their keys, in OUT
 // until the next issue removes them or `validate --out` reports them. It has no signal handler.
 
-/** Lists, sorted, the entries of OUT that a stopped issue left behind. */
+/** Lists the entries of OUT that a stopped issue left behind, sorted by name. */
 export async function listIssueLeftovers(outDir: string): Promise<string[]> {
   return (await fs.readdir(outDir)).filter(isIssueLeftover).sort();
 }

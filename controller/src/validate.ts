@@ -639,7 +639,7 @@ async function findLeftovers(outDir: string): Promise<Problem[]> {
     node: '',
     path: path.join(outDir, entry),
     check: 'manifest',
-    message: 'left behind by a `controller issue` that was stopped midway; it may contain private keys',
+    message: 'left behind by a `controller issue` that was stopped midway, and it may contain private keys',
     fix: 'run `controller issue` with the same --out again, which removes it, or delete it',
   }));
 }

@@ -42,7 +42,7 @@ export interface Asn1 {
   readonly constructed: boolean;
   /** Contents octets of a primitive element, or the elements of a constructed one. */
   readonly value: Buffer | readonly Asn1[];
-  /** For an element that parseDer read: the input, where the element starts in it and where it ends. toDer returns those bytes unchanged. */
+  /** The input that parseDer read the element from, undefined for a built element. toDer returns the bytes from sourceStart to sourceEnd. */
   readonly source: Buffer | undefined;
   readonly sourceStart: number;
   readonly sourceEnd: number;
@@ -158,14 +158,14 @@ function writeLength(output: Buffer, offset: number, length: number): number {
 }
 
 /**
- * Parses one DER element that fills `der`. Accepts only what DER allows of lengths (definite, in
- * the fewest octets) and one-octet tags. Primitive contents are views into `der`.
+ * Parses one DER element that fills `der`. Accepts only definite lengths in the fewest octets and
+ * one-octet tags. Primitive contents are views into `der`.
  */
 export function parseDer(der: Buffer, context: string): Asn1 {
   try {
     const { node, end } = readElement(der, 0, der.length, 0);
     if (end !== der.length) {
-      throw new Error(`${der.length - end} octets follow the element`);
+      throw new Error(`${der.length - end} extra octets after the element`);
     }
     return node;
   } catch (err) {
@@ -773,7 +773,7 @@ const SIGNATURE_ALGORITHMS: readonly SignatureAlgorithm[] = [
 /** Hash for signing with each ECDSA curve, of the same strength as the curve. */
 const ECDSA_HASHES: Readonly<Record<string, HashName>> = { prime256v1: 'sha256', secp384r1: 'sha384' };
 
-/** The algorithm of each signing key seen so far. Reading a key's details is a native call of about 30 µs, twice per certificate. */
+/** The signature algorithm of each signing key seen so far. Reading a key's details is a native call, made twice per certificate. */
 const algorithmsByKey = new WeakMap<crypto.KeyObject, SignatureAlgorithm>();
 
 function signatureAlgorithmFor(key: crypto.KeyObject): SignatureAlgorithm {

@@ -102,7 +102,7 @@ describe('DER parsing', () => {
     ['long form for a short length', '0481 05 0102030405', /not in the minimal form/],
     ['a length with a leading zero octet', '0482 0081' + '00'.repeat(129), /not in the minimal form/],
     ['an indefinite length', '3080 0500 0000', /indefinite length at offset 0, which only BER allows/],
-    ['octets after the element', '0500 00', /1 octets follow the element/],
+    ['octets after the element', '0500 00', /1 extra octets after the element/],
     ['a child past its parent', '3003 040501', /the element at offset 2 has 5 octets of contents, but only 1 remain/],
     ['a truncated element', '30', /the input ends inside the element at offset 0/],
     ['a length of five octets', '3085 0000000001 00', /length of 5 octets at offset 0/],

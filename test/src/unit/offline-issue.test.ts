@@ -523,7 +523,7 @@ describe('controller validate --out', function () {
       ['.cp-1.staging-Ab12Cd', '.wk-1.replaced-0a1b2c3d'],
       describeProblems(result),
     );
-    assert.match(result.problems[0]!.message, /stopped midway; it may contain private keys/);
+    assert.match(result.problems[0]!.message, /stopped midway, and it may contain private keys/);
     assert.match(result.problems[0]!.fix, /run `controller issue` with the same --out again/);
   });
 

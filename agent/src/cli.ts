@@ -9,6 +9,7 @@
  * start or another error occurs.
  */
 import { Command, CommanderError, Option } from 'commander';
+import { checkRequiredOptionsLast } from '@kubetrust/shared/dist/cli-options';
 import { createLineLogger } from '@kubetrust/shared/dist/line-logger';
 import { LOG_LEVELS, type LogLevel } from '@kubetrust/shared/dist/logger';
 import { AgentConfigError, loadAgentConfig, type AgentConfig } from './config';
@@ -140,6 +141,7 @@ function buildProgram(outcome: Outcome): Command {
     .exitOverride()
     .action((options: EnrollInstallCliOptions) => enrollInstall(options, outcome));
 
+  checkRequiredOptionsLast(program);
   return program;
 }
 

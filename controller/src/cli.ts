@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { catalogueIssues } from '@kubetrust/shared/dist/catalogue';
+import { checkRequiredOptionsLast } from '@kubetrust/shared/dist/cli-options';
 import { InventoryError, loadInventory, type Inventory } from '@kubetrust/shared/dist/inventory';
 import { parseDuration } from '@kubetrust/shared/dist/inventory/duration';
 import { LOG_LEVELS, createLogger, type LogLevel, type Logger } from '@kubetrust/shared/dist/log';
@@ -206,16 +207,8 @@ function buildProgram(): Command {
   registerCaCommand(program, commandContext);
   registerKubeApiCommands(program, commandContext);
 
-  markRequiredOptions(program);
+  checkRequiredOptionsLast(program);
   return program;
-}
-
-/** Adds "(required)" to the help of every required option, which commander's help leaves unmarked. */
-function markRequiredOptions(command: Command): void {
-  for (const option of command.options) {
-    if (option.mandatory && !option.description.endsWith('(required)')) option.description = `${option.description} (required)`;
-  }
-  for (const subcommand of command.commands) markRequiredOptions(subcommand);
 }
 
 interface DistributeCliOptions {

@@ -45,6 +45,20 @@ export class IssueInputError extends Error {
   }
 }
 
+/**
+ * A signal stopped the issue before its commit. Every staging directory is removed again, so OUT,
+ * the manifest and the ledger are as they were before the run.
+ */
+export class IssueInterruptedError extends Error {
+  constructor(
+    readonly signal: NodeJS.Signals,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'IssueInterruptedError';
+  }
+}
+
 export interface OfflineIssueOptions {
   readonly outDir: string;
   /** Node names to issue for; every inventory node when absent. */
@@ -60,6 +74,13 @@ export interface OfflineIssueOptions {
    * remaining core.
    */
   readonly keyParallelism?: number;
+  /**
+   * Stops the issue when aborted with a signal name (such as 'SIGINT') as its reason: before the
+   * commit, no further node is staged, what was staged is removed and IssueInterruptedError is
+   * thrown. Once the commit has begun the issue finishes, since stopping would leave OUT and the
+   * ledger out of step.
+   */
+  readonly signal?: AbortSignal;
   /** Called once per node when its files are staged, in completion order. */
   readonly onNodeStaged?: (event: { readonly node: string; readonly done: number; readonly total: number }) => void;
 }
@@ -208,9 +229,6 @@ const LEFTOVER_ENTRY = /^\..+\.(?:staging-[A-Za-z0-9]{6}|replaced-[0-9a-f]{8})$/
 function isIssueLeftover(entry: string): boolean {
   return LEFTOVER_ENTRY.test(entry);
 }
-
-// TODO: an issue stopped by a signal leaves its staging directories, with their keys, in OUT
-// until the next issue removes them or `validate --out` reports them. It has no signal handler.
 
 /** Lists the entries of OUT that a stopped issue left behind, sorted by name. */
 export async function listIssueLeftovers(outDir: string): Promise<string[]> {
@@ -549,23 +567,36 @@ async function stageAll(
   const writer = new StageWriter();
   const now = options.now ?? (() => new Date());
   let done = 0;
+  // Closing the pool rejects every node that waits for a key, so the nodes in progress end soon.
+  const stop = (): void => void keys.close();
+  options.signal?.addEventListener('abort', stop, { once: true });
+  if (options.signal?.aborted === true) stop();
   const results = await Promise.allSettled(
     plans.map((plan) =>
       limitNodes(async () => {
+        if (options.signal?.aborted === true) throw interruptedError(options.signal, outDir);
         const staged = await new NodeIssuer(inventory, plan.node, material, keys, now, logger, options.capToCa === true).stage(plan.items, outDir, writer);
         options.onNodeStaged?.({ node: plan.node.name, done: ++done, total: plans.length });
         return staged;
       }),
     ),
   );
+  options.signal?.removeEventListener('abort', stop);
   await Promise.all([keys.close(), writer.close()]);
   const staged = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
   const failed = results.findIndex((result) => result.status === 'rejected');
-  if (failed === -1) return staged;
+  if (failed === -1 && options.signal?.aborted !== true) return staged;
   await Promise.all(staged.map((entry) => fs.rm(entry.stagingDir, { recursive: true, force: true })));
+  if (options.signal?.aborted === true) throw interruptedError(options.signal, outDir);
   const reason = (results[failed] as PromiseRejectedResult).reason as unknown;
   const message = reason instanceof Error ? reason.message : String(reason);
   throw new Error(`issue for node ${plans[failed]!.node.name} failed, so nothing was written to ${outDir}: ${message}`, { cause: reason });
+}
+
+/** Builds the error for an issue that a signal stopped before its commit. */
+function interruptedError(signal: AbortSignal, outDir: string): IssueInterruptedError {
+  const name = (typeof signal.reason === 'string' ? signal.reason : 'SIGINT') as NodeJS.Signals;
+  return new IssueInterruptedError(name, `stopped by ${name} before any node was moved into ${outDir}: the staged files were removed, and ${outDir}, its ${MANIFEST_FILE} and the ledger are unchanged`);
 }
 
 /** Resolves the catalogue of every selected node before anything is written. */
@@ -604,10 +635,12 @@ export async function issueOffline(inventory: Inventory, stateDir: string, logge
     const staged = await stageAll(inventory, plans, outDir, material, logger, options);
     try {
       await syncStaged(outDir, staged, logger);
+      if (options.signal?.aborted === true) throw interruptedError(options.signal, outDir);
     } catch (error) {
       await Promise.all(staged.map((entry) => fs.rm(entry.stagingDir, { recursive: true, force: true })));
       throw error;
     }
+    // From here on a signal no longer stops the issue: see OfflineIssueOptions.signal.
     await commitAll(outDir, staged, state);
     const manifest = await buildManifest(inventory, outDir, staged, (options.now ?? (() => new Date()))(), logger);
     const manifestFile = path.join(outDir, MANIFEST_FILE);

@@ -5,12 +5,14 @@
  * Reads: the inventory and the state directory. Writes: the --out tree and the ledger, through
  * offline-issue.ts. RPCs: none.
  */
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { OfflineIssueResult } from '../offline-issue';
 import type { CommandContext } from './context';
 
-/** Helpers of cli.ts that the commands registered from this directory use. */
+/** Signals that stop an issue cleanly; see OfflineIssueOptions.signal. */
+const INTERRUPT_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
 
 interface IssueOptions {
   inventory: string;
@@ -67,7 +69,15 @@ export function registerIssueCommand(program: Command, context: CommandContext):
       const logger = context.loggerFor(command);
       const inventory = context.readInventory(options.inventory, logger);
       // Loaded here, so that the other commands do not pay for loading the offline issue.
-      const { IssueInputError, issueOffline } = await import('../offline-issue');
+      const { IssueInputError, IssueInterruptedError, issueOffline } = await import('../offline-issue');
+      // The first SIGINT or SIGTERM stops the issue and removes what it staged. A second one ends
+      // the process at once, as without a handler, and the next issue removes what is left.
+      const interrupt = new AbortController();
+      const onSignal = (signal: NodeJS.Signals): void => {
+        logger.warn('stopping: removing the staged files; a second signal stops at once', { signal });
+        interrupt.abort(signal);
+      };
+      for (const signal of INTERRUPT_SIGNALS) process.once(signal, onSignal);
       let result: OfflineIssueResult;
       try {
         result = await issueOffline(inventory, path.resolve(options.stateDir), logger, {
@@ -75,12 +85,21 @@ export function registerIssueCommand(program: Command, context: CommandContext):
           ...(options.nodes !== undefined ? { nodes: options.nodes } : {}),
           force: options.force,
           capToCa: options.capToCa,
+          signal: interrupt.signal,
           onNodeStaged: (event) => logger.info('node written', { node: event.node, progress: `${event.done}/${event.total}` }),
         });
       } catch (error) {
         if (error instanceof IssueInputError) throw context.invalidInput(error.message);
+        if (error instanceof IssueInterruptedError) {
+          process.stderr.write(`error: ${error.message}\n`);
+          process.exitCode = 128 + os.constants.signals[error.signal];
+          return;
+        }
         throw error;
+      } finally {
+        for (const signal of INTERRUPT_SIGNALS) process.removeListener(signal, onSignal);
       }
+      if (interrupt.signal.aborted) logger.warn('the signal came after the commit had begun, so the issue finished', { signal: String(interrupt.signal.reason) });
       process.stdout.write(options.output === 'json' ? JSON.stringify(issueJson(result), null, 2) + '\n' : renderIssue(result));
     });
 }

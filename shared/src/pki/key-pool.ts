@@ -84,10 +84,11 @@ export class KeyPool {
     });
   }
 
-  /** Stops the workers and drops the keys not taken. */
+  /** Stops the workers, drops the keys not taken and rejects every caller still waiting for a key. */
   async close(): Promise<void> {
     this.closed = true;
     this.ready.length = 0;
+    this.fail(new Error(`the pool of ${this.algorithm} keys was closed`));
     await Promise.all(this.workers.map((worker) => worker.terminate()));
   }
 

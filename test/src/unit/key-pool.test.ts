@@ -67,6 +67,15 @@ describe('key pool', function () {
     }
   });
 
+  it('rejects waiting callers when closed', async () => {
+    // close() runs before any reply of the worker can arrive, so all three callers still wait.
+    const pool = new KeyPool('RSA-4096', 3, { threads: 1, batchSize: 1 });
+    const waiting = [pool.take(), pool.take(), pool.take()];
+    await pool.close();
+    for (const take of waiting) await assert.rejects(take, /the pool of RSA-4096 keys was closed/);
+    await assert.rejects(pool.take(), /was closed/);
+  });
+
   it('rejects an unknown algorithm by name', () => {
     assert.throws(() => new KeyPool('DSA-1024' as never, 1, { threads: 1, batchSize: 1 }), /invalid key algorithm "DSA-1024"/);
   });

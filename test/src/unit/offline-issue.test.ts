@@ -5,20 +5,20 @@
  * documentation addresses 192.0.2.0/24.
  */
 import { strict as assert } from 'node:assert';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { StateError, initState } from '@kubetrust/controller';
-import { IssueInputError, createLimiter, issueOffline, type Manifest } from '@kubetrust/controller/dist/offline-issue';
+import { IssueInputError, IssueInterruptedError, createLimiter, issueOffline, type Manifest } from '@kubetrust/controller/dist/offline-issue';
 import { ValidateInputError, validateCluster, type Problem, type ValidateResult } from '@kubetrust/controller/dist/validate';
 import { itemPaths, itemsForNode, type NodeItem } from '@kubetrust/shared/dist/catalogue';
 import { parseInventory, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import { silentLogger } from '@kubetrust/shared/dist/log';
 import { inspectCertificate } from '@kubetrust/shared/dist/pki';
-import { runController, type CommandResult } from '../harness/local-cluster';
+import { CONTROLLER_CLI, runController, type CommandResult } from '../harness/local-cluster';
 
 interface InventoryChoices {
   readonly name?: string;
@@ -297,6 +297,31 @@ describe('controller issue offline', function () {
     assert.deepEqual(fs.readdirSync(rejected).sort(), ['etcd-1', 'manifest.json']);
   });
 
+  it('stops cleanly when aborted', async () => {
+    const replaced = path.join(workdir, 'aborted');
+    fs.cpSync(outDir, replaced, { recursive: true });
+    const treeBefore = digestTree(replaced);
+    const ledgerBefore = fs.readFileSync(path.join(stateDir, 'ledger.json'), 'utf8');
+    const interrupt = new AbortController();
+    const staged: string[] = [];
+    await assert.rejects(
+      issueOffline(inventory, stateDir, silentLogger(), {
+        outDir: replaced,
+        force: true,
+        signal: interrupt.signal,
+        onNodeStaged: (event) => {
+          staged.push(event.node);
+          interrupt.abort('SIGINT');
+        },
+      }),
+      (error: Error) => error instanceof IssueInterruptedError && error.signal === 'SIGINT' && /stopped by SIGINT before any node was moved/.test(error.message),
+    );
+    assert.ok(staged.length > 0, 'no node was staged before the abort');
+    assert.deepEqual(digestTree(replaced), treeBefore);
+    assert.deepEqual(fs.readdirSync(replaced).filter((entry) => entry.startsWith('.')), []);
+    assert.equal(fs.readFileSync(path.join(stateDir, 'ledger.json'), 'utf8'), ledgerBefore);
+  });
+
   it('rejects --out inside the state directory', async () => {
     await assert.rejects(
       issueOffline(inventory, stateDir, silentLogger(), { outDir: path.join(stateDir, 'tree') }),
@@ -313,6 +338,68 @@ describe('controller issue offline', function () {
     );
     assert.ok(!fs.existsSync(path.join(workdir, 'never')));
   });
+});
+
+describe('controller issue stopped by a signal', function () {
+  this.timeout(300_000);
+  let workdir: string;
+
+  before(async () => {
+    workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-offline-signal-'));
+  });
+
+  after(() => {
+    if (workdir !== undefined) fs.rmSync(workdir, { recursive: true, force: true });
+  });
+
+  /** Returns the ledger's text, or '' before the first certificate is recorded. */
+  function ledgerText(stateDir: string): string {
+    const file = path.join(stateDir, 'ledger.json');
+    return fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  }
+
+  /**
+   * Runs `controller issue` for 3 nodes and 30 workers with RSA-2048 keys, which take seconds to
+   * generate on this host, and sends `signal` once the first node is written to its staging
+   * directory.
+   */
+  async function issueStoppedBy(signal: NodeJS.Signals): Promise<{ code: number | null; stderr: string; outDir: string; stateDir: string; ledgerBefore: string }> {
+    const dir = fs.mkdtempSync(path.join(workdir, `${signal}-`));
+    const workers = Array.from({ length: 30 }, (_, index) => `    - {name: wk-${index + 2}, addresses: [192.0.2.${index + 100}], roles: [worker]}`);
+    const inventoryFile = path.join(dir, 'cluster.yaml');
+    fs.writeFileSync(inventoryFile, inventoryYaml({ keyAlgorithm: 'RSA-2048' }) + workers.join('\n') + '\n');
+    const stateDir = path.join(dir, 'state');
+    const outDir = path.join(dir, 'out');
+    const init = await runController(['init', '--inventory', inventoryFile, '--state-dir', stateDir]);
+    assert.equal(init.code, 0, init.stderr);
+    const ledgerBefore = ledgerText(stateDir);
+    const child = spawn(process.execPath, [CONTROLLER_CLI, 'issue', '--inventory', inventoryFile, '--state-dir', stateDir, '--out', outDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let sent = false;
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      stderr += chunk;
+      if (!sent && stderr.includes('node written')) {
+        sent = true;
+        child.kill(signal);
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('close', (exitCode) => resolve(exitCode)));
+    assert.ok(sent, `the issue ended before its first node was written:\n${stderr}`);
+    return { code, stderr, outDir, stateDir, ledgerBefore };
+  }
+
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    it(`removes its staging on ${signal}`, async () => {
+      const result = await issueStoppedBy(signal);
+      assert.equal(result.code, code, result.stderr);
+      assert.match(result.stderr, new RegExp(`error: stopped by ${signal} before any node was moved into`));
+      assert.deepEqual(fs.readdirSync(result.outDir), [], 'the output directory is not empty');
+      assert.equal(ledgerText(result.stateDir), result.ledgerBefore);
+      const rerun = await runController(['validate', '--inventory', path.join(path.dirname(result.outDir), 'cluster.yaml'), '--out', result.outDir]);
+      assert.doesNotMatch(rerun.stdout + rerun.stderr, /staging/);
+    });
+  }
 });
 
 describe('controller issue key generation', function () {

@@ -49,6 +49,8 @@ interface IdleOptions {
   readonly subnet: string;
   readonly algorithm: KeyAlgorithm;
   readonly nodeOptions: readonly string[];
+  /** The single-file agent executable to run instead of `agent/bin/agent.js` under this Node.js. */
+  readonly executable: string | undefined;
   readonly workdir: string | undefined;
   readonly keep: boolean;
 }
@@ -162,7 +164,8 @@ async function runIdle(options: IdleOptions, workdir: string): Promise<IdleResul
     const agents: Measured[] = [];
     for (const node of cluster.nodes) {
       const log = fs.openSync(path.join(node.dir, 'agent.log'), 'a');
-      const child = track(spawn(process.execPath, [...options.nodeOptions, AGENT_CLI, '--config', node.configFile], { stdio: ['ignore', log, log] }));
+      const command = options.executable === undefined ? [process.execPath, ...options.nodeOptions, AGENT_CLI] : [options.executable];
+      const child = track(spawn(command[0]!, [...command.slice(1), '--config', node.configFile], { stdio: ['ignore', log, log] }));
       fs.closeSync(log);
       children.push(child);
       agents.push({ name: node.spec.name, pid: child.pid!, idleMaxRssKb: 0 });
@@ -237,8 +240,9 @@ function report(options: IdleOptions, result: IdleResult): string {
     `floor_idle_cpu_ticks=${idleTicks(floor)}`,
   ];
   const nodeOptions = options.nodeOptions.length > 0 ? `, agent Node options ${options.nodeOptions.join(' ')}` : '';
+  const executable = options.executable === undefined ? '' : `, agent executable ${options.executable}`;
   return [
-    `kubetrust agent idle benchmark: ${agents.length} agent processes (1 etcd, 1 master, ${options.workers} worker(s)), ${options.algorithm}, idle window ${options.idleS} s${nodeOptions}`,
+    `kubetrust agent idle benchmark: ${agents.length} agent processes (1 etcd, 1 master, ${options.workers} worker(s)), ${options.algorithm}, idle window ${options.idleS} s${nodeOptions}${executable}`,
     `  distribute took ${result.distributeS.toFixed(2)} s`,
     describe(floor),
     ...agents.map(describe),
@@ -257,6 +261,7 @@ const USAGE = `usage: node test/dist/bench/agent-idle.js [options]
   --subnet A.B.C        loopback /24 network of the agents, as three octets (default 127.0.40)
   --algorithm NAME      key algorithm of the cluster PKI: ${KEY_ALGORITHMS.join(', ')} (default ECDSA-P256)
   --node-option OPTION  a Node.js option for the agent processes, such as --max-semi-space-size=1; repeatable
+  --executable FILE     run this single-file agent executable (npm run package:agent) instead of agent/bin/agent.js
   --workdir DIR         empty or new scratch directory (default: a new directory below ${path.join(os.tmpdir(), 'kubetrust-bench')})
   --keep                keep the scratch directory after a successful run (it is always kept after a failure)
 `;
@@ -278,6 +283,7 @@ function parseOptions(argv: readonly string[]): IdleOptions | undefined {
       subnet: { type: 'string', default: '127.0.40' },
       algorithm: { type: 'string', default: 'ECDSA-P256' },
       'node-option': { type: 'string', multiple: true, default: [] },
+      executable: { type: 'string' },
       workdir: { type: 'string' },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -292,6 +298,15 @@ function parseOptions(argv: readonly string[]): IdleOptions | undefined {
   }
   const badOption = values['node-option'].find((option) => !option.startsWith('--'));
   if (badOption !== undefined) throw new BenchError(`--node-option: "${badOption}" is invalid; pass a Node.js option that starts with --, such as --node-option=--max-semi-space-size=1`);
+  const executable = values.executable === undefined ? undefined : path.resolve(values.executable);
+  if (executable !== undefined) {
+    if (values['node-option'].length > 0) throw new BenchError('--executable and --node-option do not go together: a single-file executable takes no Node.js options; drop one of them');
+    try {
+      fs.accessSync(executable, fs.constants.X_OK);
+    } catch {
+      throw new BenchError(`--executable: "${values.executable}" is not an executable file; build one with npm run package:agent (agent/artifact/kubetrust-agent-linux-<arch>)`);
+    }
+  }
   return {
     workers: wholeNumber(values.workers, '--workers', 0, MAX_WORKERS),
     idleS: positiveInteger(values['idle-s'], '--idle-s', MAX_SECONDS),
@@ -300,6 +315,7 @@ function parseOptions(argv: readonly string[]): IdleOptions | undefined {
     subnet: values.subnet,
     algorithm: values.algorithm as KeyAlgorithm,
     nodeOptions: values['node-option'],
+    executable,
     workdir: values.workdir,
     keep: values.keep,
   };

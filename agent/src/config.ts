@@ -13,7 +13,9 @@ export type RestartHook = { readonly command: readonly string[] } | { readonly s
 export type HealthCheck =
   | { readonly https: { readonly url: string; readonly caFile: string; readonly certFile?: string; readonly keyFile?: string } }
   | { readonly tcp: { readonly address: string } }
-  | { readonly command: readonly string[] };
+  | { readonly command: readonly string[] }
+  /** `health: none`: no check, not even the controller's default one for etcd or kube-apiserver. */
+  | { readonly none: true };
 
 export interface ServiceHooks {
   readonly restart: RestartHook;
@@ -35,7 +37,11 @@ export interface AgentConfig {
   readonly controllerIdentity: string;
   /** How many earlier changes the agent keeps backups of, for rollback. */
   readonly backupsKept: number;
-  /** Hooks per service; a service without an entry is restarted with `systemctl restart <name>` and has no health check. */
+  /**
+   * Hooks per service. A service without an entry is restarted with `systemctl restart <name>`. A
+   * service without a health check gets the controller's default check for it (etcd's /health,
+   * the apiserver's /readyz), if any.
+   */
   readonly services: Readonly<Record<string, ServiceHooks>>;
 }
 
@@ -106,6 +112,8 @@ function parseListen(reader: Reader, value: string): { host: string; port: numbe
 }
 
 function parseHealth(reader: Reader, value: unknown, field: string): HealthCheck {
+  if (value === 'none') return { none: true };
+  if (typeof value === 'string') reader.fail(field, `"${value}" is not a health check`, 'write none, or a mapping with one of https, tcp or command');
   const map = reader.mapping(value, field, ['https', 'tcp', 'command']);
   const kinds = Object.keys(map);
   if (kinds.length !== 1) reader.fail(field, `expected exactly one of https, tcp or command, found ${kinds.length}`, 'keep one check per service');

@@ -19,12 +19,12 @@ import {
 import { LockedError, acquirePidLock } from '@kubetrust/shared/dist/files';
 import { peerUris } from '@kubetrust/shared/dist/identity';
 import type { Logger } from '@kubetrust/shared/dist/logger';
-import type { AgentConfig } from './config';
+import type { AgentConfig, HealthCheck } from './config';
 import { BusyError, HealthCheckFailedError, InvalidRequestError, isFileSystemError } from './errors';
 import { Installer } from './install';
 import { KubeletRegistration } from './kubelet-registration';
 import { PendingRestarts, orderServices } from './pending-restarts';
-import { restartService } from './services';
+import { defaultHealthChecks, restartService } from './services';
 import { StagedKeys } from './staged-keys';
 import { readNodeFile } from './state';
 import { AGENT_VERSION } from './version';
@@ -189,11 +189,14 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
   const pending = new PendingRestarts(config.stateDir);
   const installer = new Installer(config.installRoot, config.stateDir, keys, logger, config.backupsKept);
 
-  /** Restarts every pending service in order; a service leaves the pending list only once healthy. */
-  const restartPending = async (): Promise<ServiceResult[]> => {
+  /**
+   * Restarts every pending service in order, each gated by its check in agent.yaml or else its
+   * default check from the request; a service leaves the pending list only once healthy.
+   */
+  const restartPending = async (defaults: ReadonlyMap<string, HealthCheck>): Promise<ServiceResult[]> => {
     const services: ServiceResult[] = [];
     for (const name of orderServices(await pending.list())) {
-      const result = await restartService(name, config.services[name], logger);
+      const result = await restartService(name, config.services[name], logger, defaults.get(name));
       if (result.healthy) await pending.remove(name);
       services.push(result);
     }
@@ -233,10 +236,11 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
       (request: import('@kubetrust/proto').ApplyRequest__Output) =>
         gate.run('Apply', async () => {
           const watch = request.kubelet_bootstrap ? registration.validate(request.kubelet_bootstrap) : undefined;
+          const defaults = defaultHealthChecks(config.installRoot, request.default_health_checks);
           const installed = await installer.install(request.change_id, request.files, () => pending.add(request.restart_services), request.restart_services);
           // Armed before the restarts: the kubelet may register as soon as it starts.
           if (watch !== undefined) await registration.arm(watch);
-          const response = { changed_paths: installed.changedPaths, services: await restartPending(), backup_dir: installed.backupDir };
+          const response = { changed_paths: installed.changedPaths, services: await restartPending(defaults), backup_dir: installed.backupDir };
           return requireHealthy(`change ${request.change_id} is installed`, response);
         }),
       (response) => agentService.Apply.responseSerialize(response),
@@ -248,13 +252,14 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
       'Rollback',
       (request: import('@kubetrust/proto').RollbackRequest__Output) =>
         gate.run('Rollback', async () => {
+          const defaults = defaultHealthChecks(config.installRoot, request.default_health_checks);
           const rolledBack = await installer.rollback(request.change_id, request.allow_removing_all);
           await pending.add(rolledBack.restartServices);
           const response = {
             changed_paths: rolledBack.restoredPaths,
             removed_paths: rolledBack.removedPaths,
             change_id: rolledBack.changeId,
-            services: await restartPending(),
+            services: await restartPending(defaults),
             backup_dir: '',
           };
           return requireHealthy(`change ${rolledBack.changeId} is rolled back`, response);

@@ -1,16 +1,20 @@
 /**
  * Restarts services through their configured hooks and waits for their health checks. systemd is
- * the default restart hook; a service with no health check counts as healthy once its restart
- * command succeeds.
+ * the default restart hook. A service without a health check in agent.yaml gets the default check
+ * that the controller sent for it. A service with neither, or with `health: none`, counts as
+ * healthy once its restart command succeeds.
  */
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as https from 'node:https';
 import * as net from 'node:net';
-import type { ServiceResult } from '@kubetrust/proto';
+import type { DefaultHealthCheck__Output, ServiceResult } from '@kubetrust/proto';
+import { SERVICES } from '@kubetrust/shared/dist/catalogue';
 import type { Logger } from '@kubetrust/shared/dist/logger';
 import type { HealthCheck, RestartHook, ServiceHooks } from './config';
 import { DEFAULT_HEALTH_TIMEOUT_SECONDS } from './config';
+import { InvalidRequestError } from './errors';
+import { hostPath } from './paths';
 
 const RESTART_TIMEOUT_MS = 120_000;
 const CHECK_ATTEMPT_TIMEOUT_MS = 5_000;
@@ -49,6 +53,7 @@ function restartArgv(hook: RestartHook): readonly string[] {
 }
 
 export function describeCheck(check: HealthCheck): string {
+  if ('none' in check) return 'none';
   if ('https' in check) return `https ${check.https.url}`;
   if ('tcp' in check) return `tcp ${check.tcp.address}`;
   return `command ${check.command.join(' ')}`;
@@ -92,6 +97,7 @@ function checkTcp(address: string): Promise<Outcome> {
 
 async function checkOnce(check: HealthCheck): Promise<Outcome> {
   try {
+    if ('none' in check) return { ok: true, output: '' };
     if ('https' in check) return await checkHttps(check.https);
     if ('tcp' in check) return await checkTcp(check.tcp.address);
     return await run(check.command, CHECK_ATTEMPT_TIMEOUT_MS * 2);
@@ -110,8 +116,48 @@ export async function waitHealthy(check: HealthCheck, timeoutSeconds: number): P
   }
 }
 
-/** Restarts one service and waits for its health check. */
-export async function restartService(name: string, hooks: ServiceHooks | undefined, logger: Logger): Promise<ServiceResult> {
+/**
+ * Turns the default checks of a request into health checks by service, with their files below the
+ * install root. Throws InvalidRequestError for an unknown service, a URL that is not https, or a
+ * file path that is not absolute or contains "..".
+ */
+export function defaultHealthChecks(installRoot: string, checks: readonly DefaultHealthCheck__Output[]): Map<string, HealthCheck> {
+  const result = new Map<string, HealthCheck>();
+  for (const check of checks) {
+    const field = `default health check of ${check.service}`;
+    if (!(SERVICES as readonly string[]).includes(check.service)) throw new InvalidRequestError(`default health check for unknown service "${check.service}"`);
+    if (result.has(check.service)) throw new InvalidRequestError(`${field}: given twice`);
+    let url: URL;
+    try {
+      url = new URL(check.url);
+    } catch {
+      throw new InvalidRequestError(`${field}: "${check.url}" is not a URL`);
+    }
+    if (url.protocol !== 'https:') throw new InvalidRequestError(`${field}: "${check.url}" is not an https URL`);
+    const file = (nodePath: string): string => {
+      try {
+        return hostPath(installRoot, nodePath);
+      } catch (error) {
+        throw new InvalidRequestError(`${field}: ${(error as Error).message}`);
+      }
+    };
+    if ((check.cert_file === '') !== (check.key_file === '')) throw new InvalidRequestError(`${field}: a client certificate needs both cert_file and key_file`);
+    result.set(check.service, {
+      https: {
+        url: check.url,
+        caFile: file(check.ca_file),
+        ...(check.cert_file !== '' ? { certFile: file(check.cert_file), keyFile: file(check.key_file) } : {}),
+      },
+    });
+  }
+  return result;
+}
+
+/**
+ * Restarts one service and waits for its health check: the one in agent.yaml, else `fallback`, the
+ * controller's default check for the service.
+ */
+export async function restartService(name: string, hooks: ServiceHooks | undefined, logger: Logger, fallback?: HealthCheck): Promise<ServiceResult> {
   const restart = hooks?.restart ?? { systemd: name };
   logger.info('restarting service', { service: name });
   const restarted = await run(restartArgv(restart), RESTART_TIMEOUT_MS);
@@ -119,9 +165,10 @@ export async function restartService(name: string, hooks: ServiceHooks | undefin
     logger.error('service restart failed', { service: name, output: restarted.output });
     return { name, restarted: false, healthy: false, check: 'restart', output: restarted.output };
   }
-  if (hooks?.health === undefined) return { name, restarted: true, healthy: true, check: 'none configured', output: '' };
-  const check = describeCheck(hooks.health);
-  const outcome = await waitHealthy(hooks.health, hooks.timeoutSeconds ?? DEFAULT_HEALTH_TIMEOUT_SECONDS);
+  const health = hooks?.health ?? fallback;
+  if (health === undefined || 'none' in health) return { name, restarted: true, healthy: true, check: 'none configured', output: '' };
+  const check = hooks?.health === undefined ? `default ${describeCheck(health)}` : describeCheck(health);
+  const outcome = await waitHealthy(health, hooks?.timeoutSeconds ?? DEFAULT_HEALTH_TIMEOUT_SECONDS);
   if (!outcome.ok) logger.error('service health check failed', { service: name, check, output: outcome.output });
   else logger.info('service healthy', { service: name, check });
   return { name, restarted: true, healthy: outcome.ok, check, output: outcome.ok ? '' : outcome.output };

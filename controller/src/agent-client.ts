@@ -6,6 +6,7 @@ import * as tls from 'node:tls';
 import type {
   ApplyRequest,
   ApplyResponse__Output,
+  DefaultHealthCheck,
   GetStateRequest,
   NodeState__Output,
   PrepareKeysRequest,
@@ -14,7 +15,8 @@ import type {
 } from '@kubetrust/proto';
 import { ErrorReason, GrpcStatus, agentCodec, agentMethod, reasonOf, responseOf, type AgentMethodName } from '@kubetrust/proto/dist/wire';
 import { agentIdentity, peerUris } from '@kubetrust/shared/dist/identity';
-import type { NodeSpec } from '@kubetrust/shared/dist/inventory';
+import { defaultHealthChecks, itemsForNode } from '@kubetrust/shared/dist/catalogue';
+import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { UnaryChannel, type CallFailure } from './grpc-unary';
 
 export interface ControllerCredentials {
@@ -50,6 +52,17 @@ export interface AgentConnectionOptions {
 }
 
 /** A failed agent call, with the node and a hint at what to do. */
+/** Returns the default health checks of a node's etcd and kube-apiserver as Apply and Rollback carry them (shared/src/catalogue/health.ts). */
+export function defaultHealthCheckMessages(inventory: Inventory, node: NodeSpec): DefaultHealthCheck[] {
+  return defaultHealthChecks(node, itemsForNode(inventory, node)).map((check) => ({
+    service: check.service,
+    url: check.url,
+    ca_file: check.caFile,
+    cert_file: check.certFile,
+    key_file: check.keyFile,
+  }));
+}
+
 export class AgentCallError extends Error {
   constructor(
     readonly node: string,

@@ -23,7 +23,7 @@ import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inv
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { parseCsr, type ParsedCsr } from '@kubetrust/shared/dist/pki';
 import { issueLeaf, leafProfile } from './authority';
-import { AgentConnections, type AgentConnection, type ControllerCredentials } from './agent-client';
+import { AgentConnections, defaultHealthCheckMessages, type AgentConnection, type ControllerCredentials } from './agent-client';
 import { CaRotationFiles, issuerOf, sideOf, trustPem, type CaGenerations, type CaRotationRecord, type CertificateSide } from './ca-rotation-state';
 import { CpuQueue } from './cpu-queue';
 import { markEventLoopPhase } from './event-loop-report';
@@ -333,6 +333,7 @@ export class NodeRollout {
           change_id: changeId,
           files: pushed === undefined ? files : [...files, pushed.fileChange],
           restart_services: restarts,
+          default_health_checks: defaultHealthCheckMessages(this.inventory, this.node),
           ...(pushed !== undefined ? { kubelet_bootstrap: pushed.watch } : {}),
         });
         report = await this.report(connection, changeId, nodePlan, response);
@@ -389,7 +390,7 @@ export class NodeRollout {
   private async rollBack(connection: AgentConnection, changeId: string, report: NodeReport, error: string): Promise<NodeReport> {
     this.logger.warn('rolling back node', { node: this.node.name, change: changeId, reason: error });
     // The change was made by this very run, so undoing it may delete files it created.
-    const rollback = await connection.rollback({ change_id: changeId, allow_removing_all: true });
+    const rollback = await connection.rollback({ change_id: changeId, allow_removing_all: true, default_health_checks: defaultHealthCheckMessages(this.inventory, this.node) });
     const stillUnhealthy = rollback.services.filter((service) => !service.healthy);
     const rolledBack: NodeReport = {
       ...report,

@@ -13,6 +13,7 @@ import type { ProtoGrpcType } from './generated/agent';
 export type { AgentClient, AgentHandlers } from './generated/kubetrust/agent/v1/Agent';
 export type { ApplyRequest, ApplyRequest__Output } from './generated/kubetrust/agent/v1/ApplyRequest';
 export type { ApplyResponse, ApplyResponse__Output } from './generated/kubetrust/agent/v1/ApplyResponse';
+export type { DefaultHealthCheck, DefaultHealthCheck__Output } from './generated/kubetrust/agent/v1/DefaultHealthCheck';
 export type { FileChange, FileChange__Output } from './generated/kubetrust/agent/v1/FileChange';
 export type { FileKind } from './generated/kubetrust/agent/v1/FileKind';
 export type { FileQuery, FileQuery__Output } from './generated/kubetrust/agent/v1/FileQuery';

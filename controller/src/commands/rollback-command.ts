@@ -6,7 +6,7 @@
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { AgentConnection } from '../agent-client';
+import { AgentConnection, defaultHealthCheckMessages } from '../agent-client';
 import { ClusterMaterial } from '../distribute';
 import { StateDir } from '../state-dir';
 import type { CommandContext } from './context';
@@ -40,7 +40,7 @@ export function registerRollbackCommand(program: Command, context: CommandContex
       const material = await ClusterMaterial.load(state, inventory);
       const connection = new AgentConnection(inventory.name, node, material.controller);
       try {
-        const response = await connection.rollback({ change_id: options.change ?? '', allow_removing_all: options.allowRemoval });
+        const response = await connection.rollback({ change_id: options.change ?? '', allow_removing_all: options.allowRemoval, default_health_checks: defaultHealthCheckMessages(inventory, node) });
         const unhealthy = response.services.filter((service) => !service.healthy);
         const report = {
           node: node.name,

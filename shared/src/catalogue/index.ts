@@ -4,3 +4,4 @@ export * from './select';
 export * from './flags';
 export * from './kubelet-bootstrap';
 export * from './kubelet-config';
+export * from './health';

@@ -104,7 +104,8 @@ async function enrollBenchNode(inventory: Inventory, stateDir: string, nodesDir:
   }
 
   const config = YAML.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
-  config.services = Object.fromEntries(SERVICES.map((service) => [service, { restart: { command: ['/bin/true'] } }]));
+  // Nothing serves on these nodes, so no service gets the controller's default health check.
+  config.services = Object.fromEntries(SERVICES.map((service) => [service, { restart: { command: ['/bin/true'] }, health: 'none' }]));
   fs.writeFileSync(configFile, YAML.stringify(config), { mode: 0o600 });
   return { name, installRoot, configFile };
 }

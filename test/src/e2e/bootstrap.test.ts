@@ -223,7 +223,7 @@ describe('controller bootstrap on namespaced sshd nodes', function () {
           : undefined;
       if (etcd !== undefined) fs.writeFileSync(etcd.specFile, JSON.stringify(etcd));
       const config = YAML.parse(fs.readFileSync(paths(name).configFile, 'utf8')) as Record<string, unknown>;
-      config.services = testServiceHooks(inventory, { spec, installRoot: node.prefix, restartsLog: path.join(node.prefix, 'restarts.log'), ...(etcd !== undefined ? { etcd } : {}) }, 90);
+      config.services = testServiceHooks({ restartsLog: path.join(node.prefix, 'restarts.log'), ...(etcd !== undefined ? { etcd } : {}) }, 90);
       fs.writeFileSync(paths(name).configFile, YAML.stringify(config), { mode: 0o600 });
       const restarted = await agentCtl(name, 'restart');
       assert.equal(restarted.code, 0, restarted.output);

@@ -87,6 +87,11 @@ describe('controller distribute end to end', function () {
     assert.deepEqual(byName.get('master-1')?.restartedServices, ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
     assert.deepEqual(byName.get('worker-1')?.restartedServices, ['kubelet', 'kube-proxy']);
     assert.deepEqual(cluster.restarts('master-1'), ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
+    // agent.yaml gives etcd no check of its own, so the controller's default gated it.
+    for (const name of ['etcd-1', 'etcd-2', 'etcd-3']) {
+      const address = cluster.node(name).spec.addresses[0];
+      assert.deepEqual(byName.get(name)?.services, [{ name: 'etcd', healthy: true, check: `default https https://${address}:2379/health`, output: '' }]);
+    }
   });
 
   it('keeps private files private and gives workers no cluster secrets', () => {

@@ -10,6 +10,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { stopPidFile } from './pid-file';
 
 export interface EtcdMemberSpec {
   readonly name: string;
@@ -31,28 +32,8 @@ export interface EtcdMemberSpec {
 export const ETCD_CLIENT_PORT = 2379;
 export const ETCD_PEER_PORT = 2380;
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function stop(spec: EtcdMemberSpec): Promise<void> {
-  let pid: number;
-  try {
-    pid = Number(fs.readFileSync(spec.pidFile, 'utf8'));
-  } catch {
-    return;
-  }
-  if (Number.isInteger(pid) && pid > 0 && isRunning(pid)) {
-    process.kill(pid, 'SIGTERM');
-    for (let waited = 0; waited < 100 && isRunning(pid); waited++) await new Promise((resolve) => setTimeout(resolve, 100));
-    if (isRunning(pid)) process.kill(pid, 'SIGKILL');
-  }
-  fs.rmSync(spec.pidFile, { force: true });
+function stop(spec: EtcdMemberSpec): Promise<void> {
+  return stopPidFile(spec.pidFile);
 }
 
 /** Rewrites `--flag=/node/path` to point below the node's install root. */

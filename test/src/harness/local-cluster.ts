@@ -11,9 +11,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
-import { flagsForNode, itemsForNode } from '@kubetrust/shared/dist/catalogue';
+import { flagsForNode } from '@kubetrust/shared/dist/catalogue';
 import { loadInventory, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
-import { ETCD_CLIENT_PORT, ETCD_PEER_PORT, type EtcdMemberSpec } from './etcd-service';
+import { ETCD_PEER_PORT, type EtcdMemberSpec } from './etcd-service';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 export const CONTROLLER_CLI = path.join(REPO_ROOT, 'controller', 'bin', 'controller.js');
@@ -222,7 +222,7 @@ export class LocalCluster {
 
   private writeServiceHooks(node: LocalNode, etcdTimeout: number): void {
     const config = YAML.parse(fs.readFileSync(node.configFile, 'utf8')) as Record<string, unknown>;
-    config.services = testServiceHooks(this.inventory, node, etcdTimeout);
+    config.services = testServiceHooks(node, etcdTimeout);
     fs.writeFileSync(node.configFile, YAML.stringify(config));
   }
 
@@ -294,42 +294,31 @@ export interface DistributeJson {
     readonly rolledBackFiles?: readonly string[];
     readonly changedFiles: readonly string[];
     readonly restartedServices: readonly string[];
+    /** Each restarted service with the check that gated it, such as "default https https://127.0.20.11:2379/health". */
+    readonly services: readonly { readonly name: string; readonly healthy: boolean; readonly check: string; readonly output: string }[];
     readonly error?: string;
     readonly plan: readonly { name: string; action: string; paths: string[]; reasons: string[]; restarts: string[] }[];
   }[];
 }
 
 /**
- * Returns the `services` section of a test node's agent configuration: etcd runs through etcd-service.js
- * with an HTTPS health check on its client port, every other service appends its name to the
- * node's restarts log.
+ * Returns the `services` section of a test node's agent configuration. etcd runs through
+ * etcd-service.js and sets no health check, so the controller's default check gates it: /health on
+ * the member's client port with the health-check client certificate. Every other service appends
+ * its name to the node's restarts log. Those stand-ins serve nothing, so they set `health: none`
+ * instead of getting a default check.
  */
-export function testServiceHooks(inventory: Inventory, node: Pick<LocalNode, 'spec' | 'installRoot' | 'restartsLog' | 'etcd'>, etcdTimeout: number): Record<string, unknown> {
+export function testServiceHooks(node: Pick<LocalNode, 'restartsLog' | 'etcd'>, etcdTimeout: number): Record<string, unknown> {
   const record = (service: string): unknown => ({
     restart: { command: ['/bin/sh', '-c', 'echo "$0" >> "$1"', service, node.restartsLog] },
+    health: 'none',
   });
   const services: Record<string, unknown> = {};
   for (const service of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy']) services[service] = record(service);
-  if (node.etcd !== undefined) {
-    const items = itemsForNode(inventory, node.spec);
-    const trust = node.etcd.tlsFlags.find((flag) => flag.startsWith('--trusted-ca-file='))?.split('=')[1];
-    const client = items.find((item) => item.name === 'etcd-healthcheck-client');
-    if (trust === undefined || client?.type !== 'leaf') throw new Error(`node ${node.spec.name}: the catalogue gives etcd no trust file or health-check client`);
-    services.etcd = {
-      restart: { command: [process.execPath, ETCD_SERVICE, 'restart', node.etcd.specFile] },
-      health: {
-        https: {
-          url: `https://${node.etcd.address}:${ETCD_CLIENT_PORT}/health`,
-          caFile: path.join(node.installRoot, trust),
-          certFile: path.join(node.installRoot, client.certificate.path),
-          keyFile: path.join(node.installRoot, client.privateKey.path),
-        },
-      },
-      timeoutSeconds: etcdTimeout,
-    };
-  } else {
-    services.etcd = record('etcd');
-  }
+  services.etcd =
+    node.etcd === undefined
+      ? record('etcd')
+      : { restart: { command: [process.execPath, ETCD_SERVICE, 'restart', node.etcd.specFile] }, timeoutSeconds: etcdTimeout };
   return services;
 }
 

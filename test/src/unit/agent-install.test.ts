@@ -208,6 +208,11 @@ describe('agent configuration', () => {
     assert.equal(config.services.etcd?.timeoutSeconds, 60);
   });
 
+  it('reads health none as no check', () => {
+    const config = parseAgentConfig({ ...base, services: { 'kube-apiserver': { restart: { systemd: 'kube-apiserver' }, health: 'none' } } }, '/etc/kubetrust/agent.yaml');
+    assert.deepEqual(config.services['kube-apiserver']?.health, { none: true });
+  });
+
   const invalid: [string, Record<string, unknown>, RegExp][] = [
     ['unknown field', { ...base, colour: 'blue' }, /colour: unknown field/],
     ['bad listen address', { ...base, listen: 'localhost' }, /listen: "localhost" is not host:port/],
@@ -215,6 +220,7 @@ describe('agent configuration', () => {
     ['two health checks', { ...base, services: { etcd: { restart: { systemd: 'etcd' }, health: { tcp: { address: 'a:1' }, command: ['true'] } } } }, /exactly one of https, tcp or command/],
     ['plain http health check', { ...base, services: { etcd: { restart: { systemd: 'etcd' }, health: { https: { url: 'http://x/health', caFile: 'ca' } } } } }, /is not an https URL/],
     ['misspelt service name', { ...base, services: { 'kube-apiserve': { restart: { systemd: 'kube-apiserver' } } } }, /services\.kube-apiserve: unknown field; remove it or use one of: etcd, kube-apiserver/],
+    ['a health check word other than none', { ...base, services: { etcd: { restart: { systemd: 'etcd' }, health: 'sometimes' } } }, /services\.etcd\.health: "sometimes" is not a health check; write none, or a mapping/],
     ['empty restart command', { ...base, services: { etcd: { restart: { command: [] } } } }, /restart\.command: expected a non-empty list/],
   ];
   for (const [name, document, message] of invalid) {

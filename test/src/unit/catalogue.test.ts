@@ -5,6 +5,7 @@ import {
   SERVICES,
   casForPki,
   catalogueIssues,
+  defaultHealthChecks,
   itemsForNode,
   itemPaths,
   signingCa,
@@ -263,5 +264,63 @@ describe('catalogue per node role', () => {
 
   it('finds nothing wrong with a sound inventory', () => {
     assert.deepEqual(catalogueIssues(inv), []);
+  });
+});
+
+describe('default health checks', () => {
+  const checksOf = (inv: Inventory, name: string) => defaultHealthChecks(node(inv, name), itemsForNode(inv, node(inv, name)));
+
+  it('checks etcd health with its client certificate', () => {
+    const inv = inventory();
+    assert.deepEqual(checksOf(inv, 'etcd-1'), [
+      {
+        service: 'etcd',
+        url: 'https://192.0.2.11:2379/health',
+        caFile: '/etc/kubernetes/pki/etcd/ca.crt',
+        certFile: '/etc/kubernetes/pki/etcd/healthcheck-client.crt',
+        keyFile: '/etc/kubernetes/pki/etcd/healthcheck-client.key',
+      },
+    ]);
+  });
+
+  it('checks the apiserver readyz as a client', () => {
+    const inv = inventory();
+    assert.deepEqual(checksOf(inv, 'cp-1'), [
+      {
+        service: 'kube-apiserver',
+        url: 'https://192.0.2.21:6443/readyz',
+        caFile: '/etc/kubernetes/pki/ca.crt',
+        certFile: '/etc/kubernetes/pki/apiserver-kubelet-client.crt',
+        keyFile: '/etc/kubernetes/pki/apiserver-kubelet-client.key',
+      },
+    ]);
+    assert.deepEqual(
+      checksOf(inv, 'stacked-1').map((check) => [check.service, check.url]),
+      [
+        ['etcd', 'https://192.0.2.22:2379/health'],
+        ['kube-apiserver', 'https://192.0.2.22:6443/readyz'],
+      ],
+    );
+  });
+
+  it('gives workers no default check', () => {
+    assert.deepEqual(checksOf(inventory(), 'wk-1'), []);
+  });
+
+  it('follows the cfssl paths and a shared CA', () => {
+    const cfssl = parseInventory(INVENTORY.replace('spec:\n', 'spec:\n  pki: {layout: single-ca, etcdCA: shared, pathLayout: cfssl}\n'), 'unit.yaml').inventory;
+    const [etcd] = checksOf(cfssl, 'etcd-1');
+    assert.equal(etcd?.url, 'https://192.0.2.11:2379/health');
+    // With a shared CA, etcd verifies against the cluster CA, which the etcd node holds in its trust file.
+    const trust = itemsForNode(cfssl, node(cfssl, 'etcd-1')).find((item) => item.type === 'static' && item.file.path === etcd?.caFile);
+    assert.ok(trust?.type === 'static' && 'ca' in trust.source && trust.source.ca === 'cluster-ca', `trust file ${etcd?.caFile}`);
+    assert.match(etcd?.certFile ?? '', /^\/etc\/kubernetes\/ssl\/.*\.pem$/);
+    const [apiserver] = checksOf(cfssl, 'cp-1');
+    assert.equal(apiserver?.caFile, '/etc/kubernetes/ssl/ca.pem');
+  });
+
+  it('brackets an IPv6 first address', () => {
+    const v6 = parseInventory(INVENTORY.replace('addresses: [192.0.2.21]', 'addresses: ["2001:db8::21"]'), 'unit.yaml').inventory;
+    assert.equal(checksOf(v6, 'cp-1')[0]?.url, 'https://[2001:db8::21]:6443/readyz');
   });
 });

@@ -905,7 +905,8 @@ describe('certificate failure cases on a running cluster', function () {
     const keyBefore = fileSha256(key);
 
     const failed = await cluster.distributeJson();
-    assert.notEqual(failed.result.code, 0, 'distribute reported success although cp-b could not install its change');
+    // No node changed, so this is a failure (1), not a partial rollout (3).
+    assert.equal(failed.result.code, 1, `distribute exit status with cp-b failed and no node changed:\n${failed.result.stderr}`);
     const node = nodeReport(failed.report, 'cp-b');
     assert.equal(node.status, 'failed');
     assert.ok((node.error ?? '') !== '', 'cp-b failed without an error message');
@@ -942,7 +943,8 @@ describe('certificate failure cases on a running cluster', function () {
     // With one master unreachable, the run fails and names that master.
     await cluster.stopAgents(['cp-c']);
     const partial = await cluster.distributeJson();
-    assert.notEqual(partial.result.code, 0, 'distribute reported success although cp-c kept its old certificate');
+    // cp-a and cp-b changed while cp-c failed: a partial rollout, which exits with 3.
+    assert.equal(partial.result.code, 3, `distribute exit status with cp-a and cp-b changed and cp-c failed:\n${partial.result.stderr}`);
     const unreachable = nodeReport(partial.report, 'cp-c');
     assert.equal(unreachable.status, 'failed');
     assert.match(unreachable.error ?? '', /127\.0\.22\.13/);

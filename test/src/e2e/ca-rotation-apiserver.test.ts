@@ -49,7 +49,7 @@ async function probeCredentials(caCertificatePem: string, caKeyPem: string, name
   return { cert, key: privateKeyToPem(pair.privateKey) };
 }
 
-describe('client CA rotation on apiservers that read their client CA only at start', function () {
+describe('new-CA clients get 401 until the apiserver restarts', function () {
   this.timeout(600_000);
   let cluster: LocalCluster;
   const servers = new Map<string, FakeApiServer>();

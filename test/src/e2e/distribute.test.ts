@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { itemPaths, itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { distribute } from '@kubetrust/controller';
 import { silentLogger } from '@kubetrust/shared/dist/log';
-import { LocalCluster, exitCodeOf, runController, which } from '../harness/local-cluster';
+import { LocalCluster, exitCodeOf, runController, runControllerWithClockOffset, which, type DistributeJson } from '../harness/local-cluster';
 
 const INVENTORY = `
 apiVersion: kubetrust/v1
@@ -315,6 +315,45 @@ describe('controller distribute end to end', function () {
     const again = await cluster.distributeJson();
     assert.equal(again.result.code, 0, again.result.stderr);
     assert.notEqual(fs.readFileSync(cluster.file('worker-2', '/var/lib/kubelet/pki/kubelet.crt'), 'utf8'), reissued);
+  });
+
+  /** Runs `controller plan` with the controller's clock `offsetMs` ahead of the agents' and returns its report. */
+  async function planWithClockOffset(offsetMs: number, extra: readonly string[] = []): Promise<{ code: number; stderr: string; report: DistributeJson }> {
+    const result = await runControllerWithClockOffset(offsetMs, ['plan', '--inventory', cluster.inventoryFile, '--state-dir', cluster.stateDir, '--output', 'json', ...extra]);
+    assert.ok(result.stdout !== '', `plan printed no report (exit ${result.code}):\n${result.stderr}`);
+    return { code: result.code, stderr: result.stderr, report: JSON.parse(result.stdout) as DistributeJson };
+  }
+
+  it('plan allows two minutes of clock skew by default', async () => {
+    for (const offsetMs of [60_000, -60_000]) {
+      const { code, stderr, report } = await planWithClockOffset(offsetMs);
+      assert.equal(code, 0, `controller clock ${offsetMs / 1000} s off:\n${stderr}`);
+      for (const node of report.nodes) assert.notEqual(node.status, 'failed', `${node.name} with the controller clock ${offsetMs / 1000} s off: ${node.error ?? ''}`);
+    }
+    for (const [offsetMs, direction] of [
+      [180_000, 'behind'],
+      [-180_000, 'ahead of'],
+    ] as const) {
+      const { code, stderr, report } = await planWithClockOffset(offsetMs);
+      assert.equal(code, 1, `controller clock ${offsetMs / 1000} s off:\n${stderr}`);
+      for (const node of report.nodes) {
+        assert.equal(node.status, 'failed', `${node.name} with the controller clock ${offsetMs / 1000} s off`);
+        assert.match(node.error ?? '', new RegExp(`clock of node ${node.name} is (179|180|181) s ${direction} the controller's \\(allowed: 120 s\\)`));
+      }
+    }
+  });
+
+  it('plan takes the allowed clock skew from --max-clock-skew', async () => {
+    const lenient = await planWithClockOffset(180_000, ['--max-clock-skew', '240']);
+    assert.equal(lenient.code, 0, lenient.stderr);
+    for (const node of lenient.report.nodes) assert.notEqual(node.status, 'failed', `${node.name}: ${node.error ?? ''}`);
+
+    const strict = await planWithClockOffset(60_000, ['--max-clock-skew', '30']);
+    assert.equal(strict.code, 1, strict.stderr);
+    for (const node of strict.report.nodes) {
+      assert.equal(node.status, 'failed', node.name);
+      assert.match(node.error ?? '', new RegExp(`clock of node ${node.name} is (59|60|61) s behind the controller's \\(allowed: 30 s\\)`));
+    }
   });
 
   it('fails every node whose clock is far off', async () => {

@@ -45,6 +45,20 @@ export function runController(args: readonly string[]): Promise<CommandResult> {
   return runNode(CONTROLLER_CLI, args);
 }
 
+/**
+ * Runs the controller CLI with its clock `offsetMs` ahead of this host's (behind when negative).
+ * Agents started here keep the host's clock, so each node appears `offsetMs` behind the controller.
+ */
+export function runControllerWithClockOffset(offsetMs: number, args: readonly string[]): Promise<CommandResult> {
+  const preload = path.join(__dirname, 'clock-offset.js');
+  const env = { ...process.env, KUBETRUST_TEST_CLOCK_OFFSET_MS: String(offsetMs) };
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--require', preload, CONTROLLER_CLI, ...args], { env, timeout: 600_000, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      resolve({ code: exitCodeOf(error), stdout, stderr });
+    });
+  });
+}
+
 /** Returns a TCP port that is free on `host` now, for a server that must know its port before it starts. */
 export function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -324,3 +324,45 @@ describe('default health checks', () => {
     assert.equal(checksOf(v6, 'cp-1')[0]?.url, 'https://[2001:db8::21]:6443/readyz');
   });
 });
+
+describe('kubeconfig servers', () => {
+  // The load balancer listens on another address and port than the apiservers behind it.
+  const TWO_MASTERS = parseInventory(
+    `
+apiVersion: kubetrust/v1
+kind: Cluster
+metadata: {name: servers}
+spec:
+  apiServer: {endpoint: "https://192.0.2.100:8443"}
+  nodes:
+    - {name: etcd-1, addresses: [192.0.2.31], roles: [etcd]}
+    - {name: cp-a, addresses: [192.0.2.11, 198.51.100.11], roles: [master]}
+    - {name: cp-b, addresses: [192.0.2.12], roles: [master]}
+    - {name: wk-a, addresses: [192.0.2.21], roles: [worker]}
+`,
+    'servers.yaml',
+  ).inventory;
+
+  function serverOf(nodeName: string, itemName: string): string {
+    const item = itemsForNode(TWO_MASTERS, node(TWO_MASTERS, nodeName)).find((candidate) => candidate.name === itemName);
+    assert.ok(item?.type === 'kubeconfig', `${nodeName} has no kubeconfig ${itemName}`);
+    return item.server;
+  }
+
+  it('points controller-manager and scheduler at their own master', () => {
+    // kube-apiserver listens on its default --secure-port 6443 on every master, whatever port the endpoint uses.
+    for (const [master, server] of [
+      ['cp-a', 'https://192.0.2.11:6443'],
+      ['cp-b', 'https://192.0.2.12:6443'],
+    ] as const) {
+      assert.equal(serverOf(master, 'controller-manager.conf'), server, `${master}: controller-manager.conf server`);
+      assert.equal(serverOf(master, 'scheduler.conf'), server, `${master}: scheduler.conf server`);
+    }
+  });
+
+  it('points admin, kubelet and kube-proxy at the endpoint', () => {
+    for (const master of ['cp-a', 'cp-b']) assert.equal(serverOf(master, 'admin.conf'), 'https://192.0.2.100:8443', `${master}: admin.conf server`);
+    assert.equal(serverOf('wk-a', 'kubelet.conf'), 'https://192.0.2.100:8443', 'wk-a: kubelet.conf server');
+    assert.equal(serverOf('wk-a', 'kube-proxy.conf'), 'https://192.0.2.100:8443', 'wk-a: kube-proxy.conf server');
+  });
+});

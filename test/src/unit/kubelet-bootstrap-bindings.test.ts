@@ -126,7 +126,7 @@ describe('bootstrap bindings', () => {
   });
 });
 
-describe('token in a group the CSR bindings do not name', () => {
+describe('bootstrap token forbidden to create CSRs', () => {
   it('every token carries exactly the bound group', () => {
     const inventory = parseInventory(
       `

@@ -291,7 +291,7 @@ describe('bootstrap kubeconfig', () => {
   });
 });
 
-describe('token written with an expiration already in the past', () => {
+describe('bootstrapping workers never file a CSR', () => {
   it('issued Secret expires strictly after the issue time', async () => {
     const inv = inventory();
     const client = new MemoryKubeClient();

@@ -241,7 +241,7 @@ describe('kubelet serving CSR approval', () => {
     });
   });
 
-  describe('kubelet serving CSRs staying pending with no approver', () => {
+  describe('kubectl logs fails while serving CSRs stay Pending', () => {
     it('watch approves each node\'s CSR and reports the rogue one', async () => {
       const client = new MemoryKubeClient();
       const results: ServingCsrResult[] = [];

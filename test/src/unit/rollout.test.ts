@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { checkClockSkew, type NodePlan, type NodeReport } from '@kubetrust/controller';
+import { DEFAULT_MAX_CLOCK_SKEW_MS, checkClockSkew, type NodePlan, type NodeReport } from '@kubetrust/controller';
 import { LiveProgress } from '@kubetrust/controller/dist/progress';
 import { defaultMaxParallel, phaseOf, rollOut } from '@kubetrust/controller/dist/rollout';
 import type { Role, SshSettings } from '@kubetrust/shared/dist/inventory';
@@ -187,6 +187,14 @@ describe('clock skew preflight', () => {
 
   it('rejects a node running ahead', () => {
     assert.throws(() => checkClockSkew('wk-1', 1_000_000 + 200_000, 1_000_000, 120_000), /200 s ahead of the controller's/);
+  });
+
+  it('allows two minutes by default', () => {
+    const controllerMs = Date.UTC(2026, 0, 1);
+    assert.doesNotThrow(() => checkClockSkew('wk-1', controllerMs - 60_000, controllerMs, DEFAULT_MAX_CLOCK_SKEW_MS), 'a node one minute behind');
+    assert.doesNotThrow(() => checkClockSkew('wk-1', controllerMs + 60_000, controllerMs, DEFAULT_MAX_CLOCK_SKEW_MS), 'a node one minute ahead');
+    assert.throws(() => checkClockSkew('wk-1', controllerMs - 180_000, controllerMs, DEFAULT_MAX_CLOCK_SKEW_MS), /is 180 s behind the controller's \(allowed: 120 s\)/);
+    assert.throws(() => checkClockSkew('wk-1', controllerMs + 180_000, controllerMs, DEFAULT_MAX_CLOCK_SKEW_MS), /is 180 s ahead of the controller's \(allowed: 120 s\)/);
   });
 });
 

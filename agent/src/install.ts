@@ -137,6 +137,9 @@ async function isUnchanged(write: PlannedWrite, manageOwner: boolean): Promise<b
   return !manageOwner || (stat.uid === write.uid && stat.gid === write.gid);
 }
 
+/** The name stageFile gives a staged copy of `<name>`: `.<name>.tmp-` and 12 hex digits. */
+const STAGED_NAME = /^\.(.+)\.tmp-[0-9a-f]{12}$/;
+
 export class Installer {
   private readonly manageOwner = process.getuid?.() === 0;
 
@@ -192,7 +195,12 @@ export class Installer {
     }
     await this.backup(changeId, changed, backupDir, restartServices);
     const journal = await this.stageAll(changed);
-    await beforeRename();
+    try {
+      await beforeRename();
+    } catch (error) {
+      await Promise.all(journal.map((entry) => (entry.staged === undefined ? undefined : fs.rm(entry.staged, { force: true }))));
+      throw error;
+    }
     await this.runJournal(changeId, journal);
     await this.keys.discard(keyIds);
     await this.pruneBackups();
@@ -306,8 +314,16 @@ export class Installer {
     );
   }
 
-  /** Completes a change interrupted between its journal and its last rename. */
+  /**
+   * Completes a change interrupted between its journal and its last rename, then removes what a
+   * change interrupted before its journal had staged. Runs at start-up, before any call is served.
+   */
   async recoverInterruptedChange(): Promise<void> {
+    await this.completeJournal();
+    await this.removeStrayStagedFiles();
+  }
+
+  private async completeJournal(): Promise<void> {
     const journalFile = path.join(this.stateDir, JOURNAL);
     const data = await readFileIfExists(journalFile);
     if (data === undefined) return;
@@ -320,5 +336,40 @@ export class Installer {
     await fs.rm(journalFile, { force: true });
     await syncDirectory(this.stateDir);
     this.logger.warn('completed an interrupted change', { change: journal.changeId, files: journal.entries.length });
+  }
+
+  /**
+   * Removes the staged copies (`.<name>.tmp-<hex>`, as stageFile names them) that a change stopped
+   * between staging and its journal left beside its targets. Some of them hold private keys. Every
+   * change writes its backup manifest before it stages, so the manifests kept name every possible
+   * target. Only the names that stageFile gives to those targets are removed.
+   */
+  private async removeStrayStagedFiles(): Promise<void> {
+    const byDirectory = new Map<string, Set<string>>();
+    for (const backup of await this.readBackups()) {
+      for (const entry of backup.entries) {
+        const target = hostPath(this.installRoot, entry.nodePath);
+        const names = byDirectory.get(path.dirname(target)) ?? new Set<string>();
+        names.add(path.basename(target));
+        byDirectory.set(path.dirname(target), names);
+      }
+    }
+    const removed: string[] = [];
+    for (const [directory, names] of byDirectory) {
+      let entries: string[];
+      try {
+        entries = await fs.readdir(directory);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw error;
+      }
+      for (const entry of entries) {
+        const match = STAGED_NAME.exec(entry);
+        if (match === null || !names.has(match[1]!)) continue;
+        await fs.rm(path.join(directory, entry), { force: true });
+        removed.push(path.join(directory, entry));
+      }
+    }
+    if (removed.length > 0) this.logger.warn('removed files staged by an interrupted change', { files: removed.length });
   }
 }

@@ -7,6 +7,7 @@ import { Installer, stageConcurrently } from '@kubetrust/agent/dist/install';
 import { StagedKeys } from '@kubetrust/agent/dist/staged-keys';
 import { AgentConfigError, parseAgentConfig } from '@kubetrust/agent';
 import type { FileChange__Output } from '@kubetrust/proto';
+import { stageFile } from '@kubetrust/shared/dist/files';
 import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import { silentLogger } from '@kubetrust/shared/dist/log';
 import { loadPrivateKey, parseCsr, publicKeySha256 } from '@kubetrust/shared/dist/pki';
@@ -187,6 +188,33 @@ describe('agent installer', () => {
     assert.equal(fs.readFileSync(path.join(root, 'etc/a.crt'), 'utf8'), 'new cert');
     assert.equal(fs.readFileSync(path.join(root, 'etc/a.key'), 'utf8'), 'new key');
     assert.ok(!fs.existsSync(path.join(state, 'journal.json')));
+  });
+  it('removes its staged files when stopped before renaming', async () => {
+    await installer.install('c1', [data('/etc/kubernetes/pki/a.key', 'old key', 0o600)]);
+    await assert.rejects(
+      installer.install('c2', [data('/etc/kubernetes/pki/a.key', 'new key', 0o600)], async () => {
+        throw new Error('pending-restarts.json: disk full');
+      }),
+      /disk full/,
+    );
+    assert.deepEqual(fs.readdirSync(path.join(root, 'etc/kubernetes/pki')), ['a.key']);
+    assert.equal(fs.readFileSync(path.join(root, 'etc/kubernetes/pki/a.key'), 'utf8'), 'old key');
+  });
+
+  it('removes staged files a crash left before its journal', async () => {
+    await installer.install('c1', [data('/etc/kubernetes/pki/a.key', 'old key', 0o600), data('/etc/kubernetes/pki/a.crt', 'old cert')]);
+    // A crash after staging and before the journal: staged copies beside the targets, no journal.
+    const pki = path.join(root, 'etc/kubernetes/pki');
+    const stagedKey = await stageFile(path.join(pki, 'a.key'), 'new key', { mode: 0o600 });
+    const stagedCert = await stageFile(path.join(pki, 'a.crt'), 'new cert', { mode: 0o644 });
+    // Files that are not staged copies of a kubetrust target stay.
+    fs.writeFileSync(path.join(pki, '.other.key.tmp-0123456789ab'), 'not ours');
+    fs.writeFileSync(path.join(pki, '.a.key.tmp-notstaged'), 'not a staged name');
+    await new Installer(root, state, keys, silentLogger()).recoverInterruptedChange();
+    assert.ok(!fs.existsSync(stagedKey), 'the staged key is still there');
+    assert.ok(!fs.existsSync(stagedCert), 'the staged certificate is still there');
+    assert.deepEqual(fs.readdirSync(pki).sort(), ['.a.key.tmp-notstaged', '.other.key.tmp-0123456789ab', 'a.crt', 'a.key']);
+    assert.equal(fs.readFileSync(path.join(pki, 'a.key'), 'utf8'), 'old key');
   });
 });
 

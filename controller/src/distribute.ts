@@ -39,7 +39,7 @@ import {
   type PushedToken,
 } from './kubelet-push';
 import { planNode, queriesFor, type DesiredMaterial, type PlannedItem, type RenewalPolicy } from './plan';
-import { rollOut } from './rollout';
+import { rollOut, rolloutPositions, type RolloutPosition } from './rollout';
 import { StateDir, StateError, type KeyMaterial, type LedgerEntry } from './state-dir';
 
 export interface DistributeOptions {
@@ -93,6 +93,8 @@ export interface NodeReport {
   readonly rolledBackFiles?: readonly string[];
   /** For a worker whose kubelet bootstraps: the token pushed or awaited, or the registration. */
   readonly kubeletBootstrap?: KubeletBootstrapReport;
+  /** In a dry run, where a planned node goes in the rollout. */
+  readonly rollout?: RolloutPosition;
   readonly error?: string;
 }
 
@@ -118,6 +120,11 @@ export interface PlanEntry {
   readonly reasons: readonly string[];
   readonly restarts: readonly Service[];
   readonly current?: PlannedItem['current'];
+  /**
+   * For a certificate or kubeconfig to issue: the names of the new certificate and the expiry it
+   * gets when issued at planning time (a CA that ends sooner ends it sooner with --cap-to-ca).
+   */
+  readonly next?: { readonly dnsNames: readonly string[]; readonly ipAddresses: readonly string[]; readonly notAfter: string };
 }
 
 export interface DistributeReport {
@@ -215,9 +222,10 @@ function restartsFor(planned: PlannedItem, node: NodeSpec): Service[] {
   return servicesForNode(node).filter((service) => consumers.includes(service));
 }
 
-function toPlanEntry(planned: PlannedItem, node: NodeSpec): PlanEntry {
+function toPlanEntry(planned: PlannedItem, node: NodeSpec, notAfter: string): PlanEntry {
   const item = planned.item;
   const paths = item.type === 'leaf' ? [item.certificate.path, item.privateKey.path] : [item.file.path];
+  const issues = planned.action !== 'unchanged' && item.type !== 'static';
   return {
     name: item.name,
     action: planned.action,
@@ -225,6 +233,7 @@ function toPlanEntry(planned: PlannedItem, node: NodeSpec): PlanEntry {
     reasons: planned.reasons,
     restarts: planned.action === 'unchanged' ? [] : restartsFor(planned, node),
     ...(planned.current !== undefined ? { current: planned.current } : {}),
+    ...(issues ? { next: { dnsNames: item.type === 'leaf' ? item.sans.dnsNames : [], ipAddresses: item.type === 'leaf' ? item.sans.ipAddresses : [], notAfter } } : {}),
   };
 }
 
@@ -300,7 +309,9 @@ export class NodeRollout {
         kubeletFiles === undefined ? undefined : { files: kubeletFiles, observation: observeKubelet(this.node.name, kubeletFiles, held, this.material.caCertificate('cluster-ca'), this.now()) };
       // A bootstrapping node may need a token even when every file is in place, so its connection is kept too.
       if ((needsChange || kubelet !== undefined) && keepConnection) kept = this.connections.keep(this.node, connection);
-      return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node)), pendingRestarts, needsChange, ...(kubelet !== undefined ? { kubelet } : {}) };
+      // Whole seconds, as the certificate will carry it.
+      const notAfter = new Date(Math.floor((this.now().getTime() + this.inventory.pki.certValidityMs) / 1000) * 1000).toISOString();
+      return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node, notAfter)), pendingRestarts, needsChange, ...(kubelet !== undefined ? { kubelet } : {}) };
     } finally {
       if (!kept) connection.close();
     }
@@ -630,8 +641,10 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
         reports.set(entry.node.name, { ...planReport(entry, 'failed'), error: `bootstrap token check failed: ${message}` });
       }
     }
+    const positions = rolloutPositions(plans, options.maxParallel);
     for (const plan of plans) {
-      if (!plan.needsChange || dryRun) reports.set(plan.node.name, planReport(plan, plan.needsChange ? 'planned' : 'unchanged'));
+      if (!plan.needsChange) reports.set(plan.node.name, planReport(plan, 'unchanged'));
+      else if (dryRun) reports.set(plan.node.name, { ...planReport(plan, 'planned'), rollout: positions.get(plan.node.name)! });
     }
 
     if (!dryRun) {

@@ -3,7 +3,7 @@
  * automation can parse it; logs stay on stderr.
  */
 import { SERVICES } from '@kubetrust/shared/dist/catalogue';
-import type { DistributeReport, NodeReport } from './distribute';
+import type { DistributeReport, NodeReport, PlanEntry } from './distribute';
 import type { InitResult } from './init';
 
 export function renderInit(result: InitResult): string {
@@ -14,24 +14,43 @@ export function renderInit(result: InitResult): string {
   return lines.join('\n') + '\n';
 }
 
+/** Describes the names of a new certificate: every name, or what changes against the one installed. */
+function sanChange(entry: PlanEntry): string {
+  const next = [...(entry.next?.dnsNames ?? []), ...(entry.next?.ipAddresses ?? [])];
+  if (entry.current === undefined) return next.length > 0 ? `, SANs ${next.join(', ')}` : '';
+  const current = [...entry.current.dnsNames, ...entry.current.ipAddresses];
+  const added = next.filter((name) => !current.includes(name));
+  const removed = current.filter((name) => !next.includes(name));
+  return (added.length > 0 ? `, SANs added: ${added.join(', ')}` : '') + (removed.length > 0 ? `, SANs removed: ${removed.join(', ')}` : '');
+}
+
 function renderPlan(node: NodeReport, dryRun: boolean): string[] {
   const lines: string[] = [];
   for (const entry of node.plan) {
     if (entry.action === 'unchanged') continue;
     lines.push(`    ${entry.action.padEnd(6)} ${entry.name} (${entry.reasons.join('; ')})`);
-    if (entry.current === undefined) continue;
-    const label = dryRun ? 'installed now' : 'replaced';
-    lines.push(`           ${label}: serial ${entry.current.serialNumber}, expires ${entry.current.notAfter}`);
+    if (entry.current !== undefined) {
+      const label = dryRun ? 'installed now' : 'replaced';
+      lines.push(`           ${label}: serial ${entry.current.serialNumber}, expires ${entry.current.notAfter}`);
+    }
+    if (entry.next !== undefined && dryRun) lines.push(`           new: expires ${entry.next.notAfter}${sanChange(entry)}`);
   }
   return lines;
+}
+
+/** Orders a dry run's nodes as the rollout would change them; nodes without a change follow in inventory order. */
+function inRolloutOrder(nodes: readonly NodeReport[]): NodeReport[] {
+  const step = (node: NodeReport): number => node.rollout?.step ?? Number.MAX_SAFE_INTEGER;
+  return nodes.map((node, index) => ({ node, index })).sort((a, b) => step(a.node) - step(b.node) || a.index - b.index).map(({ node }) => node);
 }
 
 export function renderDistribute(report: DistributeReport): string {
   const lines: string[] = [];
   lines.push(report.dryRun ? `Plan for cluster ${report.cluster} (dry run: nothing is issued, written or restarted)` : `Distribute to cluster ${report.cluster}`);
-  for (const node of report.nodes) {
+  for (const node of report.dryRun ? inRolloutOrder(report.nodes) : report.nodes) {
     const unchanged = node.plan.filter((entry) => entry.action === 'unchanged').length;
-    lines.push(`  ${node.name}: ${node.status}${node.plan.length > 0 ? ` (${unchanged} of ${node.plan.length} items unchanged)` : ''}`);
+    const position = node.rollout === undefined ? '' : `, step ${node.rollout.step} (${node.rollout.phase})`;
+    lines.push(`  ${node.name}: ${node.status}${position}${node.plan.length > 0 ? ` (${unchanged} of ${node.plan.length} items unchanged)` : ''}`);
     lines.push(...renderPlan(node, report.dryRun));
     if (node.pendingRestarts.length > 0) lines.push(`    restart pending after an earlier failure: ${node.pendingRestarts.join(', ')}`);
     if (report.dryRun) {
@@ -75,6 +94,7 @@ export function distributeJson(report: DistributeReport): unknown {
       ...(node.rolledBackFiles !== undefined ? { rolledBackFiles: node.rolledBackFiles } : {}),
       ...(node.error !== undefined ? { error: node.error } : {}),
       ...(node.kubeletBootstrap !== undefined ? { kubeletBootstrap: node.kubeletBootstrap } : {}),
+      ...(node.rollout !== undefined ? { rollout: node.rollout } : {}),
       services: node.services,
       plan: node.plan,
     })),

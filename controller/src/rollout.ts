@@ -60,6 +60,36 @@ function etcdBeingCreated(plans: readonly NodePlan[]): boolean {
  * Applies `plans` in batches of `size`. While a batch runs, the next batch is prefetched, and
  * `following` (the first batch of the next phase) while the last one runs.
  */
+/** A node's place in the rollout: nodes with the same step change together, after every lower step. */
+export interface RolloutPosition {
+  readonly step: number;
+  readonly phase: RolloutPhase;
+}
+
+/**
+ * Returns where each node that needs a change goes in the rollout that rollOut would run, so that
+ * a plan can list nodes in that order. etcd members take one step each, or one step together in a
+ * new cluster. Masters take one step each, and workers one step per batch of `maxParallel`.
+ */
+export function rolloutPositions(plans: readonly NodePlan[], maxParallel?: number): Map<string, RolloutPosition> {
+  const pending = plans.filter((plan) => plan.needsChange);
+  const byPhase = (phase: RolloutPhase): NodePlan[] => pending.filter((plan) => phaseOf(plan.node.roles) === phase);
+  const etcd = byPhase('etcd');
+  const size = maxParallel ?? defaultMaxParallel(plans.filter((plan) => phaseOf(plan.node.roles) === 'worker').length);
+  const positions = new Map<string, RolloutPosition>();
+  let step = 0;
+  const place = (phase: RolloutPhase, nodes: readonly NodePlan[], batchSize: number): void => {
+    nodes.forEach((plan, index) => {
+      if (index % batchSize === 0) step++;
+      positions.set(plan.node.name, { step, phase });
+    });
+  };
+  place('etcd', etcd, etcdBeingCreated(etcd) ? Math.max(1, etcd.length) : 1);
+  place('master', byPhase('master'), 1);
+  place('worker', byPhase('worker'), size);
+  return positions;
+}
+
 async function runInBatches(
   plans: readonly NodePlan[],
   size: number,

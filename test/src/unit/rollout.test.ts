@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { DEFAULT_MAX_CLOCK_SKEW_MS, checkClockSkew, type NodePlan, type NodeReport } from '@kubetrust/controller';
 import { LiveProgress } from '@kubetrust/controller/dist/progress';
-import { defaultMaxParallel, phaseOf, rollOut } from '@kubetrust/controller/dist/rollout';
+import { renderDistribute } from '@kubetrust/controller/dist/report';
+import { defaultMaxParallel, phaseOf, rollOut, rolloutPositions } from '@kubetrust/controller/dist/rollout';
 import type { Role, SshSettings } from '@kubetrust/shared/dist/inventory';
 
 const SSH_SETTINGS: SshSettings = {
@@ -172,6 +173,55 @@ describe('rollout order', () => {
     assert.equal(phaseOf(['worker']), 'worker');
     assert.equal(defaultMaxParallel(0), 1);
     assert.equal(defaultMaxParallel(25), 3);
+  });
+});
+
+describe('rollout positions in a plan', () => {
+  it('matches the order the rollout applies', async () => {
+    const workers = Array.from({ length: 5 }, (_, index) => plan(`wk-${index + 1}`, ['worker']));
+    const plans = [...CLUSTER, ...workers, plan('idle-1', ['worker'], { needsChange: false })];
+    const positions = rolloutPositions(plans, 3);
+    const rec = recorder();
+    await rollOut(plans, [], rec.steps, { maxParallel: 3 });
+    // The rollout applies exactly the positioned nodes, and never a node of a later step first.
+    const steps = rec.calls.map((call) => positions.get(call.node)?.step);
+    assert.deepEqual(rec.calls.map((call) => call.node).sort(), [...positions.keys()].sort());
+    for (let index = 1; index < steps.length; index++) assert.ok(steps[index - 1]! <= steps[index]!, `call ${index} has step ${steps[index]} after step ${steps[index - 1]}`);
+    assert.deepEqual(
+      [...positions].map(([name, position]) => `${name} ${position.step} ${position.phase}`),
+      [
+        'etcd-1 1 etcd', 'etcd-2 2 etcd', 'etcd-3 3 etcd', 'master-1 4 master', 'master-2 5 master',
+        'worker-1 6 worker', 'worker-2 6 worker', 'wk-1 6 worker', 'wk-2 7 worker', 'wk-3 7 worker', 'wk-4 7 worker', 'wk-5 8 worker',
+      ],
+    );
+  });
+
+  it('puts a new etcd cluster in one step', () => {
+    const plans = [plan('etcd-1', ['etcd'], { creating: true }), plan('etcd-2', ['etcd'], { creating: true }), plan('master-1', ['master'])];
+    assert.deepEqual([...rolloutPositions(plans).values()].map((position) => position.step), [1, 1, 2]);
+  });
+
+  it('lists a dry run in rollout order', () => {
+    const report = (name: string, status: NodeReport['status'], rollout?: { step: number; phase: 'etcd' | 'master' | 'worker' }): NodeReport => ({
+      name, status, changedFiles: [], restartedServices: [], plan: [], pendingRestarts: [], services: [], ...(rollout !== undefined ? { rollout } : {}),
+    });
+    const text = renderDistribute({
+      cluster: 'unit',
+      dryRun: true,
+      nodes: [report('worker-1', 'planned', { step: 3, phase: 'worker' }), report('etcd-1', 'unchanged'), report('master-1', 'planned', { step: 2, phase: 'master' }), report('etcd-2', 'planned', { step: 1, phase: 'etcd' })],
+    });
+    const names = text.split('\n').filter((line) => /^  \S+: /.test(line)).map((line) => line.trim());
+    assert.deepEqual(names, ['etcd-2: planned, step 1 (etcd)', 'master-1: planned, step 2 (master)', 'worker-1: planned, step 3 (worker)', 'etcd-1: unchanged']);
+  });
+
+  it('shows the expiry and SAN changes of a new certificate', () => {
+    const entry = {
+      name: 'apiserver', action: 'change' as const, paths: [], reasons: ['SAN missing: api.unit.example'], restarts: [],
+      current: { serialNumber: '0a', notAfter: '2027-01-01T00:00:00.000Z', dnsNames: ['kubernetes', 'old.unit.example'], ipAddresses: ['10.96.0.1'] },
+      next: { dnsNames: ['api.unit.example', 'kubernetes'], ipAddresses: ['10.96.0.1'], notAfter: '2027-12-05T00:00:00.000Z' },
+    };
+    const text = renderDistribute({ cluster: 'unit', dryRun: true, nodes: [{ name: 'cp-1', status: 'planned', changedFiles: [], restartedServices: [], plan: [entry], pendingRestarts: [], services: [] }] });
+    assert.match(text, /installed now: serial 0a, expires 2027-01-01T00:00:00\.000Z\n +new: expires 2027-12-05T00:00:00\.000Z, SANs added: api\.unit\.example, SANs removed: old\.unit\.example\n/);
   });
 });
 

@@ -28,4 +28,4 @@ export {
   randomSerialNumber,
 } from './certificate';
 export { type CsrSubject, type ParsedCsr, createCsr, parseCsr } from './csr';
-export { type CertificateInfo, inspectCertificate, isSignedBy, normalizeIp, readSerialAndValidity, splitPem } from './inspect';
+export { type CertificateInfo, certificateFingerprint, inspectCertificate, isSignedBy, normalizeIp, readSerialAndValidity, splitPem } from './inspect';

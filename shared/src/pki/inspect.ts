@@ -217,6 +217,16 @@ export function readSerialAndValidity(pem: string | Buffer): Pick<CertificateInf
 }
 
 /**
+ * Returns the SHA-256 fingerprint of the first certificate in `pem`: the hash of its DER in
+ * lowercase hex, as `openssl x509 -noout -fingerprint -sha256` prints it without colons.
+ */
+export function certificateFingerprint(pem: string | Buffer): string {
+  const block = readPemBlocks(pem).find((candidate) => candidate.label === 'CERTIFICATE');
+  if (block === undefined) throw new Error('no CERTIFICATE block to fingerprint');
+  return crypto.createHash('sha256').update(pemBlockToDer(block)).digest('hex');
+}
+
+/**
  * Checks that `certificatePem` names the subject of `issuerPem` as its issuer and that its
  * signature verifies with the issuer's public key. The issuer check is OpenSSL's
  * X509_check_issued, which also compares the authority and subject key identifiers when both are

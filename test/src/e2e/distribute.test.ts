@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { itemPaths, itemsForNode } from '@kubetrust/shared/dist/catalogue';
 import { distribute } from '@kubetrust/controller';
+import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import { silentLogger } from '@kubetrust/shared/dist/log';
 import { LocalCluster, exitCodeOf, runController, runControllerWithClockOffset, which, type DistributeJson } from '../harness/local-cluster';
 
@@ -284,6 +285,25 @@ describe('controller distribute end to end', function () {
     assert.equal(cluster.restarts('worker-1').at(-1), 'kube-proxy');
     const settled = await cluster.distributeJson();
     assert.equal(settled.report.nodes.find((candidate) => candidate.name === 'worker-1')?.status, 'unchanged');
+  });
+
+  it('logs issued certificates with fingerprints, never secrets', async () => {
+    fs.rmSync(cluster.file('worker-2', '/etc/kubernetes/kube-proxy.conf'));
+    const result = await cluster.distribute(['--log-format', 'json', '--log-level', 'debug']);
+    assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    const records = result.stderr.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Record<string, unknown>);
+    const issued = records.filter((record) => record.message === 'issued certificate');
+    assert.equal(issued.length, 1, result.stderr);
+    const kubeconfig = parseKubeconfig(fs.readFileSync(cluster.file('worker-2', '/etc/kubernetes/kube-proxy.conf'), 'utf8'));
+    const installed = new crypto.X509Certificate(kubeconfig.clientCertificatePem!);
+    assert.deepEqual(
+      { node: issued[0]!.node, cert: issued[0]!.cert, serial: issued[0]!.serial, fingerprint: issued[0]!.fingerprint },
+      { node: 'worker-2', cert: 'kube-proxy.conf', serial: installed.serialNumber.toLowerCase().replace(/^0+/, ''), fingerprint: installed.fingerprint256.replace(/:/g, '').toLowerCase() },
+    );
+    for (const secret of ['PRIVATE KEY', 'client-key-data', kubeconfig.clientKeyPem!.split('\n')[1]!]) {
+      assert.ok(!result.stderr.includes(secret), `the log contains ${secret}`);
+      assert.ok(!result.stdout.includes(secret), `the report contains ${secret}`);
+    }
   });
 
   it('rolls a node back to its previous files', async () => {

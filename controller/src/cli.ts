@@ -169,7 +169,10 @@ function buildProgram(): Command {
       waitRegistrationMs: options.waitRegistration * 1000,
       onProgress: (event) => {
         if (live !== undefined) live.update(event);
-        else if (event.phase === 'done') logger.info('node finished', { node: event.node, status: event.status, progress: `${event.done ?? 0}/${event.total ?? 0}` });
+        else if (event.phase === 'done') {
+          const step = event.position === undefined ? {} : { step: `${event.position.step}/${event.steps ?? 0}`, rolloutPhase: event.position.phase };
+          logger.info('node finished', { node: event.node, status: event.status, progress: `${event.done ?? 0}/${event.total ?? 0}`, ...step });
+        }
       },
     });
     live?.finish();

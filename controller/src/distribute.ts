@@ -50,7 +50,7 @@ export interface DistributeOptions {
   readonly concurrency?: number;
   readonly now?: () => Date;
   /** Called when a node's change starts and ends, for progress output. */
-  readonly onProgress?: (event: { node: string; phase: 'start' | 'done'; status?: NodeStatus; done?: number; total?: number }) => void;
+  readonly onProgress?: (event: DistributeProgress) => void;
   /** Limits the run to some nodes, roles or catalogue items. */
   readonly scope?: DistributeScope;
   /** A node whose clock is further than this from the controller's is failed before anything is issued. */
@@ -80,6 +80,18 @@ export interface DistributeOptions {
  */
 export type NodeStatus = 'changed' | 'unchanged' | 'failed' | 'planned' | 'rolled-back' | 'skipped';
 
+/** A node starting or finishing its change, with its place in the rollout. */
+export interface DistributeProgress {
+  readonly node: string;
+  readonly phase: 'start' | 'done';
+  readonly status?: NodeStatus;
+  readonly done?: number;
+  readonly total?: number;
+  readonly position?: RolloutPosition;
+  /** Steps in the whole rollout; see rolloutPositions. */
+  readonly steps?: number;
+}
+
 export interface NodeReport {
   readonly name: string;
   readonly status: NodeStatus;
@@ -93,7 +105,7 @@ export interface NodeReport {
   readonly rolledBackFiles?: readonly string[];
   /** For a worker whose kubelet bootstraps: the token pushed or awaited, or the registration. */
   readonly kubeletBootstrap?: KubeletBootstrapReport;
-  /** In a dry run, where a planned node goes in the rollout. */
+  /** The node's place in the rollout that changes it (or would, in a dry run). */
   readonly rollout?: RolloutPosition;
   readonly error?: string;
 }
@@ -650,6 +662,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     if (!dryRun) {
       const unreachableEtcd = selected.filter((node) => node.roles.includes('etcd') && reports.get(node.name)?.status === 'failed').map((node) => node.name);
       const total = plans.filter((plan) => plan.needsChange).length;
+      const stepCount = Math.max(0, ...[...positions.values()].map((position) => position.step));
       let done = 0;
       const prefetched = new Map<string, Promise<PrefetchedKeys>>();
       const steps = {
@@ -663,7 +676,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
           prefetched.set(plan.node.name, keys);
         },
         apply: async (plan: NodePlan): Promise<NodeReport> => {
-          options.onProgress?.({ node: plan.node.name, phase: 'start', done, total });
+          options.onProgress?.({ node: plan.node.name, phase: 'start', done, total, steps: stepCount, ...progressPosition(positions, plan.node.name) });
           const keys = prefetched.get(plan.node.name);
           prefetched.delete(plan.node.name);
           try {
@@ -677,12 +690,15 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
         skipped: (plan: NodePlan, reason: string): NodeReport => ({ ...planReport(plan, 'skipped'), error: reason }),
         onNodeDone: (report: NodeReport): void => {
           done++;
-          options.onProgress?.({ node: report.name, phase: 'done', status: report.status, done, total });
+          options.onProgress?.({ node: report.name, phase: 'done', status: report.status, done, total, steps: stepCount, ...progressPosition(positions, report.name) });
         },
       };
       const rolloutOptions = { ...(options.maxParallel !== undefined ? { maxParallel: options.maxParallel } : {}), continueOnError: options.continueOnError === true };
       try {
-        for (const report of await rollOut(plans, unreachableEtcd, steps, rolloutOptions)) reports.set(report.name, report);
+        for (const report of await rollOut(plans, unreachableEtcd, steps, rolloutOptions)) {
+          const position = positions.get(report.name);
+          reports.set(report.name, position === undefined ? report : { ...report, rollout: position });
+        }
       } finally {
         // Nodes skipped after a failure may have had their keys requested already.
         for (const keys of prefetched.values()) keys.then((unused) => unused.connection.close()).catch(() => undefined);
@@ -695,6 +711,12 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     connections?.closeAll();
     await unlock();
   }
+}
+
+/** Returns `{position}` for a node with a place in the rollout, else nothing to spread. */
+function progressPosition(positions: ReadonlyMap<string, RolloutPosition>, node: string): { position?: RolloutPosition } {
+  const position = positions.get(node);
+  return position === undefined ? {} : { position };
 }
 
 function planReport(plan: NodePlan, status: NodeStatus): NodeReport {

@@ -38,6 +38,26 @@ function renderPlan(node: NodeReport, dryRun: boolean): string[] {
   return lines;
 }
 
+/**
+ * Renders one row per node: status, rollout step, and the files written and services restarted (or,
+ * in a dry run, the items to change and the services to restart).
+ */
+function summaryTable(report: DistributeReport): string[] {
+  const restarts = (node: NodeReport): string[] =>
+    report.dryRun ? SERVICES.filter((service) => node.plan.some((entry) => entry.restarts.includes(service)) || node.pendingRestarts.includes(service)) : [...node.restartedServices];
+  const rows = (report.dryRun ? inRolloutOrder(report.nodes) : [...report.nodes].sort((a, b) => (a.rollout?.step ?? Infinity) - (b.rollout?.step ?? Infinity))).map((node) => [
+    node.name,
+    node.status,
+    node.rollout === undefined ? '-' : `${node.rollout.step} ${node.rollout.phase}`,
+    String(report.dryRun ? node.plan.filter((entry) => entry.action !== 'unchanged').length : node.changedFiles.length),
+    restarts(node).join(', ') || '-',
+  ]);
+  const header = ['NODE', 'STATUS', 'STEP', report.dryRun ? 'ITEMS' : 'FILES', report.dryRun ? 'WOULD RESTART' : 'RESTARTED'];
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
+  const format = (row: readonly string[]): string => `  ${row.map((cell, column) => (column === 3 ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join('  ')}`.trimEnd();
+  return ['', format(header), ...rows.map(format)];
+}
+
 /** Orders a dry run's nodes as the rollout would change them; nodes without a change follow in inventory order. */
 function inRolloutOrder(nodes: readonly NodeReport[]): NodeReport[] {
   const step = (node: NodeReport): number => node.rollout?.step ?? Number.MAX_SAFE_INTEGER;
@@ -71,6 +91,7 @@ export function renderDistribute(report: DistributeReport): string {
     }
     if (node.error !== undefined) lines.push(`    error: ${node.error}`);
   }
+  lines.push(...summaryTable(report));
   const count = (status: string): number => report.nodes.filter((node) => node.status === status).length;
   lines.push(
     report.dryRun

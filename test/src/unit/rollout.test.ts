@@ -214,6 +214,24 @@ describe('rollout positions in a plan', () => {
     assert.deepEqual(names, ['etcd-2: planned, step 1 (etcd)', 'master-1: planned, step 2 (master)', 'worker-1: planned, step 3 (worker)', 'etcd-1: unchanged']);
   });
 
+  it('ends the report with a summary table', () => {
+    const node = (name: string, status: NodeReport['status'], files: string[], restarted: string[], step?: number): NodeReport => ({
+      name, status, changedFiles: files, restartedServices: restarted, plan: [], pendingRestarts: [], services: [], ...(step !== undefined ? { rollout: { step, phase: name.startsWith('etcd') ? 'etcd' : 'worker' } } : {}),
+    });
+    const text = renderDistribute({
+      cluster: 'unit',
+      dryRun: false,
+      nodes: [node('worker-1', 'skipped', [], [], 2), node('etcd-1', 'changed', ['/a', '/b'], ['etcd'], 1), node('worker-2', 'unchanged', [], [])],
+    });
+    const table = text.split('\n\n')[1]!.split('\n').slice(0, 4);
+    assert.deepEqual(table, [
+      '  NODE      STATUS     STEP      FILES  RESTARTED',
+      '  etcd-1    changed    1 etcd        2  etcd',
+      '  worker-1  skipped    2 worker      0  -',
+      '  worker-2  unchanged  -             0  -',
+    ]);
+  });
+
   it('shows the expiry and SAN changes of a new certificate', () => {
     const entry = {
       name: 'apiserver', action: 'change' as const, paths: [], reasons: ['SAN missing: api.unit.example'], restarts: [],
@@ -268,6 +286,13 @@ describe('live progress line', () => {
     assert.ok(!terminal.output().includes('\n'), 'the progress line must not scroll');
     progress.finish();
     assert.ok(terminal.output().endsWith('\r\x1b[K'));
+  });
+
+  it('shows the rollout step and phase', () => {
+    const terminal = fakeTerminal(120);
+    const progress = new LiveProgress(terminal.stream, 'distribute');
+    progress.update({ node: 'master-2', phase: 'start', done: 4, total: 9, position: { step: 5, phase: 'master' }, steps: 8 });
+    assert.match(terminal.output(), /^\r\x1b\[Kdistribute: step 5\/8 \(master\) · 4\/9 nodes done · changing master-2 · \d+\.\d s$/);
   });
 
   it('cuts the line to the terminal width', () => {

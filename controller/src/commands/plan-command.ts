@@ -1,7 +1,8 @@
 /**
  * `controller plan`: without `--flags`, the same run as `controller distribute --dry-run`. With
  * `--flags --node NAME`, the flags and configuration fields that point each service of that node
- * at its files, which need no state directory.
+ * at its files, which need no state directory. With `--bindings`, the ClusterRoleBindings that the
+ * certificates need, as manifests for `kubectl apply -f -`.
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
@@ -18,6 +19,7 @@ interface PlanOptions {
   readonly stateDir?: string;
   readonly node?: string;
   readonly flags: boolean;
+  readonly bindings: boolean;
   readonly concurrency: number;
   readonly nodes?: string[];
   readonly roles?: string[];
@@ -44,6 +46,18 @@ async function printFlags(inventory: Inventory, nodeName: string, output: PlanOp
   process.stdout.write(output === 'json' ? JSON.stringify(flagsJson(report), null, 2) + '\n' : renderFlags(report));
 }
 
+async function printBindings(inventory: Inventory, output: PlanOptions['output']): Promise<void> {
+  const { catalogueBindings } = await import('../kubelet-bootstrap/bindings');
+  const bindings = catalogueBindings(inventory);
+  if (output === 'json') {
+    process.stdout.write(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: bindings }, null, 2) + '\n');
+    return;
+  }
+  const YAML = await import('yaml');
+  const header = `# ClusterRoleBindings that the certificates of cluster ${inventory.name} need; apply with: kubectl apply -f -\n`;
+  process.stdout.write(header + bindings.map((binding) => `---\n${YAML.stringify(binding)}`).join(''));
+}
+
 async function printDryRun(inventory: Inventory, stateDir: string, options: PlanOptions, logger: Logger, context: CommandContext): Promise<void> {
   const total = inventory.nodes.length;
   let done = 0;
@@ -68,6 +82,11 @@ async function runPlan(options: PlanOptions, command: Command, context: CommandC
   const logger = context.loggerFor(command);
   const inventory = context.readInventory(options.inventory, logger);
   const nodes = inventory.nodes.map((node) => node.name).join(', ');
+  if (options.bindings) {
+    if (options.flags) throw context.invalidInput('--bindings and --flags print different reports; pass one of them');
+    await printBindings(inventory, options.output);
+    return;
+  }
   if (options.flags) {
     if (options.node === undefined) throw context.invalidInput(`--flags needs --node NAME; nodes in the inventory: ${nodes}`);
     await printFlags(inventory, options.node, options.output);
@@ -87,6 +106,7 @@ export function registerPlanCommand(program: Command, context: CommandContext): 
     .option('-s, --state-dir <dir>', 'controller state directory; required unless --flags is given')
     .option('-n, --node <name>', 'node name from the inventory; required with --flags')
     .option('--flags', 'print the flags and configuration fields that point each service of --node at the files kubetrust installs there; reads no state directory and contacts no agent', false)
+    .option('--bindings', 'print the ClusterRoleBindings that the certificates need (kubelet API access, a non-default admin group) as manifests for kubectl apply; reads no state directory and contacts no agent', false)
     .option('--concurrency <n>', 'nodes handled at the same time (without --flags)', positiveInteger(context, '--concurrency'), DEFAULT_CONCURRENCY)
     .option('--nodes <names>', 'only these nodes, separated by commas (without --flags)', commaList)
     .option('--roles <roles>', 'only nodes with one of these roles, separated by commas (without --flags)', commaList)

@@ -10,6 +10,8 @@
  * The bound group must be the `auth-extra-groups` of every token. A token that carries another
  * group authenticates, but its kubelet is forbidden to create its CSR.
  */
+import { requiredBindingsOf } from '@kubetrust/shared/dist/catalogue';
+import type { Inventory } from '@kubetrust/shared/dist/inventory';
 import { KubeApiError, type KubeClient } from './client';
 import { LABEL_CLUSTER, LABEL_MANAGED_BY, MANAGED_BY_VALUE, NODES_GROUP, RBAC_API_GROUP, type ClusterRoleBindingObject, type Subject } from './types';
 import { labelSelector, validateBootstrapGroup } from './token';
@@ -37,6 +39,20 @@ function binding(name: string, clusterRole: string, subject: Subject, cluster: s
     roleRef: { apiGroup: RBAC_API_GROUP, kind: 'ClusterRole', name: clusterRole },
     subjects: [subject],
   };
+}
+
+/**
+ * Returns the bindings that the catalogue's certificates need (requiredBindingsOf), named
+ * `kubetrust:` and the role without its `system:` prefix, one binding per role.
+ */
+export function catalogueBindings(inventory: Inventory): ClusterRoleBindingObject[] {
+  const byRole = new Map<string, Subject[]>();
+  for (const required of requiredBindingsOf(inventory)) {
+    const subjects = byRole.get(required.clusterRole) ?? [];
+    subjects.push(required.subjectKind === 'Group' ? groupSubject(required.subjectName) : { kind: 'User', apiGroup: RBAC_API_GROUP, name: required.subjectName });
+    byRole.set(required.clusterRole, subjects);
+  }
+  return [...byRole].map(([role, subjects]) => ({ ...binding(`kubetrust:${role.replace(/^system:/, '')}`, role, subjects[0]!, inventory.name), subjects }));
 }
 
 /** Returns the three bindings for `group`, the extra group that the cluster's bootstrap tokens carry. */

@@ -13,7 +13,7 @@
  */
 import { isIP } from 'node:net';
 import { firstAddressOfCidr } from '../inventory/net';
-import type { PathLayout, PkiSpec, Role } from '../inventory/types';
+import type { Inventory, PathLayout, PkiSpec, Role } from '../inventory/types';
 import type { ExtKeyUsage } from '../pki/certificate';
 import type {
   CaEntry,
@@ -26,6 +26,7 @@ import type {
   KubeconfigEntry,
   LeafEntry,
   NodeContext,
+  RequiredBinding,
   SanSet,
   Service,
 } from './types';
@@ -485,4 +486,24 @@ export function signingCa(name: CaName, pki: Pick<PkiSpec, 'layout' | 'etcdCA'>)
 /** CAs that have their own key pair with these PKI settings. */
 export function casForPki(pki: Pick<PkiSpec, 'layout' | 'etcdCA'>): CaName[] {
   return CAS.filter((entry) => signingCa(entry.name, pki) === entry.name).map((entry) => entry.name);
+}
+
+/**
+ * Returns the ClusterRoleBindings that the catalogue's certificates need in this cluster, once
+ * each: the kubelet client's access to the kubelet API, and the admin group's binding to
+ * cluster-admin when that group is not system:masters.
+ */
+export function requiredBindingsOf(inventory: Inventory): RequiredBinding[] {
+  const seen = new Set<string>();
+  const bindings: RequiredBinding[] = [];
+  for (const entry of CATALOGUE) {
+    if (entry.kind !== 'leaf' && entry.kind !== 'kubeconfig') continue;
+    for (const binding of entry.requiredBindings?.(inventory) ?? []) {
+      const key = `${binding.clusterRole}\u0000${binding.subjectKind}\u0000${binding.subjectName}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      bindings.push(binding);
+    }
+  }
+  return bindings;
 }

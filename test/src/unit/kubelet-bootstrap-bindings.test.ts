@@ -4,6 +4,7 @@
  */
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
 import {
@@ -11,6 +12,7 @@ import {
   BootstrapToken,
   bootstrapBindings,
   bootstrapSettings,
+  catalogueBindings,
   CONTROLLER_API_USER,
   controllerRbacManifest,
   controllerRbacObjects,
@@ -25,6 +27,7 @@ import { selfSignedCa } from '@kubetrust/controller/dist/authority';
 import { parseInventory } from '@kubetrust/shared/dist/inventory';
 import { parseKubeconfig } from '@kubetrust/shared/dist/kubeconfig';
 import { generateKeyPair, inspectCertificate, isSignedBy, privateKeyToPem } from '@kubetrust/shared/dist/pki';
+import { runController } from '../harness/local-cluster';
 import { MemoryKubeClient } from '../harness/memory-kube-client';
 
 const GROUP = 'system:bootstrappers:kubetrust:prod';
@@ -215,5 +218,46 @@ describe('controller RBAC', () => {
     assert.equal(kubeconfig.clientCertificatePem, credentials.certificatePem);
     const bound = (controllerRbacObjects() as { subjects?: { name: string }[] }[]).flatMap((object) => object.subjects ?? []).map((subject) => subject.name);
     assert.deepEqual(bound, [CONTROLLER_API_USER, CONTROLLER_API_USER]);
+  });
+});
+
+describe('bindings the certificates need', function () {
+  this.timeout(30_000);
+  const inventoryText = (admin: string): string =>
+    `apiVersion: kubetrust/v1\nkind: Cluster\nmetadata: {name: prod}\nspec:\n  apiServer: {endpoint: "https://192.0.2.1:6443"}\n${admin}  nodes: [{name: c, addresses: [192.0.2.3], roles: [etcd, master]}]\n`;
+
+  it('bind the kubelet client to the kubelet API', () => {
+    const bindings = catalogueBindings(parseInventory(inventoryText(''), 'unit.yaml').inventory);
+    assert.deepEqual(
+      bindings.map((binding) => [binding.metadata.name, binding.roleRef.name, subjectsOf(binding)]),
+      [['kubetrust:kubelet-api-admin', 'system:kubelet-api-admin', ['User/kube-apiserver-kubelet-client']]],
+    );
+    assert.equal(bindings[0]?.metadata.labels?.['kubetrust.io/cluster'], 'prod');
+  });
+
+  it('bind a custom admin group to cluster-admin', () => {
+    const bindings = catalogueBindings(parseInventory(inventoryText('  admin: {group: "kubetrust:cluster-admins"}\n'), 'unit.yaml').inventory);
+    const admin = bindings.find((binding) => binding.roleRef.name === 'cluster-admin');
+    assert.equal(admin?.metadata.name, 'kubetrust:cluster-admin');
+    assert.deepEqual(subjectsOf(admin), ['Group/kubetrust:cluster-admins']);
+  });
+
+  it('prints them for kubectl apply', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-bindings-'));
+    try {
+      const inventoryFile = path.join(dir, 'cluster.yaml');
+      fs.writeFileSync(inventoryFile, inventoryText('  admin: {group: "kubetrust:cluster-admins"}\n'));
+      const text = await runController(['plan', '--inventory', inventoryFile, '--bindings']);
+      assert.equal(text.code, 0, text.stderr);
+      const documents = YAML.parseAllDocuments(text.stdout).map((document) => document.toJS() as ClusterRoleBindingObject);
+      assert.deepEqual(documents.map((document) => document.roleRef.name), ['system:kubelet-api-admin', 'cluster-admin']);
+      const json = await runController(['plan', '--inventory', inventoryFile, '--bindings', '--output', 'json']);
+      assert.deepEqual((JSON.parse(json.stdout) as { items: ClusterRoleBindingObject[] }).items, documents);
+      const both = await runController(['plan', '--inventory', inventoryFile, '--bindings', '--flags', '--node', 'c']);
+      assert.equal(both.code, 2, both.stderr);
+      assert.match(both.stderr, /--bindings and --flags print different reports/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

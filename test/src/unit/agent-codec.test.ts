@@ -171,7 +171,7 @@ describe('agent message codec', () => {
     ]);
     const bytes = Buffer.concat([unknown, known]);
     assert.deepStrictEqual(agentCodec.decode('RollbackRequest', bytes), protobufjsDecode(type, bytes));
-    assert.deepStrictEqual(agentCodec.decode('RollbackRequest', bytes), { change_id: 'c-1', allow_removing_all: true });
+    assert.deepStrictEqual(agentCodec.decode('RollbackRequest', bytes), { change_id: 'c-1', allow_removing_all: true, default_health_checks: [] });
   });
 
   it('invalid input names the field', () => {

@@ -67,10 +67,19 @@ export class EtcdGatewayClient {
 
   /** POSTs a JSON body to one member and resolves with the parsed reply; any status other than 200 rejects. */
   post(member: string, route: string, body: unknown): Promise<Record<string, unknown>> {
+    return this.send(member, 'POST', route, body);
+  }
+
+  /** Reads one member's `/health` endpoint, whose reply is `{"health":"true"}` while etcd counts the member healthy. */
+  health(member: string): Promise<Record<string, unknown>> {
+    return this.send(member, 'GET', '/health');
+  }
+
+  private send(member: string, method: 'GET' | 'POST', route: string, body?: unknown): Promise<Record<string, unknown>> {
     const { ca, cert, key } = this.credentials;
     return new Promise((resolve, reject) => {
       const request = https.request(
-        { host: member, port: ETCD_CLIENT_PORT, path: route, method: 'POST', ca, cert, key, agent: false, timeout: this.requestTimeoutMs, headers: { 'content-type': 'application/json' } },
+        { host: member, port: ETCD_CLIENT_PORT, path: route, method, ca, cert, key, agent: false, timeout: this.requestTimeoutMs, headers: { 'content-type': 'application/json' } },
         (response) => {
           let text = '';
           response.setEncoding('utf8');
@@ -83,7 +92,7 @@ export class EtcdGatewayClient {
       );
       request.on('timeout', () => request.destroy(new Error(`timed out after ${this.requestTimeoutMs} ms`)));
       request.on('error', reject);
-      request.end(JSON.stringify(body));
+      request.end(body === undefined ? undefined : JSON.stringify(body));
     });
   }
 }

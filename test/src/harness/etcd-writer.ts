@@ -1,8 +1,9 @@
 /**
  * A client that keeps writing to a real etcd cluster through its HTTP gateway while a rollout
- * changes the members' certificates. It writes one key every 50 ms to the first member that takes
- * it, as an etcd client with several endpoints does. It records every acknowledged write and every
- * write that no member took, and reads them back afterwards.
+ * changes the members' certificates. It writes one key to the first member that takes it, as an
+ * etcd client with several endpoints does, and pauses 50 ms before the next. It records every
+ * acknowledged write and every write that no member took, and reads them back afterwards. With
+ * `readBack`, it also reads each acknowledged key back right after writing it, before the pause.
  *
  * The client credentials are loaded before each request, so a test can point it at files that the
  * rollout replaces.
@@ -16,11 +17,20 @@ export interface FailedWrite {
   readonly errors: readonly string[];
 }
 
+/** Read right after an acknowledged write that did not return the value written: what it returned, or why no member responded. */
+export interface FailedReadBack {
+  readonly at: number;
+  readonly key: string;
+  readonly value?: string;
+  readonly error?: string;
+}
+
 export type { EtcdClientCredentials };
 
 export class EtcdWriter {
   readonly acknowledged: string[] = [];
   readonly failures: FailedWrite[] = [];
+  readonly readBackFailures: FailedReadBack[] = [];
   private stopped = false;
   private loop: Promise<void> | undefined;
 
@@ -28,6 +38,7 @@ export class EtcdWriter {
     private readonly members: readonly string[],
     private readonly credentials: () => EtcdClientCredentials,
     private readonly prefix = '/writer',
+    private readonly options: { readonly readBack?: boolean } = {},
   ) {}
 
   /**
@@ -71,11 +82,26 @@ export class EtcdWriter {
         const key = `${this.prefix}/${index}`;
         const startedAt = Date.now();
         const errors = await this.write(key, String(index));
-        if (errors === undefined) this.acknowledged.push(key);
-        else this.failures.push({ at: startedAt, errors });
+        if (errors === undefined) {
+          this.acknowledged.push(key);
+          if (this.options.readBack === true) await this.readBack(key, String(index));
+        } else {
+          this.failures.push({ at: startedAt, errors });
+        }
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     })();
+  }
+
+  /** Reads `key` from the first member that responds and records a failure unless it returns `value`. */
+  private async readBack(key: string, value: string): Promise<void> {
+    const at = Date.now();
+    try {
+      const found = await this.client().get(key);
+      if (found !== value) this.readBackFailures.push({ at, key, ...(found !== undefined ? { value: found } : {}) });
+    } catch (error) {
+      this.readBackFailures.push({ at, key, error: error instanceof Error ? error.message : String(error) });
+    }
   }
 
   async stop(): Promise<void> {

@@ -17,6 +17,8 @@ import type { StagedKeys } from './staged-keys';
 
 const CHANGE_ID = /^[a-z0-9][a-z0-9.-]{0,127}$/;
 const JOURNAL = 'journal.json';
+/** Sorted node paths that an install put on the node and no later change removed. */
+const INSTALLED = 'installed.json';
 
 
 interface PlannedWrite {
@@ -61,6 +63,8 @@ export interface RollbackResult {
 
 export interface InstallResult {
   readonly changedPaths: string[];
+  /** Files of the removal list that existed and were deleted. */
+  readonly removedPaths: string[];
   readonly backupDir: string;
   readonly usedKeyIds: string[];
 }
@@ -181,20 +185,30 @@ export class Installer {
     changes: readonly FileChange__Output[],
     beforeRename: () => Promise<void> = async () => {},
     restartServices: readonly string[] = [],
+    removePaths: readonly string[] = [],
   ): Promise<InstallResult> {
     if (!CHANGE_ID.test(changeId)) throw new InvalidRequestError(`change id "${changeId}" is invalid`);
     const { writes, keyIds } = await this.plan(changes);
+    const installed = await this.installedPaths();
+    const removals = await this.planRemovals(removePaths, writes, installed);
     const changed: PlannedWrite[] = [];
     for (const write of writes) {
       if (!(await isUnchanged(write, this.manageOwner))) changed.push(write);
     }
     const backupDir = path.join(this.stateDir, 'backups', changeId);
-    if (changed.length === 0) {
+    const record = async (): Promise<void> => {
+      for (const write of writes) installed.add(write.nodePath);
+      for (const nodePath of removePaths) installed.delete(nodePath);
+      await this.writeInstalledPaths(installed);
+    };
+    if (changed.length === 0 && removals.length === 0) {
       await this.keys.discard(keyIds);
-      return { changedPaths: [], backupDir: '', usedKeyIds: keyIds };
+      await record();
+      return { changedPaths: [], removedPaths: [], backupDir: '', usedKeyIds: keyIds };
     }
-    await this.backup(changeId, changed, backupDir, restartServices);
-    const journal = await this.stageAll(changed);
+    // A removed file is backed up like a replaced one, so that a rollback puts it back.
+    await this.backup(changeId, [...changed, ...removals], backupDir, restartServices);
+    const journal = [...(await this.stageAll(changed)), ...removals.map((removal): JournalEntry => ({ target: removal.target, remove: true }))];
     try {
       await beforeRename();
     } catch (error) {
@@ -202,10 +216,56 @@ export class Installer {
       throw error;
     }
     await this.runJournal(changeId, journal);
+    await record();
     await this.keys.discard(keyIds);
     await this.pruneBackups();
-    this.logger.info('change installed', { change: changeId, files: changed.length });
-    return { changedPaths: changed.map((write) => write.nodePath), backupDir, usedKeyIds: keyIds };
+    this.logger.info('change installed', { change: changeId, files: changed.length, removed: removals.length });
+    return { changedPaths: changed.map((write) => write.nodePath), removedPaths: removals.map((removal) => removal.nodePath), backupDir, usedKeyIds: keyIds };
+  }
+
+  /**
+   * Checks a removal list and returns the files of it that exist now. Only a path that an earlier
+   * install put there may be removed; a listed file that is already gone is only forgotten.
+   */
+  private async planRemovals(removePaths: readonly string[], writes: readonly PlannedWrite[], installed: ReadonlySet<string>): Promise<PlannedWrite[]> {
+    const written = new Set(writes.map((write) => write.nodePath));
+    const seen = new Set<string>();
+    const removals: PlannedWrite[] = [];
+    for (const nodePath of removePaths) {
+      let target: string;
+      try {
+        target = hostPath(this.installRoot, nodePath);
+      } catch (error) {
+        throw new InvalidRequestError((error as Error).message);
+      }
+      if (seen.has(nodePath)) throw new InvalidRequestError(`path "${nodePath}" appears twice in the removal list`);
+      seen.add(nodePath);
+      if (written.has(nodePath)) throw new InvalidRequestError(`path "${nodePath}" is both written and removed in one change`);
+      if (!installed.has(nodePath)) throw new InvalidRequestError(`path "${nodePath}" was not installed by this agent, so it is not removed; remove it by hand if it must go`);
+      if ((await readFileIfExists(target)) === undefined) continue;
+      removals.push({ nodePath, target, data: Buffer.alloc(0), mode: 0, uid: 0, gid: 0 });
+    }
+    return removals;
+  }
+
+  /**
+   * Returns the node paths that installs put on the node and no later change removed. An agent
+   * that kept no list yet starts from the files named in its backups that exist now.
+   */
+  async installedPaths(): Promise<Set<string>> {
+    const data = await readFileIfExists(path.join(this.stateDir, INSTALLED));
+    if (data !== undefined) return new Set(JSON.parse(data.toString('utf8')) as string[]);
+    const paths = new Set<string>();
+    for (const backup of await this.readBackups()) {
+      for (const entry of backup.entries) {
+        if ((await readFileIfExists(hostPath(this.installRoot, entry.nodePath))) !== undefined) paths.add(entry.nodePath);
+      }
+    }
+    return paths;
+  }
+
+  private async writeInstalledPaths(paths: ReadonlySet<string>): Promise<void> {
+    await writeFileAtomic(path.join(this.stateDir, INSTALLED), JSON.stringify([...paths].sort()), { mode: 0o600 });
   }
 
   /** Writes the journal, carries out every step and removes the journal. */
@@ -294,6 +354,12 @@ export class Installer {
       throw error;
     }
     await this.runJournal(`rollback-${target.changeId}`, journal);
+    const installed = await this.installedPaths();
+    for (const entry of target.entries) {
+      if (entry.existed) installed.add(entry.nodePath);
+      else installed.delete(entry.nodePath);
+    }
+    await this.writeInstalledPaths(installed);
     await writeFileAtomic(path.join(backupDir, BACKUP_MANIFEST), JSON.stringify({ ...target, rolledBack: true }, null, 1), { mode: 0o600 });
     this.logger.warn('change rolled back', { change: target.changeId, files: journal.length });
     return {
@@ -316,11 +382,52 @@ export class Installer {
 
   /**
    * Completes a change interrupted between its journal and its last rename, then removes what a
-   * change interrupted before its journal had staged. Runs at start-up, before any call is served.
+   * change interrupted earlier left: files staged beside the targets, a backup folder without its
+   * manifest, and temporary files in the state directory. Runs at start-up, before any call is
+   * served, so no write of this agent is in progress.
    */
   async recoverInterruptedChange(): Promise<void> {
     await this.completeJournal();
     await this.removeStrayStagedFiles();
+    await this.removeIncompleteBackups();
+    await this.removeStateTemporaries(this.stateDir);
+  }
+
+  /**
+   * Removes backup folders without a manifest. A change writes its manifest after every backup
+   * copy and before it stages anything, so such a folder belongs to a change that never touched a
+   * target. Its copies can include private keys.
+   */
+  private async removeIncompleteBackups(): Promise<void> {
+    const root = path.join(this.stateDir, 'backups');
+    let names: string[];
+    try {
+      names = await fs.readdir(root);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    for (const name of names) {
+      if ((await readFileIfExists(path.join(root, name, BACKUP_MANIFEST))) !== undefined) continue;
+      await fs.rm(path.join(root, name), { recursive: true, force: true });
+      this.logger.warn('removed the backup of an interrupted change', { change: name });
+    }
+  }
+
+  /** Removes the temporary files (`.<name>.tmp-<hex>`) that an interrupted write left below `dir`. */
+  private async removeStateTemporaries(dir: string): Promise<void> {
+    let entries: import('node:fs').Dirent[];
+    try {
+      entries = await fs.readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    for (const entry of entries) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) await this.removeStateTemporaries(full);
+      else if (STAGED_NAME.test(entry.name)) await fs.rm(full, { force: true });
+    }
   }
 
   private async completeJournal(): Promise<void> {

@@ -216,6 +216,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
       files: await Promise.all(request.files.map((query) => readNodeFile(config.installRoot, query))),
       pending_restarts: await pending.list(),
       kubelet_bootstrap: registration.state(),
+      installed_paths: [...(await installer.installedPaths())].sort(),
     })),
     PrepareKeys: unary(config, managementCa, logger, 'PrepareKeys', (request: import('@kubetrust/proto').PrepareKeysRequest__Output) =>
       gate.run('PrepareKeys', async () => {
@@ -237,10 +238,10 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
         gate.run('Apply', async () => {
           const watch = request.kubelet_bootstrap ? registration.validate(request.kubelet_bootstrap) : undefined;
           const defaults = defaultHealthChecks(config.installRoot, request.default_health_checks);
-          const installed = await installer.install(request.change_id, request.files, () => pending.add(request.restart_services), request.restart_services);
+          const installed = await installer.install(request.change_id, request.files, () => pending.add(request.restart_services), request.restart_services, request.remove_paths);
           // Armed before the restarts: the kubelet may register as soon as it starts.
           if (watch !== undefined) await registration.arm(watch);
-          const response = { changed_paths: installed.changedPaths, services: await restartPending(defaults), backup_dir: installed.backupDir };
+          const response = { changed_paths: installed.changedPaths, removed_paths: installed.removedPaths, services: await restartPending(defaults), backup_dir: installed.backupDir };
           return requireHealthy(`change ${request.change_id} is installed`, response);
         }),
       (response) => agentService.Apply.responseSerialize(response),

@@ -189,6 +189,51 @@ describe('agent installer', () => {
     assert.equal(fs.readFileSync(path.join(root, 'etc/a.key'), 'utf8'), 'new key');
     assert.ok(!fs.existsSync(path.join(state, 'journal.json')));
   });
+  it('removes files it installed and rolls the removal back', async () => {
+    await installer.install('c1', [data('/etc/kubernetes/pki/ca.key', 'CA key', 0o600), data('/etc/kubernetes/pki/ca.crt', 'CA')]);
+    assert.deepEqual([...(await installer.installedPaths())].sort(), ['/etc/kubernetes/pki/ca.crt', '/etc/kubernetes/pki/ca.key']);
+    const removed = await installer.install('c2', [data('/etc/kubernetes/pki/ca.crt', 'CA')], undefined, [], ['/etc/kubernetes/pki/ca.key']);
+    assert.deepEqual([removed.changedPaths, removed.removedPaths], [[], ['/etc/kubernetes/pki/ca.key']]);
+    assert.ok(!fs.existsSync(path.join(root, 'etc/kubernetes/pki/ca.key')), 'the removed key is still there');
+    assert.deepEqual([...(await installer.installedPaths())], ['/etc/kubernetes/pki/ca.crt']);
+    const rolledBack = await installer.rollback('c2');
+    assert.deepEqual(rolledBack.restoredPaths, ['/etc/kubernetes/pki/ca.key']);
+    assert.equal(fs.readFileSync(path.join(root, 'etc/kubernetes/pki/ca.key'), 'utf8'), 'CA key');
+    assert.equal(fs.statSync(path.join(root, 'etc/kubernetes/pki/ca.key')).mode & 0o777, 0o600);
+    assert.deepEqual([...(await installer.installedPaths())].sort(), ['/etc/kubernetes/pki/ca.crt', '/etc/kubernetes/pki/ca.key']);
+  });
+
+  it('removes only files it installed', async () => {
+    await installer.install('c1', [data('/etc/kubernetes/pki/ca.crt', 'CA')]);
+    fs.writeFileSync(path.join(root, 'etc/kubernetes/pki/other.key'), 'not ours');
+    await assert.rejects(
+      installer.install('c2', [], undefined, [], ['/etc/kubernetes/pki/other.key']),
+      (error: Error) => error instanceof InvalidRequestError && /"\/etc\/kubernetes\/pki\/other\.key" was not installed by this agent, so it is not removed/.test(error.message),
+    );
+    await assert.rejects(
+      installer.install('c3', [data('/etc/kubernetes/pki/ca.crt', 'CA 2')], undefined, [], ['/etc/kubernetes/pki/ca.crt']),
+      (error: Error) => error instanceof InvalidRequestError && /both written and removed/.test(error.message),
+    );
+    assert.equal(fs.readFileSync(path.join(root, 'etc/kubernetes/pki/other.key'), 'utf8'), 'not ours');
+    assert.equal(fs.readFileSync(path.join(root, 'etc/kubernetes/pki/ca.crt'), 'utf8'), 'CA');
+  });
+
+  it('forgets an installed file that is already gone', async () => {
+    await installer.install('c1', [data('/etc/kubernetes/pki/ca.crt', 'CA'), data('/etc/kubernetes/bootstrap.conf', 'token', 0o600)]);
+    fs.rmSync(path.join(root, 'etc/kubernetes/bootstrap.conf'));
+    const result = await installer.install('c2', [], undefined, [], ['/etc/kubernetes/bootstrap.conf']);
+    assert.deepEqual(result.removedPaths, []);
+    assert.deepEqual([...(await installer.installedPaths())], ['/etc/kubernetes/pki/ca.crt']);
+  });
+
+  it('starts its installed list from its backups', async () => {
+    await installer.install('c1', [data('/etc/kubernetes/pki/ca.crt', 'CA'), data('/etc/kubernetes/admin.conf', 'admin', 0o600)]);
+    // An agent from before the list existed: only backups name what it installed.
+    fs.rmSync(path.join(state, 'installed.json'));
+    fs.rmSync(path.join(root, 'etc/kubernetes/admin.conf'));
+    assert.deepEqual([...(await installer.installedPaths())], ['/etc/kubernetes/pki/ca.crt']);
+  });
+
   it('removes its staged files when stopped before renaming', async () => {
     await installer.install('c1', [data('/etc/kubernetes/pki/a.key', 'old key', 0o600)]);
     await assert.rejects(

@@ -18,7 +18,7 @@
  */
 import * as crypto from 'node:crypto';
 import type { FileChange, KeyRequest, PrepareKeysResponse__Output } from '@kubetrust/proto';
-import { casForPki, itemsForNode, servicesForNode, type CaName, type KubeletBootstrapFiles, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
+import { casForPki, itemPaths, itemsForNode, kubeletBootstrapFiles, servicesForNode, type CaName, type KubeletBootstrapFiles, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
 import { certificateFingerprint, parseCsr, type ParsedCsr } from '@kubetrust/shared/dist/pki';
@@ -96,6 +96,8 @@ export interface NodeReport {
   readonly name: string;
   readonly status: NodeStatus;
   readonly changedFiles: readonly string[];
+  /** Files the change deleted because the node's catalogue no longer names them. */
+  readonly removedFiles?: readonly string[];
   readonly restartedServices: readonly string[];
   readonly plan: readonly PlanEntry[];
   /** Services the agent still has to restart after an earlier failed or interrupted restart. */
@@ -116,6 +118,8 @@ export interface NodePlan {
   readonly planned: readonly PlannedItem[];
   readonly plan: readonly PlanEntry[];
   readonly pendingRestarts: readonly string[];
+  /** Node paths to delete: installed earlier by kubetrust and no longer in the node's catalogue. */
+  readonly removals: readonly string[];
   readonly needsChange: boolean;
   /** Present for a worker whose kubelet bootstraps; `decision` is set once the API was asked. */
   readonly kubelet?: { readonly files: KubeletBootstrapFiles; readonly observation: KubeletObservation; readonly decision?: KubeletBootstrapDecision };
@@ -127,7 +131,8 @@ function serviceReport(service: { name: string; healthy: boolean; check: string;
 
 export interface PlanEntry {
   readonly name: string;
-  readonly action: PlannedItem['action'];
+  /** `remove`: a file that the agent installed earlier and the node's catalogue no longer names. */
+  readonly action: PlannedItem['action'] | 'remove';
   readonly paths: readonly string[];
   readonly reasons: readonly string[];
   readonly restarts: readonly Service[];
@@ -249,6 +254,22 @@ function toPlanEntry(planned: PlannedItem, node: NodeSpec, notAfter: string): Pl
   };
 }
 
+/**
+ * Returns the installed paths that the node's catalogue no longer names, such as the CA key of a
+ * node that is no longer a master, sorted. The files of a bootstrapping kubelet (its bootstrap
+ * kubeconfig, the kubeconfig it writes and its certificate directory) always stay.
+ */
+export function obsoletePaths(installed: readonly string[], items: readonly NodeItem[], kubelet: KubeletBootstrapFiles | undefined): string[] {
+  const wanted = new Set(items.flatMap(itemPaths));
+  const kept = (nodePath: string): boolean =>
+    kubelet !== undefined && (nodePath === kubelet.bootstrapKubeconfig.path || nodePath === kubelet.kubeconfigPath || nodePath.startsWith(`${kubelet.certDir}/`));
+  return installed.filter((nodePath) => !wanted.has(nodePath) && !kept(nodePath)).sort();
+}
+
+function removalEntry(nodePath: string, node: NodeSpec): PlanEntry {
+  return { name: nodePath, action: 'remove', paths: [nodePath], reasons: [`no longer in the catalogue of a node with roles ${node.roles.join(', ')}`], restarts: [] };
+}
+
 function keyIdFor(item: NodeItem): string {
   return `${item.name.replace(/[^a-z0-9.-]/g, '-')}-${crypto.randomBytes(6).toString('hex')}`;
 }
@@ -316,14 +337,17 @@ export class NodeRollout {
       }
       const planned = await this.cpu.run(() => planNode(items, held.files, this.material, this.now(), this.renewal));
       const pendingRestarts = held.pending_restarts;
-      const needsChange = planned.some((entry) => entry.action !== 'unchanged') || pendingRestarts.length > 0;
+      // With --only the plan covers part of the catalogue, so it cannot tell what is no longer in it.
+      const removals = only === undefined ? obsoletePaths(held.installed_paths, itemsForNode(this.inventory, this.node), kubeletBootstrapFiles(this.inventory, this.node)) : [];
+      const needsChange = planned.some((entry) => entry.action !== 'unchanged') || pendingRestarts.length > 0 || removals.length > 0;
       const kubelet =
         kubeletFiles === undefined ? undefined : { files: kubeletFiles, observation: observeKubelet(this.node.name, kubeletFiles, held, this.material.caCertificate('cluster-ca'), this.now()) };
       // A bootstrapping node may need a token even when every file is in place, so its connection is kept too.
       if ((needsChange || kubelet !== undefined) && keepConnection) kept = this.connections.keep(this.node, connection);
       // Whole seconds, as the certificate will carry it.
       const notAfter = new Date(Math.floor((this.now().getTime() + this.inventory.pki.certValidityMs) / 1000) * 1000).toISOString();
-      return { node: this.node, planned, plan: planned.map((entry) => toPlanEntry(entry, this.node, notAfter)), pendingRestarts, needsChange, ...(kubelet !== undefined ? { kubelet } : {}) };
+      const plan = [...planned.map((entry) => toPlanEntry(entry, this.node, notAfter)), ...removals.map((nodePath) => removalEntry(nodePath, this.node))];
+      return { node: this.node, planned, plan, pendingRestarts, removals, needsChange, ...(kubelet !== undefined ? { kubelet } : {}) };
     } finally {
       if (!kept) connection.close();
     }
@@ -357,6 +381,7 @@ export class NodeRollout {
           files: pushed === undefined ? files : [...files, pushed.fileChange],
           restart_services: restarts,
           default_health_checks: defaultHealthCheckMessages(this.inventory, this.node),
+          remove_paths: [...nodePlan.removals],
           ...(pushed !== undefined ? { kubelet_bootstrap: pushed.watch } : {}),
         });
         report = await this.report(connection, changeId, nodePlan, response);
@@ -373,10 +398,12 @@ export class NodeRollout {
   private async report(connection: AgentConnection, changeId: string, nodePlan: NodePlan, response: Awaited<ReturnType<AgentConnection['apply']>>): Promise<NodeReport> {
     const unhealthy = response.services.filter((service) => !service.healthy);
     const restarted = response.services.filter((service) => service.restarted);
+    const touched = response.changed_paths.length > 0 || response.removed_paths.length > 0;
     const report: NodeReport = {
       name: this.node.name,
-      status: response.changed_paths.length > 0 || restarted.length > 0 ? 'changed' : 'unchanged',
+      status: touched || restarted.length > 0 ? 'changed' : 'unchanged',
       changedFiles: response.changed_paths,
+      ...(response.removed_paths.length > 0 ? { removedFiles: response.removed_paths } : {}),
       restartedServices: restarted.map((service) => service.name),
       plan: nodePlan.plan,
       pendingRestarts: nodePlan.pendingRestarts,
@@ -384,7 +411,7 @@ export class NodeRollout {
     };
     if (unhealthy.length === 0) return report;
     const error = unhealthy.map((service) => `${service.name} unhealthy after restart (${service.check}): ${service.output}`).join('; ');
-    if (response.changed_paths.length === 0) return { ...report, status: 'failed', error };
+    if (!touched) return { ...report, status: 'failed', error };
     return await this.rollBack(connection, changeId, report, error);
   }
 

@@ -78,6 +78,7 @@ export function renderDistribute(report: DistributeReport): string {
       if (restarts.length > 0) lines.push(`    would restart: ${restarts.join(', ')}`);
     } else {
       if (node.changedFiles.length > 0) lines.push(`    files written: ${node.changedFiles.join(', ')}`);
+      if (node.removedFiles !== undefined) lines.push(`    files removed: ${node.removedFiles.join(', ')}`);
       if (node.rolledBackFiles !== undefined) lines.push(`    rolled back: ${node.rolledBackFiles.join(', ')}`);
       if (node.restartedServices.length > 0) lines.push(`    restarted: ${node.restartedServices.join(', ')}`);
     }
@@ -110,6 +111,7 @@ export function distributeJson(report: DistributeReport): unknown {
       name: node.name,
       status: node.status,
       changedFiles: node.changedFiles,
+      ...(node.removedFiles !== undefined ? { removedFiles: node.removedFiles } : {}),
       restartedServices: node.restartedServices,
       pendingRestarts: node.pendingRestarts,
       ...(node.rolledBackFiles !== undefined ? { rolledBackFiles: node.rolledBackFiles } : {}),

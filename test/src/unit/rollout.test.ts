@@ -1,9 +1,11 @@
 import { strict as assert } from 'node:assert';
 import { DEFAULT_MAX_CLOCK_SKEW_MS, checkClockSkew, type NodePlan, type NodeReport } from '@kubetrust/controller';
+import { obsoletePaths } from '@kubetrust/controller/dist/distribute';
 import { LiveProgress } from '@kubetrust/controller/dist/progress';
 import { renderDistribute } from '@kubetrust/controller/dist/report';
 import { defaultMaxParallel, phaseOf, rollOut, rolloutPositions } from '@kubetrust/controller/dist/rollout';
-import type { Role, SshSettings } from '@kubetrust/shared/dist/inventory';
+import { itemPaths, itemsForNode, kubeletBootstrapFiles } from '@kubetrust/shared/dist/catalogue';
+import { parseInventory, type Role, type SshSettings } from '@kubetrust/shared/dist/inventory';
 
 const SSH_SETTINGS: SshSettings = {
   host: '192.0.2.1',
@@ -32,6 +34,7 @@ function plan(name: string, roles: Role[], options: { creating?: boolean; needsC
     planned: [],
     plan: roles.includes('etcd') ? [{ name: 'etcd-server', action: etcdAction, paths: [], reasons: [], restarts: [] }] : [],
     pendingRestarts: [],
+    removals: [],
     needsChange: options.needsChange ?? true,
   };
 }
@@ -301,5 +304,36 @@ describe('live progress line', () => {
     const frame = terminal.output().replace('\r\x1b[K', '');
     assert.equal(frame.length, 29);
     assert.ok(frame.endsWith('…'));
+  });
+});
+
+describe('files a node no longer needs', () => {
+  const INVENTORY = `apiVersion: kubetrust/v1
+kind: Cluster
+metadata: {name: unit}
+spec:
+  apiServer: {endpoint: "https://192.0.2.100:6443"}
+  nodes:
+    - {name: etcd-1, addresses: [192.0.2.11], roles: [etcd]}
+    - {name: cp-1, addresses: [192.0.2.21], roles: [master]}
+    - {name: wk-1, addresses: [192.0.2.31], roles: [worker], kubelet: {credentials: bootstrap}}
+`;
+  const inventory = parseInventory(INVENTORY, 'unit.yaml').inventory;
+  const nodeOf = (name: string) => inventory.nodes.find((candidate) => candidate.name === name)!;
+
+  it('lists installed paths the catalogue dropped', () => {
+    const master = nodeOf('cp-1');
+    const items = itemsForNode(inventory, master);
+    const installed = [...items.flatMap(itemPaths), '/etc/kubernetes/old-override.crt', '/etc/kubernetes/kubelet.conf'];
+    assert.deepEqual(obsoletePaths(installed, items, kubeletBootstrapFiles(inventory, master)), ['/etc/kubernetes/kubelet.conf', '/etc/kubernetes/old-override.crt']);
+  });
+
+  it('keeps the files of a bootstrapping kubelet', () => {
+    const worker = nodeOf('wk-1');
+    const kubelet = kubeletBootstrapFiles(inventory, worker)!;
+    const items = itemsForNode(inventory, worker);
+    // The kubelet wrote its own kubeconfig and certificates where kubetrust had installed them before the switch.
+    const installed = [kubelet.bootstrapKubeconfig.path, kubelet.kubeconfigPath, `${kubelet.certDir}/kubelet.crt`, '/etc/kubernetes/pki/ca.key'];
+    assert.deepEqual(obsoletePaths(installed, items, kubelet), ['/etc/kubernetes/pki/ca.key']);
   });
 });

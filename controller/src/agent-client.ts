@@ -15,7 +15,7 @@ import type {
 } from '@kubetrust/proto';
 import { ErrorReason, GrpcStatus, agentCodec, agentMethod, reasonOf, responseOf, type AgentMethodName } from '@kubetrust/proto/dist/wire';
 import { agentIdentity, peerUris } from '@kubetrust/shared/dist/identity';
-import { defaultHealthChecks, itemsForNode } from '@kubetrust/shared/dist/catalogue';
+import { defaultHealthChecks, itemsForNode, type NodeItem } from '@kubetrust/shared/dist/catalogue';
 import type { Inventory, NodeSpec } from '@kubetrust/shared/dist/inventory';
 import { UnaryChannel, type CallFailure } from './grpc-unary';
 
@@ -53,8 +53,8 @@ export interface AgentConnectionOptions {
 
 /** A failed agent call, with the node and a hint at what to do. */
 /** Returns the default health checks of a node's etcd and kube-apiserver as Apply and Rollback carry them (shared/src/catalogue/health.ts). */
-export function defaultHealthCheckMessages(inventory: Inventory, node: NodeSpec): DefaultHealthCheck[] {
-  return defaultHealthChecks(node, itemsForNode(inventory, node)).map((check) => ({
+export function defaultHealthCheckMessages(inventory: Inventory, node: NodeSpec, items: readonly NodeItem[] = itemsForNode(inventory, node)): DefaultHealthCheck[] {
+  return defaultHealthChecks(node, items).map((check) => ({
     service: check.service,
     url: check.url,
     ca_file: check.caFile,

@@ -17,7 +17,7 @@
  * and bindings in the Kubernetes API. RPCs: GetState, PrepareKeys, Apply, Rollback.
  */
 import * as crypto from 'node:crypto';
-import type { FileChange, KeyRequest, PrepareKeysResponse__Output } from '@kubetrust/proto';
+import type { DefaultHealthCheck, FileChange, KeyRequest, PrepareKeysResponse__Output } from '@kubetrust/proto';
 import { casForPki, itemPaths, itemsForNode, kubeletBootstrapFiles, servicesForNode, type CaName, type KubeletBootstrapFiles, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
@@ -120,6 +120,8 @@ export interface NodePlan {
   readonly pendingRestarts: readonly string[];
   /** Node paths to delete: installed earlier by kubetrust and no longer in the node's catalogue. */
   readonly removals: readonly string[];
+  /** The default checks of the node's etcd and kube-apiserver, which Apply and Rollback carry. */
+  readonly healthChecks: DefaultHealthCheck[];
   readonly needsChange: boolean;
   /** Present for a worker whose kubelet bootstraps; `decision` is set once the API was asked. */
   readonly kubelet?: { readonly files: KubeletBootstrapFiles; readonly observation: KubeletObservation; readonly decision?: KubeletBootstrapDecision };
@@ -148,6 +150,12 @@ export interface DistributeReport {
   readonly cluster: string;
   readonly dryRun: boolean;
   readonly nodes: readonly NodeReport[];
+  /**
+   * Set when an earlier rollout stopped before it ended (its `rollout.json` was still there): when
+   * it started, how many of its nodes had finished and how many it was to change. This run planned
+   * again from what the nodes hold.
+   */
+  readonly interrupted?: { readonly startedAt: string; readonly finished: number; readonly total: number };
 }
 
 export const DEFAULT_CONCURRENCY = 16;
@@ -327,7 +335,8 @@ export class NodeRollout {
     const connection = this.connections.open(this.node);
     let kept = false;
     try {
-      const items = itemsForNode(this.inventory, this.node).filter((item) => only === undefined || only.has(item.name));
+      const catalogue = itemsForNode(this.inventory, this.node);
+      const items = only === undefined ? catalogue : catalogue.filter((item) => only.has(item.name));
       const kubeletFiles = this.kubeletPush?.files(this.node);
       const requestedAt = this.now().getTime();
       const held = await connection.getState({ files: [...queriesFor(items), ...kubeletQueries(kubeletFiles)] });
@@ -338,7 +347,7 @@ export class NodeRollout {
       const planned = await this.cpu.run(() => planNode(items, held.files, this.material, this.now(), this.renewal));
       const pendingRestarts = held.pending_restarts;
       // With --only the plan covers part of the catalogue, so it cannot tell what is no longer in it.
-      const removals = only === undefined ? obsoletePaths(held.installed_paths, itemsForNode(this.inventory, this.node), kubeletBootstrapFiles(this.inventory, this.node)) : [];
+      const removals = only === undefined ? obsoletePaths(held.installed_paths, catalogue, kubeletBootstrapFiles(this.inventory, this.node)) : [];
       const needsChange = planned.some((entry) => entry.action !== 'unchanged') || pendingRestarts.length > 0 || removals.length > 0;
       const kubelet =
         kubeletFiles === undefined ? undefined : { files: kubeletFiles, observation: observeKubelet(this.node.name, kubeletFiles, held, this.material.caCertificate('cluster-ca'), this.now()) };
@@ -347,7 +356,8 @@ export class NodeRollout {
       // Whole seconds, as the certificate will carry it.
       const notAfter = new Date(Math.floor((this.now().getTime() + this.inventory.pki.certValidityMs) / 1000) * 1000).toISOString();
       const plan = [...planned.map((entry) => toPlanEntry(entry, this.node, notAfter)), ...removals.map((nodePath) => removalEntry(nodePath, this.node))];
-      return { node: this.node, planned, plan, pendingRestarts, removals, needsChange, ...(kubelet !== undefined ? { kubelet } : {}) };
+      const healthChecks = defaultHealthCheckMessages(this.inventory, this.node, catalogue);
+      return { node: this.node, planned, plan, pendingRestarts, removals, healthChecks, needsChange, ...(kubelet !== undefined ? { kubelet } : {}) };
     } finally {
       if (!kept) connection.close();
     }
@@ -380,7 +390,7 @@ export class NodeRollout {
           change_id: changeId,
           files: pushed === undefined ? files : [...files, pushed.fileChange],
           restart_services: restarts,
-          default_health_checks: defaultHealthCheckMessages(this.inventory, this.node),
+          default_health_checks: nodePlan.healthChecks,
           remove_paths: [...nodePlan.removals],
           ...(pushed !== undefined ? { kubelet_bootstrap: pushed.watch } : {}),
         });
@@ -412,7 +422,7 @@ export class NodeRollout {
     if (unhealthy.length === 0) return report;
     const error = unhealthy.map((service) => `${service.name} unhealthy after restart (${service.check}): ${service.output}`).join('; ');
     if (!touched) return { ...report, status: 'failed', error };
-    return await this.rollBack(connection, changeId, report, error);
+    return await this.rollBack(connection, changeId, report, error, nodePlan.healthChecks);
   }
 
   /** Records a pushed token, or deletes it when the node did not keep the change. */
@@ -437,10 +447,10 @@ export class NodeRollout {
     };
   }
 
-  private async rollBack(connection: AgentConnection, changeId: string, report: NodeReport, error: string): Promise<NodeReport> {
+  private async rollBack(connection: AgentConnection, changeId: string, report: NodeReport, error: string, healthChecks: DefaultHealthCheck[]): Promise<NodeReport> {
     this.logger.warn('rolling back node', { node: this.node.name, change: changeId, reason: error });
     // The change was made by this very run, so undoing it may delete files it created.
-    const rollback = await connection.rollback({ change_id: changeId, allow_removing_all: true, default_health_checks: defaultHealthCheckMessages(this.inventory, this.node) });
+    const rollback = await connection.rollback({ change_id: changeId, allow_removing_all: true, default_health_checks: healthChecks });
     const stillUnhealthy = rollback.services.filter((service) => !service.healthy);
     const rolledBack: NodeReport = {
       ...report,
@@ -641,6 +651,9 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
     const material = await ClusterMaterial.load(state, inventory);
     const now = options.now ?? (() => new Date());
     const dryRun = options.dryRun === true;
+    const previous = await state.readRollout();
+    const interrupted = previous === undefined ? undefined : { startedAt: previous.startedAt, finished: Object.keys(previous.finished).length, total: previous.total };
+    if (interrupted !== undefined) logger.warn('the last rollout stopped before it ended; this run plans again from what the nodes hold', interrupted);
     const open = new AgentConnections(inventory.name, material.controller);
     connections = open;
     // One queue for all nodes, so that signing for many nodes at once still yields to the event loop between certificates.
@@ -691,6 +704,13 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
       const total = plans.filter((plan) => plan.needsChange).length;
       const stepCount = Math.max(0, ...[...positions.values()].map((position) => position.step));
       let done = 0;
+      // rollout.json lives from here until the rollout ends, so a controller that stops midway leaves it.
+      const record = { startedAt: now().toISOString(), total, finished: {} as Record<string, string> };
+      const saveRecord = (value: typeof record | undefined): Promise<void> =>
+        state.writeRollout(value === undefined ? undefined : { ...value, finished: { ...value.finished } }).catch((error: unknown) => {
+          logger.warn('could not write rollout.json', { error: error instanceof Error ? error.message : String(error) });
+        });
+      await saveRecord(total > 0 ? record : undefined);
       const prefetched = new Map<string, Promise<PrefetchedKeys>>();
       const steps = {
         prefetch: (plan: NodePlan): void => {
@@ -717,6 +737,8 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
         skipped: (plan: NodePlan, reason: string): NodeReport => ({ ...planReport(plan, 'skipped'), error: reason }),
         onNodeDone: (report: NodeReport): void => {
           done++;
+          record.finished[report.name] = report.status;
+          void saveRecord(record);
           options.onProgress?.({ node: report.name, phase: 'done', status: report.status, done, total, steps: stepCount, ...progressPosition(positions, report.name) });
         },
       };
@@ -730,9 +752,10 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
         // Nodes skipped after a failure may have had their keys requested already.
         for (const keys of prefetched.values()) keys.then((unused) => unused.connection.close()).catch(() => undefined);
       }
+      await saveRecord(undefined);
       await finishKubeletBootstraps(plans, reports, kubeletPush, open, logger, now, options);
     }
-    return { cluster: inventory.name, dryRun, nodes: selected.map((node) => reports.get(node.name)!) };
+    return { cluster: inventory.name, dryRun, nodes: selected.map((node) => reports.get(node.name)!), ...(interrupted !== undefined ? { interrupted } : {}) };
   } finally {
     // Nodes that the rollout skipped still have the connections that planned them.
     connections?.closeAll();

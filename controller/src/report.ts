@@ -67,6 +67,10 @@ function inRolloutOrder(nodes: readonly NodeReport[]): NodeReport[] {
 export function renderDistribute(report: DistributeReport): string {
   const lines: string[] = [];
   lines.push(report.dryRun ? `Plan for cluster ${report.cluster} (dry run: nothing is issued, written or restarted)` : `Distribute to cluster ${report.cluster}`);
+  if (report.interrupted !== undefined) {
+    const { startedAt, finished, total } = report.interrupted;
+    lines.push(`  The rollout started at ${startedAt} stopped after ${finished} of ${total} nodes; this ${report.dryRun ? 'plan' : 'run'} starts again from what the nodes hold.`);
+  }
   for (const node of report.dryRun ? inRolloutOrder(report.nodes) : report.nodes) {
     const unchanged = node.plan.filter((entry) => entry.action === 'unchanged').length;
     const position = node.rollout === undefined ? '' : `, step ${node.rollout.step} (${node.rollout.phase})`;
@@ -107,6 +111,7 @@ export function distributeJson(report: DistributeReport): unknown {
   return {
     cluster: report.cluster,
     dryRun: report.dryRun,
+    ...(report.interrupted !== undefined ? { interrupted: report.interrupted } : {}),
     nodes: report.nodes.map((node) => ({
       name: node.name,
       status: node.status,

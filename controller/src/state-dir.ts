@@ -9,6 +9,7 @@
  *   management/ca.{crt,key}    management CA: signs the controller and agent identities
  *   management/controller.{crt,key}
  *   ledger.json                every certificate issued: node, name, serial, expiry
+ *   rollout.json               the rollout in progress: when it started and each finished node
  *   lock                       PID of the controller process using the directory
  */
 import * as crypto from 'node:crypto';
@@ -49,6 +50,18 @@ export interface LedgerEntry {
  * One step of a kubelet's TLS bootstrap, kept in the ledger beside the certificates. Token ids are
  * public; the token secret is never recorded.
  */
+/**
+ * The rollout of a distribute that is changing nodes, kept in `rollout.json` until the rollout
+ * ends. A file left behind means that the controller stopped midway.
+ */
+export interface RolloutRecord {
+  readonly startedAt: string;
+  /** Nodes the rollout was to change. */
+  readonly total: number;
+  /** Each node that finished, with its status (changed, failed, rolled-back, skipped...). */
+  readonly finished: Readonly<Record<string, string>>;
+}
+
 export interface KubeletBootstrapRecord {
   readonly node: string;
   /** token-issued: pushed to the node. registered: the kubelet has its client certificate and the Node exists. token-deleted: its Secret was deleted. */
@@ -191,6 +204,36 @@ export class StateDir {
   }
 
   private ledgerWrites: Promise<void> = Promise.resolve();
+  private rolloutWrites: Promise<void> = Promise.resolve();
+  private nextRolloutWrite: { readonly done: Promise<void>; record: RolloutRecord | undefined } | undefined;
+
+  /** Reads `rollout.json`: the record of a rollout that has not ended, or undefined. */
+  async readRollout(): Promise<RolloutRecord | undefined> {
+    const data = await readFileIfExists(this.path('rollout.json'));
+    return data === undefined ? undefined : (JSON.parse(data.toString('utf8')) as RolloutRecord);
+  }
+
+  /**
+   * Writes the rollout record, or removes it when `record` is undefined. Writes run one after
+   * another, and calls made while one runs are merged into the next, which writes the latest
+   * record. So a rollout of many nodes costs one write per burst of finished nodes, not per node.
+   */
+  writeRollout(record: RolloutRecord | undefined): Promise<void> {
+    if (this.nextRolloutWrite === undefined) {
+      const next: { done: Promise<void>; record: RolloutRecord | undefined } = { done: Promise.resolve(), record };
+      const write = async (): Promise<void> => {
+        this.nextRolloutWrite = undefined;
+        const file = this.path('rollout.json');
+        if (next.record === undefined) await fs.rm(file, { force: true });
+        else await writeFileAtomic(file, JSON.stringify(next.record, null, 1) + '\n', PUBLIC);
+      };
+      next.done = this.rolloutWrites.then(write, write);
+      this.nextRolloutWrite = next;
+      this.rolloutWrites = next.done;
+    }
+    this.nextRolloutWrite.record = record;
+    return this.nextRolloutWrite.done;
+  }
   /** The write that has not started yet and the entries it will append; later calls join it. */
   private nextLedgerWrite: { readonly done: Promise<void>; readonly entries: LedgerEntry[] } | undefined;
   private writtenLedger: WrittenLedger | undefined;

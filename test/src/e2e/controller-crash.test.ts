@@ -141,6 +141,7 @@ describe('controller killed mid-rollout', function () {
   it('converges on rerun without reissuing twice', async () => {
     const outcomes: string[] = [];
     let installedByKilledRun = 0;
+    let interruptedRollouts = 0;
     const random = seededRandom(SEED);
     for (let trial = 1; trial <= TRIALS; trial++) {
       // Every trial changes every node: new apiserver SANs on the masters, missing files elsewhere.
@@ -168,8 +169,19 @@ describe('controller killed mid-rollout', function () {
         if (outcome === 'SIGKILL' && (earlier === undefined || serialOf(earlier.certificate) !== serialOf(held.certificate))) installedByKilledRun++;
       }
 
+      // A run killed during its rollout leaves rollout.json, and the rerun reports that rollout.
+      const rolloutFile = path.join(cluster.stateDir, 'rollout.json');
+      const leftRecord = fs.existsSync(rolloutFile) ? (JSON.parse(fs.readFileSync(rolloutFile, 'utf8')) as { startedAt: string; finished: Record<string, string>; total: number }) : undefined;
+      if (outcome !== 'SIGKILL') assert.equal(leftRecord, undefined, `${context}: a run that ended left rollout.json`);
+      if (leftRecord !== undefined) interruptedRollouts++;
       const rerun = await cluster.distributeJson();
       assert.equal(rerun.result.code, 0, `${context}: rerun failed\n${rerun.result.stdout}\n${rerun.result.stderr}`);
+      assert.deepEqual(
+        (rerun.report as { interrupted?: unknown }).interrupted,
+        leftRecord === undefined ? undefined : { startedAt: leftRecord.startedAt, finished: Object.keys(leftRecord.finished).length, total: leftRecord.total },
+        `${context}: the rerun reports the interrupted rollout wrongly`,
+      );
+      assert.ok(!fs.existsSync(rolloutFile), `${context}: the rerun left rollout.json`);
       const afterRerun = installedCertificates(cluster);
       const ledgerAfterRerun = readLedger(cluster);
       const addedByRerun = ledgerAfterRerun.filter((entry) => !ledgerAfterKill.has(`${entry.ca}/${entry.serialNumber}`));
@@ -202,5 +214,6 @@ describe('controller killed mid-rollout', function () {
     }
     assert.ok(outcomes.some((outcome) => outcome.endsWith('SIGKILL')), `no trial killed the controller: ${outcomes.join('; ')}`);
     assert.ok(installedByKilledRun > 0, `no killed run had installed a certificate before it died: ${outcomes.join('; ')}`);
+    assert.ok(interruptedRollouts > 0, `no killed run left rollout.json: ${outcomes.join('; ')}`);
   });
 });

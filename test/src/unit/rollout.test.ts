@@ -35,6 +35,7 @@ function plan(name: string, roles: Role[], options: { creating?: boolean; needsC
     plan: roles.includes('etcd') ? [{ name: 'etcd-server', action: etcdAction, paths: [], reasons: [], restarts: [] }] : [],
     pendingRestarts: [],
     removals: [],
+    healthChecks: [],
     needsChange: options.needsChange ?? true,
   };
 }

@@ -217,6 +217,8 @@ export class StateDir {
    * Writes the rollout record, or removes it when `record` is undefined. Writes run one after
    * another, and calls made while one runs are merged into the next, which writes the latest
    * record. So a rollout of many nodes costs one write per burst of finished nodes, not per node.
+   * The record is serialized when its write starts, so a caller may keep changing the object it
+   * passed, and the write takes the changes made until then.
    */
   writeRollout(record: RolloutRecord | undefined): Promise<void> {
     if (this.nextRolloutWrite === undefined) {

@@ -93,7 +93,7 @@ async function runPlan(options: PlanOptions, command: Command, context: CommandC
     return;
   }
   if (options.node !== undefined) throw context.invalidInput('--node selects the node of --flags; plan without --flags covers every node, so leave --node out or add --flags');
-  if (options.stateDir === undefined) throw context.invalidInput('plan without --flags needs --state-dir DIR, the directory that `controller init` created');
+  if (options.stateDir === undefined) throw context.invalidInput('plan without --flags or --bindings needs --state-dir DIR, the directory that `controller init` created');
   await printDryRun(inventory, options.stateDir, options, logger, context);
 }
 
@@ -103,7 +103,7 @@ export function registerPlanCommand(program: Command, context: CommandContext): 
     .command('plan')
     .description('print what distribute would change without changing anything (the same as distribute --dry-run), or with --flags the flags that point the services of one node at their files')
     .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
-    .option('-s, --state-dir <dir>', 'controller state directory; required unless --flags is given')
+    .option('-s, --state-dir <dir>', 'controller state directory; required unless --flags or --bindings is given')
     .option('-n, --node <name>', 'node name from the inventory; required with --flags')
     .option('--flags', 'print the flags and configuration fields that point each service of --node at the files kubetrust installs there; reads no state directory and contacts no agent', false)
     .option('--bindings', 'print the ClusterRoleBindings that the certificates need (kubelet API access, a non-default admin group) as manifests for kubectl apply; reads no state directory and contacts no agent', false)

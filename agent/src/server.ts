@@ -190,8 +190,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<R
   const installer = new Installer(config.installRoot, config.stateDir, keys, logger, config.backupsKept);
 
   /**
-   * Restarts every pending service in order, each gated by its check in agent.yaml or else its
-   * default check from the request; a service leaves the pending list only once healthy.
+   * Restarts every pending service in order, each gated by its check in agent.yaml or else by its
+   * default check from the request. A service leaves the pending list only once it is healthy.
    */
   const restartPending = async (defaults: ReadonlyMap<string, HealthCheck>): Promise<ServiceResult[]> => {
     const services: ServiceResult[] = [];

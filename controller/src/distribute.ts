@@ -268,10 +268,10 @@ function toPlanEntry(planned: PlannedItem, node: NodeSpec, notAfter: string): Pl
  * kubeconfig, the kubeconfig it writes and its certificate directory) always stay.
  */
 export function obsoletePaths(installed: readonly string[], items: readonly NodeItem[], kubelet: KubeletBootstrapFiles | undefined): string[] {
-  const wanted = new Set(items.flatMap(itemPaths));
-  const kept = (nodePath: string): boolean =>
+  const expected = new Set(items.flatMap(itemPaths));
+  const isKubeletFile = (nodePath: string): boolean =>
     kubelet !== undefined && (nodePath === kubelet.bootstrapKubeconfig.path || nodePath === kubelet.kubeconfigPath || nodePath.startsWith(`${kubelet.certDir}/`));
-  return installed.filter((nodePath) => !wanted.has(nodePath) && !kept(nodePath)).sort();
+  return installed.filter((nodePath) => !expected.has(nodePath) && !isKubeletFile(nodePath)).sort();
 }
 
 function removalEntry(nodePath: string, node: NodeSpec): PlanEntry {

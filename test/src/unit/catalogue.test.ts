@@ -311,9 +311,11 @@ describe('default health checks', () => {
     const cfssl = parseInventory(INVENTORY.replace('spec:\n', 'spec:\n  pki: {layout: single-ca, etcdCA: shared, pathLayout: cfssl}\n'), 'unit.yaml').inventory;
     const [etcd] = checksOf(cfssl, 'etcd-1');
     assert.equal(etcd?.url, 'https://192.0.2.11:2379/health');
-    // With a shared CA, etcd verifies against the cluster CA, which the etcd node holds in its trust file.
+    // With a shared CA, etcd verifies against the cluster CA, which is in the etcd node's trust file.
     const trust = itemsForNode(cfssl, node(cfssl, 'etcd-1')).find((item) => item.type === 'static' && item.file.path === etcd?.caFile);
-    assert.ok(trust?.type === 'static' && 'ca' in trust.source && trust.source.ca === 'cluster-ca', `trust file ${etcd?.caFile}`);
+    assert.ok(trust?.type === 'static', `no trust file at ${etcd?.caFile}`);
+    assert.ok('ca' in trust.source, `${etcd?.caFile} is not a CA certificate`);
+    assert.equal(trust.source.ca, 'cluster-ca');
     assert.match(etcd?.certFile ?? '', /^\/etc\/kubernetes\/ssl\/.*\.pem$/);
     const [apiserver] = checksOf(cfssl, 'cp-1');
     assert.equal(apiserver?.caFile, '/etc/kubernetes/ssl/ca.pem');

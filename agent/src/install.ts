@@ -141,6 +141,16 @@ async function isUnchanged(write: PlannedWrite, manageOwner: boolean): Promise<b
   return !manageOwner || (stat.uid === write.uid && stat.gid === write.gid);
 }
 
+/** Lists the names in a directory, or none when the directory does not exist. */
+async function readDirectoryIfExists(directory: string): Promise<string[]> {
+  try {
+    return await fs.readdir(directory);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+}
+
 /** The name stageFile gives a staged copy of `<name>`: `.<name>.tmp-` and 12 hex digits. */
 const STAGED_NAME = /^\.(.+)\.tmp-[0-9a-f]{12}$/;
 
@@ -400,14 +410,7 @@ export class Installer {
    */
   private async removeIncompleteBackups(): Promise<void> {
     const root = path.join(this.stateDir, 'backups');
-    let names: string[];
-    try {
-      names = await fs.readdir(root);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw error;
-    }
-    for (const name of names) {
+    for (const name of await readDirectoryIfExists(root)) {
       if ((await readFileIfExists(path.join(root, name, BACKUP_MANIFEST))) !== undefined) continue;
       await fs.rm(path.join(root, name), { recursive: true, force: true });
       this.logger.warn('removed the backup of an interrupted change', { change: name });
@@ -463,14 +466,7 @@ export class Installer {
     }
     const removed: string[] = [];
     for (const [directory, names] of byDirectory) {
-      let entries: string[];
-      try {
-        entries = await fs.readdir(directory);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw error;
-      }
-      for (const entry of entries) {
+      for (const entry of await readDirectoryIfExists(directory)) {
         const match = STAGED_NAME.exec(entry);
         if (match === null || !names.has(match[1]!)) continue;
         await fs.rm(path.join(directory, entry), { force: true });

@@ -359,7 +359,7 @@ class NodeIssuer {
     usedSerials.add(info.serialNumber);
     const certificate: ManifestCertificate = { serialNumber: info.serialNumber, notAfter: info.notAfter.toISOString(), issuer: item.parent };
     this.ledger.push({ node: this.node.name, name: item.name, ca: item.parent, serialNumber: info.serialNumber, notAfter: certificate.notAfter, issuedAt: now.toISOString() });
-    // winston builds and passes on a log entry before it drops one below its level, so a debug entry per certificate is skipped unless enabled.
+    // A debug entry per certificate is built only when debug is enabled.
     if (this.logger.isDebugEnabled()) {
       this.logger.debug('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, notAfter: certificate.notAfter });
     }

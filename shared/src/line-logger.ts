@@ -1,10 +1,10 @@
 /**
- * A structured logger without dependencies, for the node agent, which runs on every node. It writes
- * the same lines as the winston logger of `./log` (winston 3.19, logform 2.7): one entry per line,
- * to stderr unless another stream is given. It replaces winston and the 16 packages that winston
- * loads. A Node.js 20.20 process that only requires `agent/dist/cli.js` peaks 4 to 5 MB lower, and
- * keeps about 1.4 MB less after a full collection with the agent's V8 flags (medians of 5 runs,
- * 2-core virtual machine).
+ * A structured logger without dependencies, for the controller and the agent. It writes the lines
+ * that winston 3.19 with logform 2.7 writes with a timestamp and either the JSON format or the text
+ * format `<timestamp> <level> <message> key=value ...`: one entry per line, to stderr unless another
+ * stream is given. It replaces winston and the 16 packages that winston loads. A Node.js 20.20
+ * process that only requires `agent/dist/cli.js` peaks 4 to 5 MB lower, and keeps about 1.4 MB less
+ * after a full collection with the agent's V8 flags (medians of 5 runs, 2-core virtual machine).
  *
  * NOTE: two winston behaviours are left out because they drop entries or data. Winston drops the
  * fields of a call whose message contains a printf token such as `%s` or `%d`, and drops a whole entry
@@ -118,7 +118,7 @@ function buildEntry(level: LogLevel, message: string, defaults: Readonly<Record<
 }
 
 /**
- * Formats `<timestamp> <level> <message> key=value ...` like the text format of `./log`: fields in
+ * Formats `<timestamp> <level> <message> key=value ...` as winston with the same printf format does: fields in
  * entry order, strings bare and other values through JSON.stringify. A string containing a newline
  * therefore spans lines, and a BigInt or a circular value throws, as with winston.
  */

@@ -1,7 +1,6 @@
 /**
- * The logging interface that controller and agent code writes to, without an implementation, so
- * that importing it loads no logging library. The controller builds winston loggers (`./log`), and
- * the agent builds dependency-free line loggers (`./line-logger`). Both print the same lines.
+ * The logging interface that controller and agent code writes to, without an implementation. Entry
+ * points build the loggers with `./log`.
  */
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
@@ -19,7 +18,7 @@ export interface LoggerOptions {
   readonly fields?: Record<string, string>;
 }
 
-/** The part of a winston logger that kubetrust code uses. Messages are constant phrases, and data goes in fields. */
+/** What kubetrust code logs through, a subset of winston's logger. Messages are constant phrases, and data goes in fields. */
 export interface Logger {
   /** The minimum severity written, one of LOG_LEVELS. Less severe entries are dropped. */
   get level(): string;

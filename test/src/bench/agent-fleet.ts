@@ -16,7 +16,6 @@ import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { loadAgentConfig, startAgent, type RunningAgent } from '@kubetrust/agent';
 import { LOG_LEVELS, createLogger, type LogLevel } from '@kubetrust/shared/dist/log';
-import type { Logger as WinstonLogger } from 'winston';
 
 /** How long the agents may take to finish open calls at shutdown before their servers are closed hard. */
 const SHUTDOWN_GRACE_MS = 5_000;
@@ -32,13 +31,16 @@ export function fleetUsage(): FleetUsage {
   return { userCpuUs: usage.userCPUTime, systemCpuUs: usage.systemCPUTime, maxRssKb: usage.maxRSS };
 }
 
-/** Starts one agent per configuration file; on a failure, stops the agents already started and throws. */
-export async function startFleet(configFiles: readonly string[], logger: WinstonLogger): Promise<RunningAgent[]> {
+/**
+ * Starts one agent per configuration file, each logging at `level` with its node name; on a failure,
+ * stops the agents already started and throws.
+ */
+export async function startFleet(configFiles: readonly string[], level: LogLevel): Promise<RunningAgent[]> {
   const agents: RunningAgent[] = [];
   try {
     for (const file of configFiles) {
       const config = loadAgentConfig(file);
-      agents.push(await startAgent(config, logger.child({ node: config.nodeName })));
+      agents.push(await startAgent(config, createLogger({ level, fields: { component: 'agent-fleet', node: config.nodeName } })));
     }
   } catch (error) {
     await stopFleet(agents);
@@ -80,7 +82,7 @@ async function main(): Promise<number> {
 
   let agents: RunningAgent[];
   try {
-    agents = await startFleet(positionals, logger);
+    agents = await startFleet(positionals, level as LogLevel);
   } catch (error) {
     logger.error('fleet failed to start', { error: error instanceof Error ? error.message : String(error) });
     return 1;

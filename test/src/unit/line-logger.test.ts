@@ -1,17 +1,19 @@
 /**
- * The agent's line logger against the controller's winston logger: the same calls must print the
- * same lines in both formats, apart from the time, and filter levels the same way. Also checks that
- * loading the agent's command line does not load winston.
+ * The line logger against winston with the formats it copies: the same calls must print the same
+ * lines in both formats, apart from the time, and filter levels the same way. Also checks that
+ * loading the agent's or the controller's command line does not load winston.
  */
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createLineLogger, type LineStream } from '@kubetrust/shared/dist/line-logger';
 import { createLogger } from '@kubetrust/shared/dist/log';
+import * as winston from 'winston';
 import { LOG_LEVELS, type LogFields, type LogLevel, type Logger, type LoggerOptions } from '@kubetrust/shared/dist/logger';
 
 const run = promisify(execFile);
 const AGENT_CLI_MODULE = require.resolve('@kubetrust/agent/dist/cli');
+const CONTROLLER_CLI_MODULE = require.resolve('@kubetrust/controller/dist/cli');
 const LINE_LOGGER_MODULE = require.resolve('@kubetrust/shared/dist/line-logger');
 
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -34,9 +36,33 @@ function captureStderr(write: () => void): string[] {
   return chunks;
 }
 
+/** `<timestamp> <level> <message> key=value ...`, strings bare and other values as JSON. */
+const WINSTON_TEXT_FORMAT = winston.format.printf((info) => {
+  const { level, message, timestamp, ...fields } = info;
+  const rendered = Object.entries(fields)
+    .filter(([key]) => typeof key === 'string')
+    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+    .join(' ');
+  return `${String(timestamp)} ${level} ${String(message)}${rendered ? ' ' + rendered : ''}`;
+});
+
+/** A winston logger with the formats that the line logger copies, writing to stderr. */
+function winstonLogger(options: LoggerOptions): Logger {
+  const format =
+    options.format === 'json'
+      ? winston.format.combine(winston.format.timestamp(), winston.format.json())
+      : winston.format.combine(winston.format.timestamp(), WINSTON_TEXT_FORMAT);
+  return winston.createLogger({
+    level: options.level ?? 'info',
+    format,
+    defaultMeta: options.fields ?? {},
+    transports: [new winston.transports.Console({ stderrLevels: [...LOG_LEVELS] })],
+  });
+}
+
 /** Builds a winston and a line logger with the same options, both writing to stderr. */
 function loggerPair(options: LoggerOptions): { winston: Logger; line: Logger } {
-  return { winston: createLogger(options), line: createLineLogger(options) };
+  return { winston: winstonLogger(options), line: createLineLogger(options) };
 }
 
 /** Makes `logger` write entries, or throws what it throws. */
@@ -263,14 +289,28 @@ describe('line logger options', () => {
   });
 });
 
-describe('agent module graph', () => {
-  it('does not load winston', async () => {
-    const script = `require(${JSON.stringify(AGENT_CLI_MODULE)}); process.stdout.write(JSON.stringify(Object.keys(require.cache)));`;
-    const { stdout } = await run(process.execPath, ['-e', script]);
-    const loaded = JSON.parse(stdout) as string[];
-    assert.ok(loaded.includes(AGENT_CLI_MODULE), `the child did not load ${AGENT_CLI_MODULE}, so the list shows nothing`);
-    assert.ok(loaded.includes(LINE_LOGGER_MODULE), `the agent did not load ${LINE_LOGGER_MODULE}`);
-    const winstonModules = loaded.filter((file) => /[\\/]node_modules[\\/](winston|winston-transport|logform|triple-beam|@dabh[\\/]diagnostics)[\\/]/.test(file));
-    assert.deepEqual(winstonModules, [], 'the agent loads winston or one of its dependencies');
+/** Loads `module` in a child process and returns the files of the winston packages it loaded. */
+async function winstonModulesLoadedBy(module: string): Promise<string[]> {
+  const script = `require(${JSON.stringify(module)}); process.stdout.write(JSON.stringify(Object.keys(require.cache)));`;
+  const { stdout } = await run(process.execPath, ['-e', script]);
+  const loaded = JSON.parse(stdout) as string[];
+  assert.ok(loaded.includes(module), `the child did not load ${module}, so the list shows nothing`);
+  assert.ok(loaded.includes(LINE_LOGGER_MODULE), `${module} did not load ${LINE_LOGGER_MODULE}`);
+  return loaded.filter((file) => /[\\/]node_modules[\\/](winston|winston-transport|logform|triple-beam|@dabh[\\/]diagnostics)[\\/]/.test(file));
+}
+
+describe('module graph', () => {
+  it('the agent does not load winston', async () => {
+    assert.deepEqual(await winstonModulesLoadedBy(AGENT_CLI_MODULE), [], 'the agent loads winston or one of its dependencies');
+  });
+
+  it('the controller does not load winston', async () => {
+    assert.deepEqual(await winstonModulesLoadedBy(CONTROLLER_CLI_MODULE), [], 'the controller loads winston or one of its dependencies');
+  });
+
+  it('createLogger builds the line logger', () => {
+    const chunks = captureStderr(() => createLogger({ fields: DEFAULT_FIELDS }).info('agent listening', { port: 9443 }));
+    assert.equal(chunks.length, 1);
+    assert.match(chunks[0]!, /^\d{4}-\d{2}-\d{2}T[\d:.]+Z info agent listening component=agent node=etcd-1 port=9443\n$/);
   });
 });

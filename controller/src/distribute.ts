@@ -708,8 +708,8 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
       const record = { startedAt: now().toISOString(), total, finished: {} as Record<string, string> };
       // The record is passed as it is, not copied: a write serializes it when it runs, so it always
       // writes the latest state. Copying 1,000 finished nodes took about 0.7 ms per node.
-      const saveRecord = (value: typeof record | undefined): Promise<void> =>
-        state.writeRollout(value).catch((error: unknown) => {
+      const saveRecord = (value: typeof record | undefined, progress = false): Promise<void> =>
+        state.writeRollout(value, progress).catch((error: unknown) => {
           logger.warn('could not write rollout.json', { error: error instanceof Error ? error.message : String(error) });
         });
       await saveRecord(total > 0 ? record : undefined);
@@ -740,7 +740,7 @@ export async function distribute(inventory: Inventory, stateDir: string, logger:
         onNodeDone: (report: NodeReport): void => {
           done++;
           record.finished[report.name] = report.status;
-          void saveRecord(record);
+          void saveRecord(record, true);
           options.onProgress?.({ node: report.name, phase: 'done', status: report.status, done, total, steps: stepCount, ...progressPosition(positions, report.name) });
         },
       };

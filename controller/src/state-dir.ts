@@ -205,7 +205,7 @@ export class StateDir {
 
   private ledgerWrites: Promise<void> = Promise.resolve();
   private rolloutWrites: Promise<void> = Promise.resolve();
-  private nextRolloutWrite: { readonly done: Promise<void>; record: RolloutRecord | undefined } | undefined;
+  private nextRolloutWrite: { readonly done: Promise<void>; record: RolloutRecord | undefined; durable: boolean } | undefined;
 
   /** Reads `rollout.json`: the record of a rollout that has not ended, or undefined. */
   async readRollout(): Promise<RolloutRecord | undefined> {
@@ -219,21 +219,26 @@ export class StateDir {
    * record. So a rollout of many nodes costs one write per burst of finished nodes, not per node.
    * The record is serialized when its write starts, so a caller may keep changing the object it
    * passed, and the write takes the changes made until then.
+   *
+   * `progress` writes skip fsync: they survive a crash of the controller, and a power loss can only
+   * leave fewer finished nodes in the record, which a rerun does not rely on because it plans from
+   * what the nodes hold. The first record of a rollout is written with fsync.
    */
-  writeRollout(record: RolloutRecord | undefined): Promise<void> {
+  writeRollout(record: RolloutRecord | undefined, progress = false): Promise<void> {
     if (this.nextRolloutWrite === undefined) {
-      const next: { done: Promise<void>; record: RolloutRecord | undefined } = { done: Promise.resolve(), record };
+      const next: { done: Promise<void>; record: RolloutRecord | undefined; durable: boolean } = { done: Promise.resolve(), record, durable: false };
       const write = async (): Promise<void> => {
         this.nextRolloutWrite = undefined;
         const file = this.path('rollout.json');
         if (next.record === undefined) await fs.rm(file, { force: true });
-        else await writeFileAtomic(file, JSON.stringify(next.record, null, 1) + '\n', PUBLIC);
+        else await writeFileAtomic(file, JSON.stringify(next.record, null, 1) + '\n', { ...PUBLIC, durable: next.durable });
       };
       next.done = this.rolloutWrites.then(write, write);
       this.nextRolloutWrite = next;
       this.rolloutWrites = next.done;
     }
     this.nextRolloutWrite.record = record;
+    if (!progress) this.nextRolloutWrite.durable = true;
     return this.nextRolloutWrite.done;
   }
   /** The write that has not started yet and the entries it will append; later calls join it. */

@@ -12,6 +12,12 @@ export interface WriteOptions {
   /** Owner to set; skipped when undefined. */
   readonly uid?: number;
   readonly gid?: number;
+  /**
+   * False skips the fsync of the file and of its directory. The replace is still atomic and
+   * survives a crash of this process, but a power loss may leave the previous content. Defaults to
+   * true; only records that nothing depends on for correctness may pass false.
+   */
+  readonly durable?: boolean;
 }
 
 /** Writes `data` to a fresh temporary file beside `target` and returns its path; nothing is renamed yet. */
@@ -27,7 +33,7 @@ export async function stageFile(target: string, data: Buffer | string, options: 
     if (options.uid !== undefined && options.gid !== undefined) {
       await handle.chown(options.uid, options.gid);
     }
-    await handle.sync();
+    if (options.durable !== false) await handle.sync();
   } catch (error) {
     await handle.close();
     await fs.rm(temporary, { force: true });
@@ -37,10 +43,10 @@ export async function stageFile(target: string, data: Buffer | string, options: 
   return temporary;
 }
 
-/** Renames a staged file over its target and fsyncs the directory. */
-export async function commitStagedFile(temporary: string, target: string): Promise<void> {
+/** Renames a staged file over its target and fsyncs the directory unless `durable` is false. */
+export async function commitStagedFile(temporary: string, target: string, durable = true): Promise<void> {
   await fs.rename(temporary, target);
-  await syncDirectory(path.dirname(target));
+  if (durable) await syncDirectory(path.dirname(target));
 }
 
 export async function syncDirectory(dir: string): Promise<void> {
@@ -55,7 +61,7 @@ export async function syncDirectory(dir: string): Promise<void> {
 /** Writes one file atomically. */
 export async function writeFileAtomic(target: string, data: Buffer | string, options: WriteOptions): Promise<void> {
   const temporary = await stageFile(target, data, options);
-  await commitStagedFile(temporary, target);
+  await commitStagedFile(temporary, target, options.durable !== false);
 }
 
 /** Reads a file, or returns undefined when it does not exist. Other errors propagate. */

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { StateDir, type RolloutRecord } from '@kubetrust/controller';
 import { renderDistribute } from '@kubetrust/controller/dist/report';
+import { countFsyncs } from '../harness/fsync-counter';
 
 describe('rollout record', () => {
   let dir: string;
@@ -31,6 +32,17 @@ describe('rollout record', () => {
     await state.writeRollout(undefined);
     assert.equal(await state.readRollout(), undefined);
     assert.deepEqual(fs.readdirSync(dir), []);
+  });
+
+  it('syncs the first record and not the progress that follows', async () => {
+    const record = (finished: Record<string, string>): RolloutRecord => ({ startedAt: '2030-01-02T03:04:05.000Z', total: 2, finished });
+    assert.equal(await countFsyncs(() => state.writeRollout(record({}))), 2, 'the first record is not synced');
+    assert.equal(await countFsyncs(() => state.writeRollout(record({ 'etcd-1': 'changed' }), true)), 0, 'a progress update is synced');
+    assert.deepEqual(await state.readRollout(), record({ 'etcd-1': 'changed' }));
+    // A progress update merged with a record that must be durable is written durably.
+    const merged = countFsyncs(() => Promise.all([state.writeRollout(record({ 'etcd-1': 'changed', 'etcd-2': 'changed' }), true), state.writeRollout(record({ 'etcd-1': 'changed', 'etcd-2': 'failed' }))]));
+    assert.equal(await merged, 2);
+    assert.deepEqual(await state.readRollout(), record({ 'etcd-1': 'changed', 'etcd-2': 'failed' }));
   });
 
   it('names an interrupted rollout in the report', () => {

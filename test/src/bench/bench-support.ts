@@ -56,6 +56,11 @@ export function seconds(value: number | undefined): string {
   return value === undefined ? 'n/a' : value.toFixed(2);
 }
 
+/** CPU seconds to the millisecond, which the controller's own measurement resolves. */
+export function cpuSeconds(value: number | undefined): string {
+  return value === undefined ? 'n/a' : value.toFixed(3);
+}
+
 export function megabytes(kb: number | undefined): string {
   return kb === undefined ? 'n/a' : (kb / 1024).toFixed(0);
 }
@@ -155,7 +160,11 @@ export interface MeasuredRun {
   readonly code: number;
   readonly stdout: string;
   readonly wallS: number;
-  /** User plus system CPU seconds of the controller process, when measured. */
+  /**
+   * User plus system CPU seconds of the controller process, when measured: from the controller's
+   * own getrusage at exit, in microseconds, when it wrote its event-loop report, and otherwise from
+   * GNU time or /proc, which count 10 ms ticks and truncate.
+   */
   readonly cpuS?: number;
   readonly peakRssKb?: number;
   /** What the controller wrote for KUBETRUST_EVENT_LOOP_REPORT, when it wrote it. */
@@ -241,11 +250,14 @@ export async function runControllerMeasured(args: readonly string[], logFile: st
 
   const usage = useTime ? parseTimeOutput(usageFile) : sample;
   const eventLoop = readEventLoopReport(eventLoopFile);
+  const ownCpuMs = eventLoop === undefined ? undefined : eventLoop.userCpuMs + eventLoop.systemCpuMs;
+  const cpuS = ownCpuMs !== undefined && Number.isFinite(ownCpuMs) ? ownCpuMs / 1000 : usage?.cpuS;
   return {
     code,
     stdout,
     wallS,
-    ...(usage !== undefined ? { cpuS: usage.cpuS, peakRssKb: usage.peakRssKb } : {}),
+    ...(cpuS !== undefined ? { cpuS } : {}),
+    ...(usage !== undefined ? { peakRssKb: usage.peakRssKb } : {}),
     ...(eventLoop !== undefined ? { eventLoop } : {}),
   };
 }

@@ -31,6 +31,7 @@ import type { DistributeJson } from '../harness/local-cluster';
 import type { FleetUsage } from './agent-fleet';
 import {
   BenchError,
+  cpuSeconds,
   DEFAULT_SUBNETS,
   eventLoopFigures,
   expectedIssued,
@@ -321,10 +322,10 @@ function report(options: BenchOptions, result: BenchResult): string {
     `wall_s=${seconds(wallS)}`,
     `certs_per_s=${(result.certificates / wallS).toFixed(2)}`,
     `rerun_s=${seconds(result.second.wallS)}`,
-    `controller_cpu_s=${seconds(controllerCpuS)}`,
-    `distribute_cpu_s=${seconds(result.first.cpuS)}`,
+    `controller_cpu_s=${cpuSeconds(controllerCpuS)}`,
+    `distribute_cpu_s=${cpuSeconds(result.first.cpuS)}`,
     `cpu_ms_per_cert=${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)}`,
-    `startup_cpu_s=${seconds(split?.startupS)}`,
+    `startup_cpu_s=${cpuSeconds(split?.startupS)}`,
     `phase_cpu_ms_per_cert=${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)}`,
     `loop_max_ms=${milliseconds(loop?.delayMaxMs)}`,
     `gap_max_ms=${milliseconds(loop?.gapMaxMs)}`,
@@ -340,10 +341,10 @@ function report(options: BenchOptions, result: BenchResult): string {
     `  controller distribute, 1   ${seconds(result.first.wallS).padStart(8)} s   ${result.nodes} nodes changed, ${result.issued} certificates issued`,
     `  init + distribute          ${seconds(wallS).padStart(8)} s   ${result.certificates} certificates, ${(result.certificates / wallS).toFixed(2)} per second`,
     `  controller distribute, 2   ${seconds(result.second.wallS).padStart(8)} s   ${result.nodes} nodes unchanged`,
-    `  controller CPU (init + run 1) ${seconds(controllerCpuS)} s, peak RSS ${megabytes(peakRssKb)} MB; agents CPU (run 1) ${seconds(result.agentsCpuS)} s`,
-    `  controller CPU in run 1    ${seconds(result.first.cpuS).padStart(8)} s   ${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)} ms per issued certificate; event loop max delay ${milliseconds(loop?.delayMaxMs)} ms while distributing`,
-    `    before distributing      ${seconds(split?.startupS).padStart(8)} s   Node start-up, modules, inventory and state directory`,
-    `    distributing             ${seconds(split?.phaseS).padStart(8)} s   ${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)} ms per issued certificate`,
+    `  controller CPU (init + run 1) ${cpuSeconds(controllerCpuS)} s, peak RSS ${megabytes(peakRssKb)} MB; agents CPU (run 1) ${seconds(result.agentsCpuS)} s`,
+    `  controller CPU in run 1    ${cpuSeconds(result.first.cpuS).padStart(8)} s   ${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)} ms per issued certificate; event loop max delay ${milliseconds(loop?.delayMaxMs)} ms while distributing`,
+    `    before distributing      ${cpuSeconds(split?.startupS).padStart(8)} s   Node start-up, modules, inventory and state directory`,
+    `    distributing             ${cpuSeconds(split?.phaseS).padStart(8)} s   ${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)} ms per issued certificate`,
     `RESULT kubetrust-distribute ${fields.join(' ')}`,
   ].join('\n');
 }
@@ -362,7 +363,8 @@ const USAGE = `usage: npm run bench -- [options]
                               (default ${DEFAULT_SUBNETS.first}-${DEFAULT_SUBNETS.last})
   --workdir DIR               empty or new scratch directory (default: a new directory below ${path.join(os.tmpdir(), 'kubetrust-bench')})
   --keep                      keep the scratch directory after a successful run (it is always kept after a failure)
-  --resource-usage MODE       how to measure the controller's CPU time and peak RSS: time (GNU ${TIME_BINARY}),
+  --resource-usage MODE       how to measure the controller's peak RSS, and its CPU time when the controller
+                              writes no event-loop report with its own: time (GNU ${TIME_BINARY}),
                               proc (sample /proc), off, or auto (time when installed, otherwise proc; the default)
   --cpu-prof                  write a V8 CPU profile of distribute run 1 below the work directory's logs/cpu-profile
                               (implies --keep)

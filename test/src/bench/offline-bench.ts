@@ -25,6 +25,7 @@ import {
   BenchError,
   eventLoopFigures,
   MAX_WORKERS,
+  cpuSeconds,
   expectedIssued,
   inventoryYaml,
   ledgerCount,
@@ -144,7 +145,7 @@ function report(options: OfflineOptions, result: OfflineResult): string {
     `files=${result.files}`,
     `wall_s=${seconds(run.wallS)}`,
     `certs_per_s=${rate.toFixed(1)}`,
-    `controller_cpu_s=${seconds(run.cpuS)}`,
+    `controller_cpu_s=${cpuSeconds(run.cpuS)}`,
     `cpu_ms_per_cert=${run.cpuS === undefined ? 'n/a' : ((1000 * run.cpuS) / result.issued).toFixed(2)}`,
     `controller_peak_rss_mb=${megabytes(run.peakRssKb)}`,
     `loop_max_ms=${loopMax}`,
@@ -158,7 +159,7 @@ function report(options: OfflineOptions, result: OfflineResult): string {
   const lines = [
     `kubetrust offline issue benchmark: 3 etcd + 3 masters + ${options.workers} workers = ${result.nodes} nodes, ${options.algorithm}, files on ${result.storage}`,
     `  controller issue --out     ${seconds(run.wallS).padStart(8)} s   ${result.issued} certificates and keys, ${result.files} files, ${rate.toFixed(1)} certificates per second`,
-    `  controller CPU ${seconds(run.cpuS)} s, peak RSS ${megabytes(run.peakRssKb)} MB`,
+    `  controller CPU ${cpuSeconds(run.cpuS)} s, peak RSS ${megabytes(run.peakRssKb)} MB`,
     `  event loop while issuing: max delay ${loopMax} ms, p99 ${loopP99} ms, longest interval gap ${gapMax} ms; before it (inventory and state loading) ${startupGap} ms`,
   ];
 
@@ -180,7 +181,8 @@ const USAGE = `usage: node test/dist/bench/offline-bench.js [options]
                               keygen-limit.js; adds the native limit and the ratio to it
   --workdir DIR               empty or new scratch directory (default: a new directory below ${path.join(os.tmpdir(), 'kubetrust-bench')})
   --keep                      keep the scratch directory after a successful run (it is always kept after a failure)
-  --resource-usage MODE       how to measure the controller's CPU time and peak RSS: time (GNU /usr/bin/time),
+  --resource-usage MODE       how to measure the controller's peak RSS, and its CPU time when the controller
+                              writes no event-loop report with its own: time (GNU /usr/bin/time),
                               proc (sample /proc), off, or auto (time when installed, otherwise proc; the default)
   --cpu-prof                  write a V8 CPU profile of the issue run below the work directory's logs/cpu-profile
                               (implies --keep)

@@ -94,10 +94,10 @@ function loadController(packageDir) {
 }
 
 /**
- * Writes the code cache of the bundle. Used by the build. The bundle is compiled with lazy
- * compilation off, so the cache contains the bytecode of every function and no command compiles any
- * of the bundle's code while it runs. The flag is back on before the cache is made, because V8
- * accepts a cache only under the flags it was made with.
+ * Writes a code cache of every function of the bundle. The build uses it when its training run
+ * (`controller/packaging/train-code-cache.js`) fails. The bundle is compiled with lazy compilation
+ * off, so no command compiles any of the bundle's code while it runs. The flag is back on before the
+ * cache is made, because V8 accepts a cache only under the flags it was made with.
  */
 function writeCodeCache(packageDir) {
   const v8 = require('node:v8');
@@ -114,4 +114,4 @@ function writeCodeCache(packageDir) {
   fs.renameSync(temporary, paths.codeCache);
 }
 
-module.exports = { MANIFEST_VERSION, bundleIsCurrent, bundlePaths, loadController, writeCodeCache };
+module.exports = { MANIFEST_VERSION, bundleIsCurrent, bundlePaths, compileBundle, loadController, runBundle, writeCodeCache };

@@ -14,6 +14,8 @@ import * as crypto from 'node:crypto';
 import { NOT_BEFORE_BACKDATE_MS } from '@kubetrust/shared/dist/rotation';
 import {
   createCertificate,
+  createCertificateDer,
+  derToPem,
   inspectCertificate,
   isRsaKey,
   randomSerialNumber,
@@ -149,6 +151,8 @@ function checkSubjectDiffersFromCa(ca: KeyMaterial, profile: LeafProfile, label:
 /** A leaf certificate with the serial number and expiry written in it. */
 export interface IssuedLeaf {
   readonly certificatePem: string;
+  /** SHA-256 of the DER in lowercase hex, as certificateFingerprint gives it. */
+  readonly fingerprint: string;
   /** Lowercase hex without leading zeros, as inspectCertificate gives it. */
   readonly serialNumber: string;
   /** In whole seconds, as the certificate encodes it. */
@@ -184,9 +188,10 @@ export function issueLeaf(ca: KeyMaterial, profile: LeafProfile, publicKey: Subj
     ipAddresses: profile.ipAddresses ?? [],
     uris: profile.uris ?? [],
   };
-  const certificatePem = createCertificate(template, publicKey, { issuer: { certificatePem: ca.certificatePem, privateKey: ca.privateKey }, privateKey: ca.privateKey });
+  const der = createCertificateDer(template, publicKey, { issuer: { certificatePem: ca.certificatePem, privateKey: ca.privateKey }, privateKey: ca.privateKey });
   return {
-    certificatePem,
+    certificatePem: derToPem('CERTIFICATE', der),
+    fingerprint: crypto.createHash('sha256').update(der).digest('hex'),
     serialNumber: serialNumber.toString(16),
     // The certificate keeps whole seconds.
     notAfter: new Date(Math.floor(notAfter.getTime() / 1000) * 1000),

@@ -21,7 +21,7 @@ import type { DefaultHealthCheck, FileChange, KeyRequest, PrepareKeysResponse__O
 import { casForPki, itemPaths, itemsForNode, kubeletBootstrapFiles, servicesForNode, type CaName, type KubeletBootstrapFiles, type NodeItem, type Service } from '@kubetrust/shared/dist/catalogue';
 import { ROLES, type Inventory, type NodeSpec } from '@kubetrust/shared/dist/inventory';
 import type { Logger } from '@kubetrust/shared/dist/log';
-import { certificateFingerprint, parseCsr, type ParsedCsr } from '@kubetrust/shared/dist/pki';
+import { parseCsr, type ParsedCsr } from '@kubetrust/shared/dist/pki';
 import { issueLeaf, leafProfile } from './authority';
 import { AgentConnections, defaultHealthCheckMessages, type AgentConnection, type ControllerCredentials } from './agent-client';
 import { CaRotationFiles, issuerOf, sideOf, trustPem, type CaGenerations, type CaRotationRecord, type CertificateSide } from './ca-rotation-state';
@@ -532,7 +532,7 @@ export class NodeRollout {
     );
     const { certificatePem } = info;
     usedSerials.add(info.serialNumber);
-    this.logger.info('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, fingerprint: certificateFingerprint(certificatePem), notAfter: info.notAfter.toISOString() });
+    this.logger.info('issued certificate', { node: this.node.name, cert: item.name, serial: info.serialNumber, fingerprint: info.fingerprint, notAfter: info.notAfter.toISOString() });
     return {
       certificatePem,
       keyId: request.key_id ?? '',

@@ -296,6 +296,15 @@ export function createCertificate(
   subjectPublicKey: SubjectPublicKey,
   signer: { issuer?: Issuer; privateKey: crypto.KeyObject },
 ): string {
+  return derToPem('CERTIFICATE', createCertificateDer(template, subjectPublicKey, signer));
+}
+
+/** Builds and signs a certificate as createCertificate does and returns its DER. */
+export function createCertificateDer(
+  template: CertificateTemplate,
+  subjectPublicKey: SubjectPublicKey,
+  signer: { issuer?: Issuer; privateKey: crypto.KeyObject },
+): Buffer {
   const subjectFields = { commonName: template.subject.commonName, organizations: template.subject.organizations ?? [] };
   validateName(subjectFields, 'subject.');
   validateValidity(template);
@@ -330,5 +339,5 @@ export function createCertificate(
     subjectPublicKeyInfo,
     contextConstructed(3, [sequence(extensions)]),
   ]);
-  return derToPem('CERTIFICATE', signStructure(tbsCertificate, signer.privateKey));
+  return signStructure(tbsCertificate, signer.privateKey);
 }

@@ -25,7 +25,9 @@ export {
   type Issuer,
   type KeyUsage,
   createCertificate,
+  createCertificateDer,
   randomSerialNumber,
 } from './certificate';
 export { type CsrSubject, type ParsedCsr, createCsr, parseCsr } from './csr';
+export { derToPem } from './asn1';
 export { type CertificateInfo, certificateFingerprint, inspectCertificate, isSignedBy, normalizeIp, readSerialAndValidity, splitPem } from './inspect';

@@ -1,10 +1,11 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { IssueError, issueLeaf, selfSignedCa, signLeaf, uniqueSerial, type KeyMaterial } from '@kubetrust/controller';
-import { generateKeyPair, inspectCertificate, privateKeyToPem, readSerialAndValidity, type KeyAlgorithm } from '@kubetrust/shared/dist/pki';
+import { certificateFingerprint, generateKeyPair, inspectCertificate, privateKeyToPem, readSerialAndValidity, type KeyAlgorithm } from '@kubetrust/shared/dist/pki';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const NOW = new Date('2026-12-04T12:00:00Z');
@@ -62,7 +63,7 @@ describe('certificate profile', () => {
     assert.equal(info.notAfter.getTime(), NOW.getTime() + DAY_MS);
   });
 
-  it('reports the serial and expiry it signed', async () => {
+  it('reports the serial, expiry and fingerprint it signed', async () => {
     const shortCa = await makeCa('ECDSA-P256', 10 * DAY_MS + 789);
     const key = await generateKeyPair('ECDSA-P256');
     const odd = new Date(NOW.getTime() + 456);
@@ -74,6 +75,8 @@ describe('certificate profile', () => {
       const read = readSerialAndValidity(leaf.certificatePem);
       assert.equal(leaf.serialNumber, read.serialNumber);
       assert.equal(leaf.notAfter.toISOString(), read.notAfter.toISOString());
+      assert.equal(leaf.fingerprint, certificateFingerprint(leaf.certificatePem));
+      assert.equal(leaf.fingerprint, new crypto.X509Certificate(leaf.certificatePem).fingerprint256.replaceAll(':', '').toLowerCase());
     }
     assert.equal(cases[0]!.notAfter.toISOString(), '2026-12-05T12:00:01.000Z');
   });

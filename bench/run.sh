@@ -9,10 +9,12 @@
 #      b. offline-bench.js: `controller issue --out` with RSA-2048, then ECDSA-P256
 #      c. distribute-bench.js: init + distribute with RSA-2048 (only N <= BENCH_DISTRIBUTE_RSA_MAX),
 #         then ECDSA-P256
-#   3. for the largest N, offline-bench.js with ECDSA-P256 once more with its files on tmpfs
+#   3. when NODE_EXTRA_CA_CERTS is set, distribute-bench.js for the smallest N with ECDSA-P256 once
+#      more, with the variable kept for the controller, which every other step starts without it
+#   4. for the largest N, offline-bench.js with ECDSA-P256 once more with its files on tmpfs
 #      (/dev/shm), which shows what the disk's fsyncs cost
-#   4. agent-idle.js: the resident memory and CPU ticks of idle agent processes after a distribute
-#   5. keygen-limit.js again, to show how far the machine's speed drifted during the run
+#   5. agent-idle.js: the resident memory and CPU ticks of idle agent processes after a distribute
+#   6. keygen-limit.js again, to show how far the machine's speed drifted during the run
 # A configuration left out is listed as SKIPPED with the reason, never dropped silently.
 #
 # Env:  BENCH_WORKERS             worker counts, each 1..1016 (default "10 100 1000")
@@ -196,7 +198,7 @@ table() {
       printf "| %-4s | %-40s | %s agents idle: RSS %s MB (start %s, after distribute %s, bare node %s), CPU %s ticks in %s s |\n", "", "agent processes, idle", field("agents"), field("idle_rss_mb"), field("start_rss_mb"), field("distributed_rss_mb"), field("floor_rss_mb"), field("idle_cpu_ticks"), field("idle_s")
     }
     $2 == "kubetrust-distribute" {
-      tool = "kubetrust init + distribute, " field("algorithm")
+      tool = "kubetrust init + distribute, " field("algorithm") (field("node_extra_ca_certs") == "kept" ? ", extra CAs" : "")
       row(field("N"), tool, field("certs"), field("wall_s"), field("certs_per_s"), "-", field("distribute_cpu_s"), field("cpu_ms_per_cert"), field("controller_peak_rss_mb"), field("loop_max_ms"))
     }'
 }
@@ -211,7 +213,7 @@ main() {
   RESULT_LINES="$SCRATCH/results.txt"
   : >"$RESULT_LINES"
 
-  local started n rep reps jobs algorithm largest=0
+  local started n rep reps jobs algorithm largest=0 smallest
   started=$(date +%s)
   {
     echo "kubetrust benchmarks beside the cfssl anchor, run $STAMP"
@@ -247,6 +249,16 @@ main() {
     done
   done
 
+  # The kubetrust steps start the controller without NODE_EXTRA_CA_CERTS. When this environment sets
+  # it, the smallest distribute runs once more with it, to show what it costs.
+  if [[ -n "${NODE_EXTRA_CA_CERTS:-}" ]]; then
+    for n in $WORKERS; do smallest=$n; break; done
+    for n in $WORKERS; do (( n < smallest )) && smallest=$n; done
+    run_kubetrust distribute-bench "distribute-N$smallest-ECDSA-P256-extra-ca-certs" "$SCRATCH" --workers "$smallest" --algorithm ECDSA-P256 --subnets "$SUBNETS" --keep-node-extra-ca-certs
+  else
+    skip "kubetrust-distribute N=- algorithm=ECDSA-P256 reason=NODE_EXTRA_CA_CERTS is not set, so there is no run with it to compare"
+  fi
+
   if [[ -d "$TMPFS" && -w "$TMPFS" ]] && (( largest > 0 )); then
     TMPFS_SCRATCH=$(mktemp -d "$TMPFS/kubetrust-bench.XXXXXX")
     run_kubetrust offline-bench "offline-N$largest-ECDSA-P256-tmpfs" "$TMPFS_SCRATCH" --workers "$largest" --algorithm ECDSA-P256
@@ -270,7 +282,8 @@ main() {
     echo "/ cores). CPU s and ms/cert: the controller process (for distribute, run 1 only, per issued"
     echo "certificate). RSS: controller peak in MB. loop: the controller's longest event-loop delay in ms"
     echo "while issuing. busy: share of both cores busy during 1 s just before the step, while no step"
-    echo "ran (work by other programs on the machine)."
+    echo "ran (work by other programs on the machine). The controller runs without NODE_EXTRA_CA_CERTS,"
+    echo "except in the step marked \"extra CAs\", which keeps this environment's value."
     echo
     table <"$RESULT_LINES"
     echo

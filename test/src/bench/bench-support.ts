@@ -207,6 +207,30 @@ export interface ControllerRunOptions {
   readonly resourceUsage: ResourceUsageMode;
   /** Extra Node options for the controller process, such as `--cpu-prof`. */
   readonly nodeOptions?: readonly string[];
+  /** Whether the controller keeps NODE_EXTRA_CA_CERTS from this process's environment (default false); see controllerEnvironment. */
+  readonly keepExtraCaCerts?: boolean;
+}
+
+/** How the benchmarks start the controller with respect to NODE_EXTRA_CA_CERTS. */
+export type ExtraCaCerts = 'unset' | 'removed' | 'kept';
+
+/** Whether this process has NODE_EXTRA_CA_CERTS, and what the controller gets with `keep`. */
+export function extraCaCerts(keep: boolean, env: NodeJS.ProcessEnv = process.env): ExtraCaCerts {
+  if (env.NODE_EXTRA_CA_CERTS === undefined || env.NODE_EXTRA_CA_CERTS === '') return 'unset';
+  return keep ? 'kept' : 'removed';
+}
+
+/**
+ * The controller's environment: this process's, with the event-loop report file and, unless
+ * `keepExtraCaCerts`, without NODE_EXTRA_CA_CERTS. Node.js reads that file when it starts, so a
+ * machine that sets it for its package proxy adds the parsing of its certificates to every
+ * controller command. The controller trusts only its management CA and the cluster CAs and never
+ * needs the file.
+ */
+export function controllerEnvironment(eventLoopFile: string, keepExtraCaCerts: boolean, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const result: NodeJS.ProcessEnv = { ...env, [EVENT_LOOP_REPORT_ENV]: eventLoopFile };
+  if (!keepExtraCaCerts) delete result.NODE_EXTRA_CA_CERTS;
+  return result;
 }
 
 /**
@@ -223,7 +247,7 @@ export async function runControllerMeasured(args: readonly string[], logFile: st
   const nodeArgs = [...(options.nodeOptions ?? []), CONTROLLER_CLI, ...args];
   const command = useTime ? TIME_BINARY : process.execPath;
   const commandArgs = useTime ? ['-f', '%U %S %M', '-o', usageFile, process.execPath, ...nodeArgs] : nodeArgs;
-  const env = { ...process.env, [EVENT_LOOP_REPORT_ENV]: eventLoopFile };
+  const env = controllerEnvironment(eventLoopFile, options.keepExtraCaCerts === true);
 
   const start = performance.now();
   const child = track(spawn(command, commandArgs, { stdio: ['ignore', 'pipe', log], detached: useTime, env }));

@@ -32,6 +32,7 @@ import type { FleetUsage } from './agent-fleet';
 import {
   BenchError,
   cpuSeconds,
+  extraCaCerts,
   DEFAULT_SUBNETS,
   eventLoopFigures,
   expectedIssued,
@@ -50,6 +51,7 @@ import {
   seconds,
   signalChild,
   track,
+  type ExtraCaCerts,
   type LoopbackSubnets,
   type MeasuredRun,
   type ResourceUsageMode,
@@ -69,13 +71,15 @@ const FLEET_STOP_TIMEOUT_MS = 60_000;
 interface BenchOptions {
   readonly workers: number;
   readonly algorithm: KeyAlgorithm;
+  /** Loopback /24 networks of the agents: the first for etcd nodes and masters, the others for workers. */
   readonly subnets: LoopbackSubnets;
   readonly concurrency: number | undefined;
   readonly workdir: string | undefined;
   readonly keep: boolean;
   readonly resourceUsage: ResourceUsageMode;
   readonly cpuProfile: boolean;
-  /** Loopback /24 networks of the agents: the first for etcd nodes and masters, the others for workers. */
+  /** Whether the controller keeps NODE_EXTRA_CA_CERTS. */
+  readonly keepExtraCaCerts: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,7 +253,7 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
   fs.writeFileSync(inventoryFile, inventoryYaml(options.workers, options.algorithm, options.subnets));
   const inventory = loadInventory(inventoryFile).inventory;
   const common = ['--inventory', inventoryFile, '--state-dir', stateDir];
-  const runOptions = { resourceUsage: options.resourceUsage };
+  const runOptions = { resourceUsage: options.resourceUsage, keepExtraCaCerts: options.keepExtraCaCerts };
   const concurrency = options.concurrency !== undefined ? ['--concurrency', String(options.concurrency)] : [];
 
   progress(`controller init (timed), ${options.algorithm}`);
@@ -315,6 +319,7 @@ function report(options: BenchOptions, result: BenchResult): string {
   const fields = [
     `N=${options.workers}`,
     `algorithm=${options.algorithm}`,
+    `node_extra_ca_certs=${extraCaCerts(options.keepExtraCaCerts)}`,
     `nodes=${result.nodes}`,
     `certs=${result.certificates}`,
     `init_s=${seconds(result.init.wallS)}`,
@@ -345,12 +350,19 @@ function report(options: BenchOptions, result: BenchResult): string {
     `  controller CPU in run 1    ${cpuSeconds(result.first.cpuS).padStart(8)} s   ${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)} ms per issued certificate; event loop max delay ${milliseconds(loop?.delayMaxMs)} ms while distributing`,
     `    before distributing      ${cpuSeconds(split?.startupS).padStart(8)} s   Node start-up, modules, inventory and state directory`,
     `    distributing             ${cpuSeconds(split?.phaseS).padStart(8)} s   ${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)} ms per issued certificate`,
+    `  NODE_EXTRA_CA_CERTS        ${EXTRA_CA_CERTS_TEXT[extraCaCerts(options.keepExtraCaCerts)]}`,
     `RESULT kubetrust-distribute ${fields.join(' ')}`,
   ].join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------
 // Command line.
+
+const EXTRA_CA_CERTS_TEXT: Readonly<Record<ExtraCaCerts, string>> = {
+  unset: 'not set here',
+  removed: 'set here, removed from the controller environment (--keep-node-extra-ca-certs keeps it)',
+  kept: 'set here and kept for the controller',
+};
 
 const USAGE = `usage: npm run bench -- [options]
   --workers N                 worker nodes besides 3 etcd nodes and 3 masters, 1-${maxWorkers(DEFAULT_SUBNETS)} with the
@@ -368,6 +380,8 @@ const USAGE = `usage: npm run bench -- [options]
                               proc (sample /proc), off, or auto (time when installed, otherwise proc; the default)
   --cpu-prof                  write a V8 CPU profile of distribute run 1 below the work directory's logs/cpu-profile
                               (implies --keep)
+  --keep-node-extra-ca-certs  start the controller with this environment's NODE_EXTRA_CA_CERTS; without it the
+                              controller runs without the variable, as on an admin host that does not set it
 `;
 
 function parseOptions(argv: readonly string[]): BenchOptions | undefined {
@@ -383,6 +397,7 @@ function parseOptions(argv: readonly string[]): BenchOptions | undefined {
       keep: { type: 'boolean', default: false },
       'resource-usage': { type: 'string', default: 'auto' },
       'cpu-prof': { type: 'boolean', default: false },
+      'keep-node-extra-ca-certs': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -412,6 +427,7 @@ function parseOptions(argv: readonly string[]): BenchOptions | undefined {
     keep: values.keep || values['cpu-prof'],
     resourceUsage: resolveResourceUsage(values['resource-usage']),
     cpuProfile: values['cpu-prof'],
+    keepExtraCaCerts: values['keep-node-extra-ca-certs'],
   };
 }
 

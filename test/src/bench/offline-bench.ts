@@ -26,6 +26,7 @@ import {
   eventLoopFigures,
   MAX_WORKERS,
   cpuSeconds,
+  extraCaCerts,
   expectedIssued,
   inventoryYaml,
   ledgerCount,
@@ -48,6 +49,8 @@ interface OfflineOptions {
   readonly keep: boolean;
   readonly resourceUsage: ResourceUsageMode;
   readonly cpuProfile: boolean;
+  /** Whether the controller keeps NODE_EXTRA_CA_CERTS. */
+  readonly keepExtraCaCerts: boolean;
 }
 
 interface IssueJson {
@@ -95,7 +98,7 @@ async function runOffline(options: OfflineOptions, workdir: string): Promise<Off
 
   progress(`controller init (not timed), ${options.algorithm}`);
   const initLog = path.join(logsDir, 'init.log');
-  const init = await runControllerMeasured(['init', ...common, '--output', 'json'], initLog, { resourceUsage: 'off' });
+  const init = await runControllerMeasured(['init', ...common, '--output', 'json'], initLog, { resourceUsage: 'off', keepExtraCaCerts: options.keepExtraCaCerts });
   if (init.code !== 0) throw new BenchError(`controller init exited with ${init.code}; see ${initLog}`);
 
   progress(`controller issue --out for ${inventory.nodes.length} nodes (timed)`);
@@ -104,6 +107,7 @@ async function runOffline(options: OfflineOptions, workdir: string): Promise<Off
   const issue = await runControllerMeasured(['issue', ...common, '--out', outDir, '--output', 'json'], issueLog, {
     resourceUsage: options.resourceUsage,
     nodeOptions: profile,
+    keepExtraCaCerts: options.keepExtraCaCerts,
   });
   if (issue.code !== 0) throw new BenchError(`controller issue exited with ${issue.code}; see ${issueLog}`);
 
@@ -139,6 +143,7 @@ function report(options: OfflineOptions, result: OfflineResult): string {
   const fields = [
     `N=${options.workers}`,
     `algorithm=${options.algorithm}`,
+    `node_extra_ca_certs=${extraCaCerts(options.keepExtraCaCerts)}`,
     `nodes=${result.nodes}`,
     `certs=${result.issued}`,
     `keys=${result.issued}`,
@@ -186,6 +191,8 @@ const USAGE = `usage: node test/dist/bench/offline-bench.js [options]
                               proc (sample /proc), off, or auto (time when installed, otherwise proc; the default)
   --cpu-prof                  write a V8 CPU profile of the issue run below the work directory's logs/cpu-profile
                               (implies --keep)
+  --keep-node-extra-ca-certs  start the controller with this environment's NODE_EXTRA_CA_CERTS; without it the
+                              controller runs without the variable, as on an admin host that does not set it
 `;
 
 function parseOptions(argv: readonly string[]): OfflineOptions | undefined {
@@ -199,6 +206,7 @@ function parseOptions(argv: readonly string[]): OfflineOptions | undefined {
       keep: { type: 'boolean', default: false },
       'resource-usage': { type: 'string', default: 'auto' },
       'cpu-prof': { type: 'boolean', default: false },
+      'keep-node-extra-ca-certs': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -219,6 +227,7 @@ function parseOptions(argv: readonly string[]): OfflineOptions | undefined {
     keep: values.keep || values['cpu-prof'],
     resourceUsage: resolveResourceUsage(values['resource-usage']),
     cpuProfile: values['cpu-prof'],
+    keepExtraCaCerts: values['keep-node-extra-ca-certs'],
   };
 }
 

@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseInventory } from '@kubetrust/shared/dist/inventory';
-import { BenchError, DEFAULT_SUBNETS, inventoryYaml, maxWorkers, parseSubnets, staleBundleMessage, workerAddress } from '../bench/bench-support';
+import { EVENT_LOOP_REPORT_ENV } from '@kubetrust/controller/dist/event-loop-report';
+import { BenchError, DEFAULT_SUBNETS, controllerEnvironment, extraCaCerts, inventoryYaml, maxWorkers, parseSubnets, staleBundleMessage, workerAddress } from '../bench/bench-support';
 
 describe('benchmark loopback networks', () => {
   it('keeps the default addresses', () => {
@@ -59,5 +60,25 @@ describe('benchmark preflight', () => {
 
   it('finds the built bundle current', () => {
     assert.equal(staleBundleMessage(), undefined);
+  });
+});
+
+describe('benchmark controller environment', () => {
+  const env = { PATH: '/usr/bin', NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt' };
+
+  it('starts the controller without NODE_EXTRA_CA_CERTS unless asked to keep it', () => {
+    const removed = controllerEnvironment('/tmp/report.json', false, env);
+    assert.equal(removed.NODE_EXTRA_CA_CERTS, undefined);
+    assert.equal(removed.PATH, '/usr/bin');
+    assert.equal(removed[EVENT_LOOP_REPORT_ENV], '/tmp/report.json');
+    assert.equal(env.NODE_EXTRA_CA_CERTS, '/etc/ssl/certs/ca-certificates.crt', 'the environment passed in was changed');
+    assert.equal(controllerEnvironment('/tmp/report.json', true, env).NODE_EXTRA_CA_CERTS, '/etc/ssl/certs/ca-certificates.crt');
+  });
+
+  it('names what the controller got', () => {
+    assert.equal(extraCaCerts(false, env), 'removed');
+    assert.equal(extraCaCerts(true, env), 'kept');
+    assert.equal(extraCaCerts(true, { PATH: '/usr/bin' }), 'unset');
+    assert.equal(extraCaCerts(false, { NODE_EXTRA_CA_CERTS: '' }), 'unset');
   });
 });

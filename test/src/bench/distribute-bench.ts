@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 /**
  * `npm run bench`: times `controller init` plus `controller distribute` for a cluster of 3 etcd
- * nodes, 3 masters and N workers, then a second distribute that must change nothing.
+ * nodes, 3 masters and N workers, then a second distribute that must change nothing, then
+ * `controller rotate --all`, which issues every certificate again.
  *
  *   npm run bench -- [--workers N | --nodes N] [--algorithm RSA-2048|ECDSA-P256] [--concurrency N]
  *                    [--subnets FIRST-LAST] [--workdir DIR] [--keep]
- *                    [--resource-usage auto|time|proc|off] [--cpu-prof]
+ *                    [--resource-usage auto|time|proc|off] [--cpu-prof] [--keep-node-extra-ca-certs]
  *
- * Both commands run as the real CLI (`controller/bin/controller.js`), with KUBETRUST_EVENT_LOOP_REPORT
- * set so that the controller reports its CPU time and event-loop delay. The agents run in one
+ * The commands run as the real CLI (`controller/bin/controller.js`), with KUBETRUST_EVENT_LOOP_REPORT
+ * set so that the controller reports its CPU time. The first distribute runs without the report's
+ * event-loop monitors, whose timers would add CPU time of their own, and the rotation with them, for
+ * the event-loop figures. The agents run in one
  * agent-fleet process on loopback addresses. By default these are 127.0.30.x for etcd nodes and
  * masters and 127.0.31.1 to 127.0.34.254 for workers, and `--subnets` moves them to other /24
  * networks. Their restart hooks run /bin/true. Enrolment and agent start-up happen
@@ -239,8 +242,11 @@ interface BenchResult {
   readonly issued: number;
   readonly casCreated: number;
   readonly init: MeasuredRun;
+  /** Run 1, without the event-loop monitors, for the CPU time. */
   readonly first: MeasuredRun;
   readonly second: MeasuredRun;
+  /** `rotate --all`, which issues every certificate again, with the event-loop monitors. */
+  readonly third: MeasuredRun;
   readonly agentsCpuS: number;
   readonly agentsPeakRssKb: number;
 }
@@ -276,7 +282,7 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
     const firstLog = path.join(logsDir, 'distribute-1.log');
     const before = await fleet.usage();
     const profile = options.cpuProfile ? ['--cpu-prof', `--cpu-prof-dir=${path.join(logsDir, 'cpu-profile')}`] : [];
-    const first = await runControllerMeasured(['distribute', ...common, ...concurrency, '--output', 'json'], firstLog, { ...runOptions, nodeOptions: profile });
+    const first = await runControllerMeasured(['distribute', ...common, ...concurrency, '--output', 'json'], firstLog, { ...runOptions, nodeOptions: profile, eventLoopMonitors: false });
     const after = await fleet.usage();
     checkDistribute(parseDistribute(first, 'distribute run 1', firstLog), first, inventory, 'changed', 'distribute run 1', firstLog);
     const issued = ledgerCount(stateDir);
@@ -289,6 +295,12 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
     checkDistribute(parseDistribute(second, 'distribute run 2', secondLog), second, inventory, 'unchanged', 'distribute run 2', secondLog);
     if (ledgerCount(stateDir) !== issued) throw new BenchError(`distribute run 2 issued ${ledgerCount(stateDir) - issued} certificates, expected none`);
 
+    progress('controller rotate --all, run 3 (event loop measured; every certificate is issued again)');
+    const thirdLog = path.join(logsDir, 'rotate-3.log');
+    const third = await runControllerMeasured(['rotate', '--all', ...common, ...concurrency, '--output', 'json'], thirdLog, runOptions);
+    checkDistribute(parseDistribute(third, 'rotate run 3', thirdLog), third, inventory, 'changed', 'rotate run 3', thirdLog);
+    if (ledgerCount(stateDir) !== 2 * issued) throw new BenchError(`rotate run 3 issued ${ledgerCount(stateDir) - issued} certificates, expected ${issued}`);
+
     return {
       nodes: inventory.nodes.length,
       certificates: issued + casCreated,
@@ -297,6 +309,7 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
       init,
       first,
       second,
+      third,
       agentsCpuS: (after.userCpuUs + after.systemCpuUs - before.userCpuUs - before.systemCpuUs) / 1e6,
       agentsPeakRssKb: after.maxRssKb,
     };
@@ -308,11 +321,11 @@ async function runBench(options: BenchOptions, workdir: string): Promise<BenchRe
 function report(options: BenchOptions, result: BenchResult): string {
   const wallS = result.init.wallS + result.first.wallS;
   const controllerCpuS = result.init.cpuS !== undefined && result.first.cpuS !== undefined ? result.init.cpuS + result.first.cpuS : undefined;
-  const peakRssKb = [result.init, result.first, result.second].reduce<number | undefined>(
+  const peakRssKb = [result.init, result.first, result.second, result.third].reduce<number | undefined>(
     (max, run) => (run.peakRssKb === undefined ? max : Math.max(max ?? 0, run.peakRssKb)),
     undefined,
   );
-  const loop = eventLoopFigures(result.first, 'distribute');
+  const loop = eventLoopFigures(result.third, 'distribute');
   const cpuMsPerCertificate = result.first.cpuS === undefined ? undefined : (1000 * result.first.cpuS) / result.issued;
   const split = phaseCpu(result.first, 'distribute');
   const phaseMsPerCertificate = split === undefined ? undefined : (1000 * split.phaseS) / result.issued;
@@ -327,6 +340,7 @@ function report(options: BenchOptions, result: BenchResult): string {
     `wall_s=${seconds(wallS)}`,
     `certs_per_s=${(result.certificates / wallS).toFixed(2)}`,
     `rerun_s=${seconds(result.second.wallS)}`,
+    `rotate_s=${seconds(result.third.wallS)}`,
     `controller_cpu_s=${cpuSeconds(controllerCpuS)}`,
     `distribute_cpu_s=${cpuSeconds(result.first.cpuS)}`,
     `cpu_ms_per_cert=${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)}`,
@@ -347,7 +361,8 @@ function report(options: BenchOptions, result: BenchResult): string {
     `  init + distribute          ${seconds(wallS).padStart(8)} s   ${result.certificates} certificates, ${(result.certificates / wallS).toFixed(2)} per second`,
     `  controller distribute, 2   ${seconds(result.second.wallS).padStart(8)} s   ${result.nodes} nodes unchanged`,
     `  controller CPU (init + run 1) ${cpuSeconds(controllerCpuS)} s, peak RSS ${megabytes(peakRssKb)} MB; agents CPU (run 1) ${seconds(result.agentsCpuS)} s`,
-    `  controller CPU in run 1    ${cpuSeconds(result.first.cpuS).padStart(8)} s   ${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)} ms per issued certificate; event loop max delay ${milliseconds(loop?.delayMaxMs)} ms while distributing`,
+    `  controller rotate --all, 3 ${seconds(result.third.wallS).padStart(8)} s   every certificate issued again; event loop max delay ${milliseconds(loop?.delayMaxMs)} ms, longest gap ${milliseconds(loop?.gapMaxMs)} ms`,
+    `  controller CPU in run 1    ${cpuSeconds(result.first.cpuS).padStart(8)} s   ${cpuMsPerCertificate === undefined ? 'n/a' : cpuMsPerCertificate.toFixed(2)} ms per issued certificate, without the event-loop monitors`,
     `    before distributing      ${cpuSeconds(split?.startupS).padStart(8)} s   Node start-up, modules, inventory and state directory`,
     `    distributing             ${cpuSeconds(split?.phaseS).padStart(8)} s   ${phaseMsPerCertificate === undefined ? 'n/a' : phaseMsPerCertificate.toFixed(2)} ms per issued certificate`,
     `  NODE_EXTRA_CA_CERTS        ${EXTRA_CA_CERTS_TEXT[extraCaCerts(options.keepExtraCaCerts)]}`,

@@ -27,9 +27,6 @@ import { LiveProgress } from './progress';
 import { distributeJson, renderDistribute } from './report';
 import { StateError } from './state-dir';
 
-// TODO: each run spends 0.12–0.14 CPU-seconds before its command starts: Node.js and its root
-// certificates, the bundle, the inventory and the state. In a distribute to ten nodes that alone
-// keeps the controller above 5 ms of CPU per certificate (docs/benchmarks.md, Targets).
 export const EXIT_FAILED = 1;
 export const EXIT_INVALID = 2;
 export const EXIT_PARTIAL = 3;

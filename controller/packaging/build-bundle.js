@@ -23,7 +23,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const PACKAGE_DIR = path.resolve(__dirname, '..');
-/** The training run takes about 3 s; a hung one must not hold the build. */
+/** The training run takes about a second; a hung one must not hold the build. */
 const TRAINING_TIMEOUT_MS = 120_000;
 const REPO_ROOT = path.resolve(PACKAGE_DIR, '..');
 const { MANIFEST_VERSION, bundlePaths } = require(path.join(PACKAGE_DIR, 'bin', 'bundle-loader.js'));

@@ -6,8 +6,8 @@
  * 127.0.0.1. V8 then caches the bytecode of the functions that these commands ran. Other commands
  * compile what they need as they go.
  *
- * A controller command loading this cache spent about 10 ms less CPU in a distribute to 16 nodes
- * than one loading a cache of every function, which is twice the size (docs/benchmarks.md).
+ * A controller command loading this cache spent about 7 ms less CPU in a distribute to 16 nodes
+ * than one loading a cache of every function, which is 1.7 times the size (docs/benchmarks.md).
  *
  * Usage: node controller/packaging/train-code-cache.js PACKAGE_DIR OUTPUT_FILE
  * Exits non-zero with a message on stderr when any step fails; build-bundle.js then writes the

@@ -101,7 +101,7 @@ async function runPlan(options: PlanOptions, command: Command, context: CommandC
 export function registerPlanCommand(program: Command, context: CommandContext): void {
   program
     .command('plan')
-    .description('print what distribute would change without changing anything (the same as distribute --dry-run), or with --flags the flags that point the services of one node at their files')
+    .description('print what distribute would change without changing anything (the same as distribute --dry-run); with --flags, the flags that point the services of one node at their files; with --bindings, the ClusterRoleBindings that the certificates need')
     .requiredOption('-i, --inventory <file>', 'cluster inventory (YAML)')
     .option('-s, --state-dir <dir>', 'controller state directory; required unless --flags or --bindings is given')
     .option('-n, --node <name>', 'node name from the inventory; required with --flags')

@@ -26,6 +26,21 @@ describe('controller help', function () {
     assert.doesNotMatch(optionLine(result.stdout, '--dry-run'), /\(required\)/);
   });
 
+  it('names every mode of plan in the command list', async () => {
+    const result = await runController(['--help']);
+    assert.equal(result.code, 0, result.stderr);
+    // Commander wraps a long description onto indented lines below the command's name.
+    const lines = result.stdout.split('\n');
+    const start = lines.findIndex((line) => line.trimStart().startsWith('plan '));
+    assert.ok(start >= 0, result.stdout);
+    let end = start + 1;
+    while (end < lines.length && /^\s{6,}\S/.test(lines[end]!) && !/^\s{2}\S/.test(lines[end]!)) end++;
+    const summary = lines.slice(start, end).join(' ');
+    assert.match(summary, /--dry-run/);
+    assert.match(summary, /--flags/);
+    assert.match(summary, /--bindings/);
+  });
+
   it('marks nested command options once', async () => {
     const result = await runController(['ca', 'rotate', '--help']);
     assert.equal(result.code, 0, result.stderr);

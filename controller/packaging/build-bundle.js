@@ -5,7 +5,7 @@
  * (`cli.bundle.json`). `controller/bin/controller.js` loads the bundle through
  * `controller/bin/bundle-loader.js` while those files are unchanged. `npm run build` runs this
  * after the TypeScript build. The code cache comes from a training run of the main commands
- * (`train-code-cache.js`); when that fails, it holds every function of the bundle.
+ * (`train-code-cache.js`). When that fails, it contains every function of the bundle.
  *
  * Usage: node controller/packaging/build-bundle.js
  *
@@ -23,7 +23,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const PACKAGE_DIR = path.resolve(__dirname, '..');
-/** The training run takes about a second; a hung one must not hold the build. */
+/** The training run takes about a second, and a hung one must not hold up the build. */
 const TRAINING_TIMEOUT_MS = 120_000;
 const REPO_ROOT = path.resolve(PACKAGE_DIR, '..');
 const { MANIFEST_VERSION, bundlePaths } = require(path.join(PACKAGE_DIR, 'bin', 'bundle-loader.js'));

@@ -52,7 +52,7 @@ export interface EventLoopReport {
   /** Milliseconds from the start of the measurement to process exit. */
   readonly wallMs: number;
   readonly resolutionMs: number;
-  /** False when KUBETRUST_EVENT_LOOP_MONITORS=off left out both monitors; their figures are then 0. */
+  /** False when KUBETRUST_EVENT_LOOP_MONITORS=off left out both monitors, whose figures are then 0. */
   readonly monitors: boolean;
   /**
    * User plus system CPU time of the process before the measurement started, in milliseconds:

@@ -18,7 +18,7 @@ export interface LoggerOptions {
   readonly fields?: Record<string, string>;
 }
 
-/** What kubetrust code logs through, a subset of winston's logger. Messages are constant phrases, and data goes in fields. */
+/** The logging interface of kubetrust code, a subset of winston's logger. Messages are constant phrases, and data goes in fields. */
 export interface Logger {
   /** The minimum severity written, one of LOG_LEVELS. Less severe entries are dropped. */
   get level(): string;

@@ -219,14 +219,14 @@ export interface ControllerRunOptions {
 /** How the benchmarks start the controller with respect to NODE_EXTRA_CA_CERTS. */
 export type ExtraCaCerts = 'unset' | 'removed' | 'kept';
 
-/** Whether this process has NODE_EXTRA_CA_CERTS, and what the controller gets with `keep`. */
+/** Returns whether this process has NODE_EXTRA_CA_CERTS, and what the controller gets with `keep`. */
 export function extraCaCerts(keep: boolean, env: NodeJS.ProcessEnv = process.env): ExtraCaCerts {
   if (env.NODE_EXTRA_CA_CERTS === undefined || env.NODE_EXTRA_CA_CERTS === '') return 'unset';
   return keep ? 'kept' : 'removed';
 }
 
 /**
- * The controller's environment: this process's, with the event-loop report file and, unless
+ * Returns the controller's environment: this process's, with the event-loop report file and, unless
  * `keepExtraCaCerts`, without NODE_EXTRA_CA_CERTS. Node.js reads that file when it starts, so a
  * machine that sets it for its package proxy adds the parsing of its certificates to every
  * controller command. The controller trusts only its management CA and the cluster CAs and never

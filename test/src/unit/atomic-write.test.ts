@@ -17,7 +17,7 @@ describe('atomic write', () => {
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('syncs the file and its directory by default', async () => {
+  it('syncs file and directory by default', async () => {
     const target = path.join(dir, 'ledger.json');
     const syncs = await countFsyncs(() => writeFileAtomic(target, '{"issued": []}\n', { mode: 0o600 }));
     assert.equal(syncs, 2);
@@ -25,7 +25,7 @@ describe('atomic write', () => {
     assert.equal(fs.statSync(target).mode & 0o777, 0o600);
   });
 
-  it('skips both syncs when the write need not be durable', async () => {
+  it('skips syncs when not durable', async () => {
     const target = path.join(dir, 'rollout.json');
     fs.writeFileSync(target, 'old\n');
     const syncs = await countFsyncs(() => writeFileAtomic(target, 'new\n', { mode: 0o644, durable: false }));

@@ -66,7 +66,7 @@ describe('benchmark preflight', () => {
 describe('benchmark controller environment', () => {
   const env = { PATH: '/usr/bin', NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt' };
 
-  it('starts the controller without NODE_EXTRA_CA_CERTS unless asked to keep it', () => {
+  it('drops NODE_EXTRA_CA_CERTS unless kept', () => {
     const removed = controllerEnvironment('/tmp/report.json', false, env);
     assert.equal(removed.NODE_EXTRA_CA_CERTS, undefined);
     assert.equal(removed.PATH, '/usr/bin');
@@ -75,7 +75,7 @@ describe('benchmark controller environment', () => {
     assert.equal(controllerEnvironment('/tmp/report.json', true, env).NODE_EXTRA_CA_CERTS, '/etc/ssl/certs/ca-certificates.crt');
   });
 
-  it('names what the controller got', () => {
+  it('reports removed, kept or unset', () => {
     assert.equal(extraCaCerts(false, env), 'removed');
     assert.equal(extraCaCerts(true, env), 'kept');
     assert.equal(extraCaCerts(true, { PATH: '/usr/bin' }), 'unset');

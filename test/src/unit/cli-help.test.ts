@@ -26,7 +26,7 @@ describe('controller help', function () {
     assert.doesNotMatch(optionLine(result.stdout, '--dry-run'), /\(required\)/);
   });
 
-  it('names every mode of plan in the command list', async () => {
+  it('lists every plan mode', async () => {
     const result = await runController(['--help']);
     assert.equal(result.code, 0, result.stderr);
     // Commander wraps a long description onto indented lines below the command's name.

@@ -11,7 +11,7 @@ import { EVENT_LOOP_MONITORS_ENV, EVENT_LOOP_REPORT_ENV, type EventLoopReport } 
 
 const REPORT_MODULE = require.resolve('@kubetrust/controller/dist/event-loop-report');
 
-/** Runs a process that starts the report, then holds its event loop for 120 ms of CPU in a phase named `work`. */
+/** Runs a process that starts the report, then keeps its event loop busy for 120 ms of CPU in a phase named `work`. */
 function reportOf(env: Record<string, string>): EventLoopReport {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kubetrust-event-loop-report-'));
   try {
@@ -34,7 +34,7 @@ function reportOf(env: Record<string, string>): EventLoopReport {
 }
 
 describe('event-loop report', () => {
-  it('records how long the loop was held, with both monitors', () => {
+  it('measures a blocked loop with monitors', () => {
     const report = reportOf({});
     assert.equal(report.monitors, true);
     assert.deepEqual(report.phases.map((phase) => phase.name), ['startup', 'work']);
@@ -44,7 +44,7 @@ describe('event-loop report', () => {
     assert.ok(report.userCpuMs + report.systemCpuMs >= 120);
   });
 
-  it('records the CPU times alone with the monitors off', () => {
+  it('measures CPU alone without monitors', () => {
     const report = reportOf({ [EVENT_LOOP_MONITORS_ENV]: 'off' });
     assert.equal(report.monitors, false);
     assert.deepEqual(report.phases.map((phase) => phase.name), ['startup', 'work']);

@@ -46,7 +46,7 @@ const WINSTON_TEXT_FORMAT = winston.format.printf((info) => {
   return `${String(timestamp)} ${level} ${String(message)}${rendered ? ' ' + rendered : ''}`;
 });
 
-/** A winston logger with the formats that the line logger copies, writing to stderr. */
+/** Builds a winston logger with the formats that the line logger copies, writing to stderr. */
 function winstonLogger(options: LoggerOptions): Logger {
   const format =
     options.format === 'json'

@@ -34,7 +34,7 @@ describe('rollout record', () => {
     assert.deepEqual(fs.readdirSync(dir), []);
   });
 
-  it('syncs the first record and not the progress that follows', async () => {
+  it('syncs first record, not progress', async () => {
     const record = (finished: Record<string, string>): RolloutRecord => ({ startedAt: '2030-01-02T03:04:05.000Z', total: 2, finished });
     assert.equal(await countFsyncs(() => state.writeRollout(record({}))), 2, 'the first record is not synced');
     assert.equal(await countFsyncs(() => state.writeRollout(record({ 'etcd-1': 'changed' }), true)), 0, 'a progress update is synced');

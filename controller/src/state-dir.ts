@@ -222,7 +222,7 @@ export class StateDir {
    *
    * `progress` writes skip fsync: they survive a crash of the controller, and a power loss can only
    * leave fewer finished nodes in the record, which a rerun does not rely on because it plans from
-   * what the nodes hold. The first record of a rollout is written with fsync.
+   * the nodes' files. The first record of a rollout is written with fsync.
    */
   writeRollout(record: RolloutRecord | undefined, progress = false): Promise<void> {
     if (this.nextRolloutWrite === undefined) {

@@ -15,7 +15,7 @@ export interface WriteOptions {
   /**
    * False skips the fsync of the file and of its directory. The replace is still atomic and
    * survives a crash of this process, but a power loss may leave the previous content. Defaults to
-   * true; only records that nothing depends on for correctness may pass false.
+   * true. Only records that nothing depends on for correctness may pass false.
    */
   readonly durable?: boolean;
 }

@@ -1,6 +1,6 @@
 /**
  * The controller's opt-in event-loop report: with its two monitors it records how long the event
- * loop was held, and with KUBETRUST_EVENT_LOOP_MONITORS=off it records the CPU times alone.
+ * loop was blocked, and with KUBETRUST_EVENT_LOOP_MONITORS=off it records the CPU times alone.
  */
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
